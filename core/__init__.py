@@ -1,0 +1,1 @@
+"""pocketops core: no Textual here. Datasets, models, trainer, export, drift, cost, telemetry, worker."""

@@ -1,0 +1,65 @@
+"""Optional dependencies: a missing one is a clear message, never a traceback.
+
+Several extras have no pip wheel on Termux (torch, onnxruntime, numpy) and one has no Termux
+build at all (onnx); the message says how to get each on Linux and on Termux.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class Extra:
+    package: str      # the pip distribution
+    extra: str        # pocketops extra that brings it
+    termux: str       # how to get it on Termux
+
+
+KNOWN: dict[str, Extra] = {
+    "torch": Extra("torch==2.13.0", "train", "pkg install python-torch"),
+    "onnx": Extra("onnx", "export", "no Termux build exists: export on a laptop and copy the .onnx over (pocketops models add)"),
+    "onnxscript": Extra("onnxscript", "export", "no Termux build of its dependency onnx: export on a laptop"),
+    "onnxruntime": Extra("onnxruntime", "serve", "pkg install python-onnxruntime"),
+    "onnxconverter_common": Extra("onnxconverter-common", "export", "no Termux build of its dependency onnx: export on a laptop"),
+    "PIL": Extra("Pillow", "images", "pkg install python-pillow"),
+    "huggingface_hub": Extra("huggingface_hub", "hf", "pip install huggingface_hub (needs hf-xet, which may fail to build on aarch64)"),
+    "google.cloud.functions_v2": Extra("google-cloud-functions", "gcp", "pkg install python-grpcio, then pip install google-cloud-functions"),
+    "google.cloud.run_v2": Extra("google-cloud-run", "gcp", "pkg install python-grpcio, then pip install google-cloud-run"),
+    "google.cloud.monitoring_v3": Extra("google-cloud-monitoring", "gcp", "pkg install python-grpcio, then pip install google-cloud-monitoring"),
+    "functions_framework": Extra("functions-framework", "gcp", "pip install functions-framework"),
+}
+
+
+class MissingDependency(RuntimeError):
+    """An optional package is not installed; ``str()`` says what to install where."""
+
+    def __init__(self, module: str, purpose: str):
+        self.module = module
+        self.purpose = purpose
+        info = KNOWN.get(module, Extra(module, "all", f"pip install {module}"))
+        super().__init__(
+            f"{purpose} needs the Python package '{info.package}', which is not installed. "
+            f"On Linux: pip install 'pocketops[{info.extra}]' (or make install). "
+            f"On Termux: {info.termux}."
+        )
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingDependency` naming it and how to get it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name and not (module == exc.name or module.startswith(exc.name + ".") or exc.name.startswith(module)):
+            # The module exists but one of *its* dependencies is missing: name that one.
+            raise MissingDependency(exc.name, purpose) from exc
+        raise MissingDependency(module, purpose) from exc
+
+
+def available(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,258 @@
+"""The job loop: claim a job, run its handler, heartbeat, record the end.
+
+Several workers may run at once; claims never collide (one atomic UPDATE in the store).
+SIGTERM/SIGINT ask the running job to checkpoint and stop; the job goes back to the queue and
+the next worker resumes it. After SIGKILL nothing runs here: the job's heartbeat goes stale
+(or its worker's pid is gone on this host) and the next worker takes it over.
+
+Handlers are imported lazily by name, so the worker starts without torch and only the jobs
+that need torch load it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from core import paths, telemetry
+from core.errors import JobCancelled, JobStopped, PocketopsError
+from core.optional import MissingDependency
+from store import db as storedb
+from store import events, jobs, workers
+from store import telemetry as store_telemetry
+
+HEARTBEAT_S = float(os.environ.get("POCKETOPS_HEARTBEAT_S", "1.0"))
+STALE_AFTER_S = float(os.environ.get("POCKETOPS_STALE_AFTER_S", "30"))
+WORKER_ALIVE_S = 15.0
+
+# kind -> "module:function". Each handler takes a JobContext and returns a JSON-able result.
+HANDLERS: dict[str, str] = {
+    "train": "core.train_job:run",
+    "export": "core.export_job:run",
+    "bench": "core.export_job:run_bench",
+    "deploy": "deployers.jobs:run",
+}
+
+
+@dataclass
+class JobContext:
+    """What a handler gets: the job, a store connection of its own thread, and the stop signals."""
+
+    db_path: Path
+    job: dict
+    worker_id: str
+    db: Any = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+    _progress: dict = field(default_factory=dict)
+
+    @property
+    def payload(self) -> dict:
+        return self.job["payload"]
+
+    @property
+    def job_id(self) -> int:
+        return self.job["id"]
+
+    def files(self, *parts: str | int) -> Path:
+        """A directory for this job's artifacts under the database's files directory."""
+        return paths.artifact_dir(self.db_path, *parts)
+
+    def progress(self, **values: Any) -> None:
+        """Update the job's progress; the heartbeat thread writes it (latest value wins)."""
+        self._progress.update(values)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def check(self) -> None:
+        """Raise JobCancelled / JobStopped at a safe point if the job should end now."""
+        if self._cancelled.is_set():
+            raise JobCancelled()
+        if self._stopping.is_set():
+            raise JobStopped()
+
+    def log(self, level: str, message: str, run_id: int | None = None) -> None:
+        events.log(self.db, level, f"job:{self.job['kind']}", message, run_id=run_id or self.job.get("run_id"), job_id=self.job_id)
+
+
+def _load_handler(kind: str) -> Callable[[JobContext], dict]:
+    target = HANDLERS.get(kind)
+    if target is None:
+        raise PocketopsError(f"no handler for job kind {kind!r}; known kinds: {', '.join(sorted(HANDLERS))}")
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead(db, host: str) -> int:
+    """Requeue running jobs whose worker on this host is gone (killed with signal 9)."""
+    released = 0
+    for row in storedb.rows(
+        db,
+        """SELECT jobs.id, jobs.worker_id, workers.pid, workers.host FROM jobs
+           JOIN workers ON workers.id = jobs.worker_id WHERE jobs.status = 'running'""",
+    ):
+        if row["host"] == host and row["pid"] != os.getpid() and not pid_alive(row["pid"]):
+            if jobs.release(db, row["id"], row["worker_id"]):
+                events.log(db, "warning", "worker", f"job {row['id']} was held by dead worker pid {row['pid']}; requeued", job_id=row["id"])
+                released += 1
+            workers.stopped(db, row["worker_id"])
+    return released
+
+
+class Worker:
+    def __init__(self, db_path: str | Path, *, worker_id: str | None = None, kinds: tuple[str, ...] | None = None):
+        self.db_path = Path(db_path)
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.host = socket.gethostname()
+        self.kinds = kinds or tuple(HANDLERS)
+        self.stopping = threading.Event()
+        self.db = storedb.connect(self.db_path)
+        self._current: JobContext | None = None
+        self._beat_stop = threading.Event()
+
+    # -- signals -------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            self.stopping.set()
+            if self._current is not None:
+                self._current._stopping.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # -- heartbeat thread ----------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        db = storedb.connect(self.db_path, migrate=False)
+        next_telemetry = 0.0
+        while not self._beat_stop.wait(HEARTBEAT_S):
+            ctx = self._current
+            try:
+                workers.beat(db, self.id, ctx.job_id if ctx else None)
+                if ctx is not None:
+                    held = jobs.heartbeat(db, ctx.job_id, self.id, dict(ctx._progress))
+                    if not held:
+                        ctx._stopping.set()  # another worker took it over: stop quietly
+                    elif jobs.cancel_requested(db, ctx.job_id):
+                        ctx._cancelled.set()
+                if time.monotonic() >= next_telemetry:
+                    store_telemetry.record(db, self.id, telemetry.sample())
+                    next_telemetry = time.monotonic() + 5.0
+            except storedb.sqlite3.OperationalError as exc:  # locked for longer than busy_timeout
+                print(f"pocketops worker: heartbeat skipped: {exc}", file=sys.stderr)
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, *, once: bool = False, idle_sleep: float = 0.5, on_job: Callable[[dict], None] | None = None) -> int:
+        """Run jobs until stopped (or, with ``once``, until the queue is empty). Returns jobs run."""
+        workers.register(self.db, self.id, os.getpid(), self.host)
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        done = 0
+        try:
+            while not self.stopping.is_set():
+                reap_dead(self.db, self.host)
+                job = jobs.claim(self.db, self.id, kinds=self.kinds, stale_after=STALE_AFTER_S)
+                if job is None:
+                    if once:
+                        break
+                    self.stopping.wait(idle_sleep)
+                    continue
+                self.run_job(job)
+                done += 1
+                if on_job:
+                    on_job(jobs.get(self.db, job["id"]))
+        finally:
+            self._beat_stop.set()
+            beat.join(timeout=5)
+            workers.stopped(self.db, self.id)
+        return done
+
+    def run_job(self, job: dict) -> None:
+        ctx = JobContext(db_path=self.db_path, job=job, worker_id=self.id, db=self.db)
+        if self.stopping.is_set():
+            ctx._stopping.set()
+        self._current = ctx
+        if job["attempts"] > 1:
+            events.log(self.db, "info", "worker", f"job {job['id']} resumed (attempt {job['attempts']})", job_id=job["id"], run_id=job["run_id"])
+        try:
+            result = _load_handler(job["kind"])(ctx)
+        except JobStopped:
+            jobs.release(self.db, job["id"], self.id)
+            events.log(self.db, "info", "worker", f"job {job['id']} released for a later worker", job_id=job["id"], run_id=job["run_id"])
+        except JobCancelled:
+            jobs.finish(self.db, job["id"], self.id, "cancelled", error="cancelled by the user")
+        except (PocketopsError, MissingDependency) as exc:
+            jobs.finish(self.db, job["id"], self.id, "failed", error=str(exc))
+            events.log(self.db, "error", "worker", f"job {job['id']} failed: {exc}", job_id=job["id"], run_id=job["run_id"])
+        except Exception as exc:  # a bug in a handler must not kill the worker: record it whole
+            jobs.finish(self.db, job["id"], self.id, "failed", error=f"{type(exc).__name__}: {exc}")
+            events.log(self.db, "error", "worker", traceback.format_exc(), job_id=job["id"], run_id=job["run_id"])
+        else:
+            jobs.finish(self.db, job["id"], self.id, "done", result=result or {})
+        finally:
+            self._current = None
+
+
+def alive_workers(db_path: str | Path) -> list[dict]:
+    return workers.alive(storedb.connect(db_path), within=WORKER_ALIVE_S)
+
+
+def spawn_background(db_path: str | Path, log_path: str | Path | None = None) -> int:
+    """Start a detached worker process (survives the dashboard closing); return its pid."""
+    log_path = Path(log_path or paths.files_dir(db_path) / "worker.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.worker", "--db", str(db_path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+    return proc.pid
+
+
+def ensure_worker(db_path: str | Path) -> int | None:
+    """Start a background worker unless one is alive; the new pid, or None if one was running."""
+    if alive_workers(db_path):
+        return None
+    return spawn_background(db_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.worker")
+    parser.add_argument("--db", default=None)
+    parser.add_argument("--once", action="store_true")
+    args = parser.parse_args(argv)
+    worker = Worker(paths.db_path(args.db))
+    worker.install_signal_handlers()
+    worker.run(once=args.once)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The job queue: enqueue, atomic claim, heartbeat, cancel, finish, release.
+
+A claim is one ``UPDATE ... RETURNING`` statement, atomic in SQLite, so several worker
+processes never take the same job. A running job whose heartbeat is older than
+``stale_after`` seconds belongs to a dead worker and is claimed again by the next one.
+"""
+from __future__ import annotations
+
+import sqlite_utils
+
+from store.db import dumps, loads, now, one, rows
+
+ACTIVE = ("queued", "running")
+FINAL = ("done", "failed", "cancelled")
+
+
+def _decode(job: dict | None) -> dict | None:
+    if job is None:
+        return None
+    job = dict(job)
+    job["payload"] = loads(job["payload"], {})
+    job["progress"] = loads(job["progress"], {})
+    job["result"] = loads(job["result"])
+    return job
+
+
+def enqueue(db: sqlite_utils.Database, kind: str, payload: dict | None = None, *, run_id: int | None = None) -> int:
+    cur = db.execute(
+        "INSERT INTO jobs (kind, payload, run_id, created_at) VALUES (?, ?, ?, ?)",
+        (kind, dumps(payload or {}), run_id, now()),
+    )
+    return cur.lastrowid
+
+
+def get(db: sqlite_utils.Database, job_id: int) -> dict | None:
+    return _decode(one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,)))
+
+
+def claim(
+    db: sqlite_utils.Database,
+    worker_id: str,
+    *,
+    kinds: tuple[str, ...] | None = None,
+    stale_after: float = 30.0,
+    job_id: int | None = None,
+) -> dict | None:
+    """Take the oldest runnable job (queued, or running with a stale heartbeat); None if none."""
+    t = now()
+    where = "(status = 'queued' OR (status = 'running' AND heartbeat_at < :stale))"
+    params: dict = {"stale": t - stale_after, "worker": worker_id, "t": t}
+    if kinds:
+        marks = ", ".join(f":k{i}" for i in range(len(kinds)))
+        where += f" AND kind IN ({marks})"
+        params.update({f"k{i}": k for i, k in enumerate(kinds)})
+    if job_id is not None:
+        where += " AND id = :job_id"
+        params["job_id"] = job_id
+    found = rows(
+        db,
+        f"""
+        UPDATE jobs SET status = 'running', worker_id = :worker, claimed_at = :t,
+                        heartbeat_at = :t, attempts = attempts + 1
+        WHERE id = (SELECT id FROM jobs WHERE {where} ORDER BY id LIMIT 1)
+          AND {where}
+        RETURNING *
+        """,
+        params,
+    )
+    return _decode(found[0]) if found else None
+
+
+def heartbeat(db: sqlite_utils.Database, job_id: int, worker_id: str, progress: dict | None = None) -> bool:
+    """Refresh the claim; False if this worker no longer holds the job (taken over)."""
+    if progress is None:
+        cur = db.execute(
+            "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND worker_id = ? AND status = 'running'",
+            (now(), job_id, worker_id),
+        )
+    else:
+        cur = db.execute(
+            "UPDATE jobs SET heartbeat_at = ?, progress = ? WHERE id = ? AND worker_id = ? AND status = 'running'",
+            (now(), dumps(progress), job_id, worker_id),
+        )
+    return cur.rowcount == 1
+
+
+def request_cancel(db: sqlite_utils.Database, job_id: int) -> str | None:
+    """Ask for a cancel. A queued job is cancelled at once; a running one when its worker sees it.
+
+    Returns the job's status after the request, or None if there is no such job.
+    """
+    db.execute(
+        "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished_at = ? WHERE id = ? AND status = 'queued'",
+        (now(), job_id),
+    )
+    db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,))
+    found = one(db, "SELECT status FROM jobs WHERE id = ?", (job_id,))
+    return found["status"] if found else None
+
+
+def cancel_requested(db: sqlite_utils.Database, job_id: int) -> bool:
+    found = one(db, "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+    return bool(found and found["cancel_requested"])
+
+
+def finish(
+    db: sqlite_utils.Database,
+    job_id: int,
+    worker_id: str,
+    status: str,
+    *,
+    result: dict | None = None,
+    error: str | None = None,
+) -> bool:
+    """Record the end of a job this worker holds. False if another worker took it over."""
+    if status not in FINAL:
+        raise ValueError(f"finish status must be one of {FINAL}, not {status!r}")
+    cur = db.execute(
+        """UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ?, heartbeat_at = ?
+           WHERE id = ? AND worker_id = ? AND status = 'running'""",
+        (status, dumps(result) if result is not None else None, error, now(), now(), job_id, worker_id),
+    )
+    return cur.rowcount == 1
+
+
+def release(db: sqlite_utils.Database, job_id: int, worker_id: str) -> bool:
+    """Give a running job back to the queue (worker shutting down); the next claim resumes it."""
+    cur = db.execute(
+        "UPDATE jobs SET status = 'queued', worker_id = NULL WHERE id = ? AND worker_id = ? AND status = 'running'",
+        (job_id, worker_id),
+    )
+    return cur.rowcount == 1
+
+
+def list_jobs(db: sqlite_utils.Database, *, status: str | None = None, limit: int = 100) -> list[dict]:
+    if status:
+        found = rows(db, "SELECT * FROM jobs WHERE status = ? ORDER BY id DESC LIMIT ?", (status, limit))
+    else:
+        found = rows(db, "SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+    return [_decode(j) for j in found]
+
+
+def latest_for_run(db: sqlite_utils.Database, run_id: int, kind: str | None = None) -> dict | None:
+    if kind:
+        return _decode(one(db, "SELECT * FROM jobs WHERE run_id = ? AND kind = ? ORDER BY id DESC LIMIT 1", (run_id, kind)))
+    return _decode(one(db, "SELECT * FROM jobs WHERE run_id = ? ORDER BY id DESC LIMIT 1", (run_id,)))

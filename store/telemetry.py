@@ -1,0 +1,27 @@
+"""Device load samples (CPU, RAM, battery, temperature); unknown values stay NULL."""
+from __future__ import annotations
+
+import sqlite_utils
+
+from store.db import now, one, rows
+
+FIELDS = ("cpu_percent", "ram_used_mb", "ram_total_mb", "battery_percent", "charging", "temperature_c")
+
+
+def record(db: sqlite_utils.Database, source: str, sample: dict) -> int:
+    values = [sample.get(f) for f in FIELDS]
+    cur = db.execute(
+        f"INSERT INTO telemetry (ts, source, {', '.join(FIELDS)}) VALUES (?, ?, {', '.join('?' * len(FIELDS))})",
+        (now(), source, *values),
+    )
+    # Keep the table small on a phone: a day of 2-second samples is plenty.
+    db.execute("DELETE FROM telemetry WHERE ts < ?", (now() - 86_400,))
+    return cur.lastrowid
+
+
+def latest(db: sqlite_utils.Database) -> dict | None:
+    return one(db, "SELECT * FROM telemetry ORDER BY id DESC LIMIT 1")
+
+
+def since(db: sqlite_utils.Database, after_id: int = 0, limit: int = 500) -> list[dict]:
+    return rows(db, "SELECT * FROM telemetry WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))

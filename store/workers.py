@@ -1,0 +1,31 @@
+"""Worker processes: registration and liveness by heartbeat."""
+from __future__ import annotations
+
+import sqlite_utils
+
+from store.db import now, rows
+
+
+def register(db: sqlite_utils.Database, worker_id: str, pid: int, host: str) -> None:
+    t = now()
+    db.execute(
+        "INSERT OR REPLACE INTO workers (id, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
+        (worker_id, pid, host, t, t),
+    )
+
+
+def beat(db: sqlite_utils.Database, worker_id: str, job_id: int | None = None) -> None:
+    db.execute("UPDATE workers SET heartbeat_at = ?, job_id = ? WHERE id = ?", (now(), job_id, worker_id))
+
+
+def stopped(db: sqlite_utils.Database, worker_id: str) -> None:
+    db.execute("UPDATE workers SET stopped_at = ?, job_id = NULL WHERE id = ?", (now(), worker_id))
+
+
+def alive(db: sqlite_utils.Database, *, within: float = 15.0) -> list[dict]:
+    """Workers that have not stopped and beat within the last ``within`` seconds."""
+    return rows(
+        db,
+        "SELECT * FROM workers WHERE stopped_at IS NULL AND heartbeat_at >= ? ORDER BY started_at",
+        (now() - within,),
+    )
