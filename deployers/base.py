@@ -1,0 +1,102 @@
+"""The one bundle format and the one deployer protocol every target implements."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from core.errors import PocketopsError
+
+TARGET_NAMES = ("local", "spaces-static", "spaces-docker", "gcp")
+# Release.status values a deployer may answer; the store adds superseded / rolled-back.
+RELEASE_STATUSES = ("running", "deploying", "sleeping", "stopped", "failed")
+
+
+class DeployError(PocketopsError):
+    """A deploy, status, rollback or stop that failed; the message says what to do (one line)."""
+
+
+@dataclass
+class Bundle:
+    """A directory produced by ``deployers.bundle.build_bundle``.
+
+    It holds ``model.onnx``, ``model.json``, the runtime files (``predictor.py``,
+    ``server.py``) and ``reference.npz``, and needs only numpy + onnxruntime to serve.
+    """
+
+    path: Path
+    variant_id: int | None
+    version: str                      # e.g. "r12-int8-static-<sha[:8]>"
+    model_json: dict = field(default_factory=dict)
+
+    def files(self) -> list[tuple[str, int]]:
+        """(relative path, size in bytes) of every file in the bundle, sorted by path."""
+        root = Path(self.path)
+        found = [
+            (p.relative_to(root).as_posix(), p.stat().st_size)
+            for p in root.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        ]
+        return sorted(found)
+
+    @classmethod
+    def load(cls, path: str | Path, variant_id: int | None = None) -> "Bundle":
+        """Open an existing bundle directory (reads its ``model.json``)."""
+        path = Path(path)
+        spec = path / "model.json"
+        if not spec.is_file():
+            raise DeployError(
+                f"{path}: not a bundle (model.json missing); build it again with pocketops deploy"
+            )
+        model_json = json.loads(spec.read_text("utf-8"))
+        if variant_id is None:
+            variant_id = model_json.get("variant_id")
+        return cls(path=path, variant_id=variant_id, version=str(model_json.get("version", "")),
+                   model_json=model_json)
+
+
+@dataclass
+class Plan:
+    """What a deploy would do: files, cost, requirements; computing it changes nothing."""
+
+    target: str
+    files: list[dict]                 # {"path", "size_bytes"}
+    estimated_monthly_cost_usd: float
+    requirements: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(int(f.get("size_bytes", 0)) for f in self.files)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["total_bytes"] = self.total_bytes
+        return data
+
+
+@dataclass
+class Release:
+    """What a deploy, status, rollback or stop answers."""
+
+    status: str                       # running | deploying | sleeping | stopped | failed
+    url: str | None
+    meta: dict = field(default_factory=dict)   # repo_id, commit sha, revision, pid, port... NEVER secrets
+    health_latency_ms: float | None = None
+    cold_start_ms: float | None = None
+
+
+@runtime_checkable
+class Deployer(Protocol):
+    target: str                       # "local" | "spaces-static" | "spaces-docker" | "gcp"
+
+    def plan(self, bundle: Bundle, options: dict) -> Plan: ...
+
+    def deploy(self, bundle: Bundle, options: dict, previous: dict | None) -> Release: ...
+
+    def status(self, deployment: dict) -> Release: ...          # deployment = store row, meta decoded
+
+    def rollback(self, current: dict, previous: dict, previous_bundle: Bundle) -> Release: ...
+
+    def stop(self, deployment: dict) -> Release: ...
