@@ -11,6 +11,7 @@ that need torch load it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -140,9 +141,7 @@ class Worker:
     # -- signals -------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
         def handler(signum, _frame):
-            self.stopping.set()
-            if self._current is not None:
-                self._current._stopping.set()
+            self.request_stop()
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -168,13 +167,24 @@ class Worker:
                 print(f"pocketops worker: heartbeat skipped: {exc}", file=sys.stderr)
 
     # -- the loop ------------------------------------------------------------------------
-    def run(self, *, once: bool = False, idle_sleep: float = 0.5, on_job: Callable[[dict], None] | None = None) -> int:
-        """Run jobs until stopped (or, with ``once``, until the queue is empty). Returns jobs run."""
+    @contextlib.contextmanager
+    def _registered(self):
+        """Registered in the store with a heartbeat thread for as long as the block runs."""
         workers.register(self.db, self.id, os.getpid(), self.host)
+        self._beat_stop.clear()
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
-        done = 0
         try:
+            yield
+        finally:
+            self._beat_stop.set()
+            beat.join(timeout=5)
+            workers.stopped(self.db, self.id)
+
+    def run(self, *, once: bool = False, idle_sleep: float = 0.5, on_job: Callable[[dict], None] | None = None) -> int:
+        """Run jobs until stopped (or, with ``once``, until the queue is empty). Returns jobs run."""
+        done = 0
+        with self._registered():
             while not self.stopping.is_set():
                 reap_dead(self.db, self.host)
                 job = jobs.claim(self.db, self.id, kinds=self.kinds, stale_after=STALE_AFTER_S)
@@ -187,11 +197,23 @@ class Worker:
                 done += 1
                 if on_job:
                     on_job(jobs.get(self.db, job["id"]))
-        finally:
-            self._beat_stop.set()
-            beat.join(timeout=5)
-            workers.stopped(self.db, self.id)
         return done
+
+    def run_one(self, job_id: int) -> bool:
+        """Claim and run the one job ``job_id`` (for ``--wait`` with no worker alive); False if not claimable."""
+        with self._registered():
+            reap_dead(self.db, self.host)
+            job = jobs.claim(self.db, self.id, stale_after=STALE_AFTER_S, job_id=job_id)
+            if job is None:
+                return False
+            self.run_job(job)
+        return True
+
+    def request_stop(self) -> None:
+        """Ask the worker (and its running job) to stop at the next safe point."""
+        self.stopping.set()
+        if self._current is not None:
+            self._current._stopping.set()
 
     def run_job(self, job: dict) -> None:
         ctx = JobContext(db_path=self.db_path, job=job, worker_id=self.id, db=self.db)

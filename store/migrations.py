@@ -168,8 +168,13 @@ def version(db: sqlite_utils.Database) -> int:
 def migrate(db: sqlite_utils.Database) -> int:
     """Bring the schema to the newest version; return it. Safe to call from many processes."""
     target = len(MIGRATIONS)
-    if version(db) >= target:
-        return version(db)
+    current = version(db)
+    if current > target:
+        raise RuntimeError(
+            f"database schema version {current} is newer than this pocketops ({target}); upgrade pocketops"
+        )
+    if current == target:
+        return current
     with transaction(db):
         # Re-read under the write lock: another process may have migrated meanwhile.
         current = version(db)

@@ -1,0 +1,132 @@
+"""Shared plumbing for headless commands: the store, output, errors."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr with a non-zero exit code."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def add_parser(sub, name: str, help: str, **kwargs) -> argparse.ArgumentParser:
+    """A sub-parser that also accepts ``--db`` and ``--json`` after the command name."""
+    from tui.cli import add_global_options
+
+    parser = sub.add_parser(name, help=help, description=help, **kwargs)
+    add_global_options(parser, suppress=True)
+    return parser
+
+
+def open_db(args: argparse.Namespace):
+    """The store for ``--db`` / ``$POCKETOPS_HOME``, migrated, with the built-in datasets."""
+    import store
+    from core import paths
+
+    db_path = paths.db_path(getattr(args, "db", None))
+    db = store.connect(db_path)
+    try:
+        from core.datasets import ensure_builtin
+    except ImportError:  # datasets module not installed in this build
+        return db, db_path
+    ensure_builtin(db, db_path)
+    return db, db_path
+
+
+def emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:
+    """Print ``data`` as one JSON line with ``--json``, else ``text`` (or a readable dump)."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, default=str), flush=True)
+    elif text is not None:
+        print(text, flush=True)
+    else:
+        print(json.dumps(data, indent=2, default=str), flush=True)
+
+
+def console():
+    """A rich console on stdout (rich only, never Textual)."""
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def err(message: str) -> None:
+    print(f"pocketops: {message}", file=sys.stderr)
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def path_arg(value: str) -> Path:
+    return Path(value).expanduser()
+
+
+def wait_for_job(db_path: Path, job_id: int, *, tick=None, interval: float = 0.25) -> dict:
+    """Block until job ``job_id`` ends; return its final row.
+
+    If a worker process is alive it runs the job and we only watch. Otherwise the job runs in
+    a thread of this process (a worker of our own), so ``--wait`` works with no daemon.
+    ``tick(db)`` is called on every poll from this thread (for progress output). Ctrl-C asks
+    the job to checkpoint and stop; it goes back to the queue for a later worker.
+    """
+    import threading
+
+    import store
+    from core import worker as core_worker
+    from store import jobs
+
+    db = store.connect(db_path)
+    runner: core_worker.Worker | None = None
+    thread: threading.Thread | None = None
+    failure: list[BaseException] = []
+    if not core_worker.alive_workers(db_path):
+        def run_inline() -> None:
+            nonlocal runner
+            try:
+                runner = core_worker.Worker(db_path)  # its connection belongs to this thread
+                runner.run_one(job_id)
+            except BaseException as exc:  # surfaced in the calling thread below
+                failure.append(exc)
+
+        thread = threading.Thread(target=run_inline, name=f"job-{job_id}", daemon=True)
+        thread.start()
+    try:
+        while True:
+            if tick:
+                tick(db)
+            job = jobs.get(db, job_id)
+            if job is None:
+                raise CliError(f"job {job_id} does not exist")
+            if job["status"] in jobs.FINAL:
+                if thread:
+                    thread.join(timeout=30)
+                if tick:
+                    tick(db)
+                return job
+            if failure:
+                raise failure[0]
+            if thread is not None and not thread.is_alive() and job["status"] == "queued":
+                raise CliError(f"job {job_id} was released before it finished; run `pocketops worker` to resume it")
+            import time
+
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        if runner is not None:
+            runner.request_stop()
+            if thread:
+                thread.join(timeout=60)
+        raise
