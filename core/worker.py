@@ -134,9 +134,14 @@ class Worker:
         self.host = socket.gethostname()
         self.kinds = kinds or tuple(HANDLERS)
         self.stopping = threading.Event()
-        self.db = storedb.connect(self.db_path)
+        storedb.connect(self.db_path)  # create or migrate now, so errors surface at start
         self._current: JobContext | None = None
         self._beat_stop = threading.Event()
+
+    @property
+    def db(self):
+        """This thread's connection (a worker may be built in one thread and run in another)."""
+        return storedb.thread_db(self.db_path)
 
     # -- signals -------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:

@@ -1,0 +1,123 @@
+"""Worker loop: results, failures as values, cancel, graceful stop, dead-worker reaping."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import store
+from core import worker as core_worker
+from store import events, jobs, workers
+
+
+@pytest.fixture
+def handlers(monkeypatch):
+    monkeypatch.setattr(core_worker, "HEARTBEAT_S", 0.05)
+    monkeypatch.setitem(core_worker.HANDLERS, "ok", "tests._handlers:ok")
+    monkeypatch.setitem(core_worker.HANDLERS, "user_error", "tests._handlers:user_error")
+    monkeypatch.setitem(core_worker.HANDLERS, "bug", "tests._handlers:bug")
+    monkeypatch.setitem(core_worker.HANDLERS, "slow", "tests._handlers:slow")
+
+
+def test_jobs_run_in_order_and_failures_are_recorded(tmp_path, handlers):
+    """A bug or a user error in one job is recorded with its reason; the worker goes on to the next."""
+    path = tmp_path / "p.db"
+    db = store.connect(path)
+    a = jobs.enqueue(db, "ok", {"x": 7})
+    b = jobs.enqueue(db, "user_error")
+    c = jobs.enqueue(db, "bug")
+    d = jobs.enqueue(db, "no-such-kind")
+    e = jobs.enqueue(db, "ok", {"x": 8})
+    ran = core_worker.Worker(path, kinds=("ok", "user_error", "bug", "no-such-kind")).run(once=True)
+    assert ran == 5
+    got = {j: jobs.get(db, j) for j in (a, b, c, d, e)}
+    assert got[a]["status"] == "done" and got[a]["result"] == {"echo": 7}
+    assert got[b]["status"] == "failed" and "does not exist" in got[b]["error"]
+    assert got[c]["status"] == "failed" and got[c]["error"].startswith("KeyError")
+    assert got[d]["status"] == "failed" and "no handler for job kind 'no-such-kind'" in got[d]["error"]
+    assert got[e]["result"] == {"echo": 8}
+    assert any("Traceback" in ev["message"] for ev in events.since(db)), "a bug's traceback is kept in events"
+
+
+def test_cancel_request_reaches_a_running_job(tmp_path, handlers):
+    """A cancel written by another connection stops the running job within a heartbeat or two."""
+    path = tmp_path / "p.db"
+    db = store.connect(path)
+    job_id = jobs.enqueue(db, "slow")
+    w = core_worker.Worker(path, kinds=("slow",))
+    t = threading.Thread(target=w.run, kwargs={"once": True})
+    t.start()
+    _wait(lambda: jobs.get(db, job_id)["status"] == "running")
+    start = time.monotonic()
+    jobs.request_cancel(db, job_id)
+    t.join(timeout=10)
+    assert jobs.get(db, job_id)["status"] == "cancelled"
+    assert time.monotonic() - start < 3
+
+
+def test_stop_releases_the_job_for_the_next_worker(tmp_path, handlers):
+    """Stopping a worker (what SIGTERM does) gives the job back; another worker then finishes it."""
+    path = tmp_path / "p.db"
+    db = store.connect(path)
+    job_id = jobs.enqueue(db, "slow")
+    w = core_worker.Worker(path, kinds=("slow",))
+    t = threading.Thread(target=w.run)
+    t.start()
+    _wait(lambda: jobs.get(db, job_id)["status"] == "running")
+    w.request_stop()
+    t.join(timeout=10)
+    job = jobs.get(db, job_id)
+    assert job["status"] == "queued" and job["worker_id"] is None
+    assert not workers.alive(db)
+    again = jobs.claim(db, "next")
+    assert again["id"] == job_id and again["attempts"] == 2
+
+
+def test_job_of_a_killed_worker_is_requeued_at_once(tmp_path):
+    """A running job whose worker's pid is gone on this host is reaped without waiting for staleness."""
+    path = tmp_path / "p.db"
+    db = store.connect(path)
+    job_id = jobs.enqueue(db, "train")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+
+    workers.register(db, "ghost", dead.pid, socket.gethostname())
+    jobs.claim(db, "ghost")
+    assert core_worker.reap_dead(db, socket.gethostname()) == 1
+    assert jobs.get(db, job_id)["status"] == "queued"
+    assert core_worker.reap_dead(db, socket.gethostname()) == 0
+    # a job held by a live process (this one) is left alone
+    workers.register(db, "me", os.getpid(), socket.gethostname())
+    jobs.claim(db, "me")
+    assert core_worker.reap_dead(db, socket.gethostname()) == 0
+
+
+def test_ensure_worker_starts_one_background_worker(tmp_path):
+    """The dashboard's start-up starts a worker process only when none is alive, and it survives on its own."""
+    path = tmp_path / "p.db"
+    store.connect(path)
+    env_home = os.environ.get("POCKETOPS_HOME")
+    pid = core_worker.ensure_worker(path)
+    try:
+        assert pid
+        _wait(lambda: core_worker.alive_workers(path), timeout=20)
+        assert core_worker.ensure_worker(path) is None
+        assert [w["pid"] for w in core_worker.alive_workers(path)] == [pid]
+    finally:
+        os.kill(pid, 15)
+        _wait(lambda: not core_worker.alive_workers(path), timeout=20)
+    assert os.environ.get("POCKETOPS_HOME") == env_home
+
+
+def _wait(cond, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
