@@ -1,0 +1,195 @@
+"""Benchmark any ONNX file with only onnxruntime and numpy: the figures that pick a variant.
+
+Warm-up, then timed repeats with a fixed thread count (recorded); medians and percentiles.
+The same code serves the worker, ``pocketops bench`` and ``benchmarks/quantization.py``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.errors import PocketopsError
+from core.optional import require
+
+# Ops that exist only because of quantization: named when a quantized variant is slower.
+QUANT_OPS = ("ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear",
+             "DequantizeLinear", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "Cast")
+
+
+@dataclass
+class BenchConfig:
+    """How long and how to measure; the defaults take well under a second for a tiny model."""
+
+    threads: int = 1
+    warmup: int = 20
+    repeats: int = 300
+    throughput_batch: int = 8
+    throughput_repeats: int = 60
+    loads: int = 3
+    budget_s: float = 3.0          # stop a timed loop early past this (keeping ≥ 20 repeats)
+    profile: bool = True
+
+
+def percentile_ms(times_ns: list[int], q: float) -> float:
+    return float(np.percentile(np.asarray(times_ns, dtype=np.float64), q) / 1e6)
+
+
+def time_calls(call: Callable[[int], object], *, warmup: int, repeats: int, budget_s: float) -> list[int]:
+    """Run ``call(i)`` ``warmup`` times untimed, then time up to ``repeats`` calls (ns each)."""
+    for i in range(warmup):
+        call(i)
+    times: list[int] = []
+    deadline = time.perf_counter() + budget_s
+    for i in range(repeats):
+        t0 = time.perf_counter_ns()
+        call(i)
+        times.append(time.perf_counter_ns() - t0)
+        if len(times) >= 20 and time.perf_counter() > deadline:
+            break
+    return times
+
+
+def session_options(threads: int, *, profile_prefix: str | None = None):
+    ort = require("onnxruntime", "benchmarking an ONNX model")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    return opts
+
+
+def open_session(path: str | Path, threads: int = 1, *, profile_prefix: str | None = None):
+    """An onnxruntime CPU session with a fixed thread count; a bad file is a clear error."""
+    ort = require("onnxruntime", "benchmarking an ONNX model")
+    path = Path(path)
+    if not path.is_file():
+        raise PocketopsError(f"{path}: no such ONNX file")
+    try:
+        return ort.InferenceSession(str(path), session_options(threads, profile_prefix=profile_prefix),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+        raise PocketopsError(f"{path}: onnxruntime cannot load this model ({type(exc).__name__}: {str(exc)[:200]}); "
+                             "is it an ONNX file with a dynamic batch axis?") from exc
+
+
+def check_input(session, path: str | Path, X: np.ndarray) -> str:
+    """The model's input name, after checking ``X`` fits its input spec."""
+    inp = session.get_inputs()[0]
+    want = list(inp.shape[1:])
+    got = list(X.shape[1:])
+    fixed = [d if isinstance(d, int) else None for d in want]
+    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(fixed, got)):
+        raise PocketopsError(f"{Path(path).name}: input {inp.name!r} expects samples of shape {want}, "
+                             f"the dataset has {got}; pick the dataset this model was trained on")
+    return inp.name
+
+
+def logits(session, name: str, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    out = [session.run(None, {name: np.ascontiguousarray(X[s:s + batch_size])})[0] for s in range(0, len(X), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def _rss_mb() -> float | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def profile_ops(path: str | Path, X: np.ndarray, threads: int = 1, runs: int = 60, warmup: int = 20) -> dict[str, float]:
+    """Microseconds per batch-1 run spent in each op type, from onnxruntime's own profiler.
+
+    Needs only onnxruntime (no ``onnx``), so it also names the slow op on a phone. The first
+    ``warmup`` runs are left out: they include one-time allocations.
+    """
+    with tempfile.TemporaryDirectory(prefix="pocketops-prof-") as tmp:
+        session = open_session(path, threads, profile_prefix=str(Path(tmp) / "p"))
+        name = session.get_inputs()[0].name
+        for i in range(warmup + runs):
+            session.run(None, {name: np.ascontiguousarray(X[i % len(X):i % len(X) + 1])})
+        trace = session.end_profiling()
+        with open(trace) as handle:
+            events = json.load(handle)
+    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    cutoff = starts[warmup] if len(starts) > warmup else 0
+    counted = max(1, len(starts) - warmup) if len(starts) > warmup else max(1, len(starts))
+    totals: dict[str, float] = {}
+    for event in events:
+        args = event.get("args") or {}
+        if (event.get("cat") == "Node" and "op_name" in args and event.get("ts", 0) >= cutoff
+                and event.get("name", "").endswith("_kernel_time")):
+            totals[args["op_name"]] = totals.get(args["op_name"], 0.0) + float(event.get("dur", 0))
+    return {op: round(us / counted, 3) for op, us in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def benchmark(path: str | Path, X: np.ndarray, y: np.ndarray | None = None, *, reference: np.ndarray | None = None,
+              config: BenchConfig | None = None) -> dict:
+    """Measure one ONNX file on samples ``X`` (the test split); a JSON-able dict of figures.
+
+    ``reference`` is the fp32 model's logits on the same ``X``: agreement and max |Δlogit|
+    are measured against it (None when there is no reference).
+    """
+    config = config or BenchConfig()
+    path = Path(path)
+    if len(X) == 0:
+        raise PocketopsError(f"{path.name}: no test samples to benchmark on")
+    rss0 = _rss_mb()
+    load_times = []
+    session = None
+    for _ in range(max(1, config.loads)):
+        t0 = time.perf_counter_ns()
+        session = open_session(path, config.threads)
+        load_times.append(time.perf_counter_ns() - t0)
+    name = check_input(session, path, X)
+    rss_peak = _rss_mb()
+
+    out = logits(session, name, X)
+    result: dict = {
+        "threads": config.threads, "samples": int(len(X)), "size_bytes": path.stat().st_size,
+        "load_ms": round(float(np.median(load_times)) / 1e6, 3),
+    }
+    if y is not None:
+        result["accuracy"] = round(float(np.mean(out.argmax(1) == np.asarray(y))), 6)
+    if reference is not None:
+        if reference.shape != out.shape:
+            raise PocketopsError(f"{path.name}: logits of shape {out.shape} cannot be compared with the fp32 reference {reference.shape}")
+        result["agreement"] = round(float(np.mean(out.argmax(1) == reference.argmax(1))), 6)
+        result["max_abs_logit_diff"] = float(np.max(np.abs(out.astype(np.float64) - reference)))
+
+    singles = [np.ascontiguousarray(X[i:i + 1]) for i in range(min(len(X), 64))]
+    t1 = time_calls(lambda i: session.run(None, {name: singles[i % len(singles)]}),
+                    warmup=config.warmup, repeats=config.repeats, budget_s=config.budget_s)
+    rss_peak = max(v for v in (rss_peak, _rss_mb()) if v is not None) if rss0 is not None else None
+    b = config.throughput_batch
+    batch = np.ascontiguousarray(np.resize(X, (b, *X.shape[1:])).astype(X.dtype))
+    t8 = time_calls(lambda i: session.run(None, {name: batch}), warmup=max(2, config.warmup // 4),
+                    repeats=config.throughput_repeats, budget_s=config.budget_s)
+    if rss0 is not None:
+        rss_peak = max(rss_peak, _rss_mb())
+    result.update({
+        "latency_p50_ms": round(percentile_ms(t1, 50), 4),
+        "latency_p95_ms": round(percentile_ms(t1, 95), 4),
+        "repeats": len(t1), "warmup": config.warmup,
+        "throughput_batch": b, "throughput_per_s": round(b / (float(np.median(t8)) / 1e9), 1),
+        # Memory the session added to this process (resident set); ORT keeps its arena, so the
+        # reading after the runs is the peak within a few pages.
+        "peak_memory_mb": round(rss_peak - rss0, 2) if rss0 is not None else None,
+    })
+    if config.profile:
+        result["ops_us"] = profile_ops(path, X, config.threads)
+    result["measured_at"] = time.time()
+    result["host_cpus"] = os.cpu_count()
+    return result
+

@@ -1,0 +1,221 @@
+"""Variants of an fp32 ONNX model: fp16, int8-dynamic, int8-static (QDQ), each one file.
+
+Facts this follows (``FACTS.md``): run ``quant_pre_process`` first with
+``skip_symbolic_shape=True``; dynamic quantization of Conv gives ConvInteger, which runs
+several times *slower* on CPU, so for convolutional models only MatMul/Gemm are quantized
+unless ConvInteger is asked for (variant ``int8-dynamic-conv``); static quantization is
+calibrated on real training samples (random data gave logit errors of 0.15–0.22).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from core.atomic import write_bytes
+from core.errors import ConfigError
+from core.optional import require
+
+VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static")
+EXTRA_VARIANTS = ("int8-dynamic-conv",)   # measurable on request: dynamic int8 with ConvInteger
+ALL_VARIANTS = VARIANTS + EXTRA_VARIANTS
+DEFAULT_VARIANTS = VARIANTS
+
+
+@dataclass
+class QuantizeConfig:
+    """How to build the int8 variants."""
+
+    calibration_samples: int = 256
+    per_channel: str = "auto"          # "auto" (keep whichever follows fp32 closer) | "on" | "off"
+    seed: int = 0
+
+
+@dataclass
+class Built:
+    """One variant file and what was decided while building it."""
+
+    name: str
+    path: Path
+    meta: dict = field(default_factory=dict)
+
+
+def require_quantize_tools(purpose: str = "Quantization") -> None:
+    """Fail at once, before anything is written, if the quantizer cannot run here."""
+    require("onnx", purpose)
+    require("onnxruntime", purpose)
+    require("onnxruntime.quantization", purpose)
+
+
+def check_names(names: list[str]) -> list[str]:
+    """Validate variant names, keep the user's order, drop repeats."""
+    unknown = [n for n in names if n not in ALL_VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown variant {', '.join(map(repr, unknown))}; expected some of {', '.join(ALL_VARIANTS)}")
+    seen: list[str] = []
+    for name in names:
+        if name not in seen:
+            seen.append(name)
+    return seen
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The quantizer logs and warns freely; none of it belongs in the dashboard."""
+    root = logging.getLogger()
+    level = root.level
+    sink = io.StringIO()
+    try:
+        root.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def op_types(path: str | Path) -> dict[str, int]:
+    """How many nodes of each op type the model has (needs ``onnx``)."""
+    onnx = require("onnx", "reading an ONNX graph")
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _preprocess(src: Path, tmp: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnx = require("onnx", "quantization")
+    model = onnx.load(str(src))
+    # The dynamo exporter records shapes of initializers as value_info; once the optimizer
+    # transposes a Gemm weight that record is stale and shape inference refuses the model.
+    weights = {init.name for init in model.graph.initializer}
+    kept = [vi for vi in model.graph.value_info if vi.name not in weights]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    clean = tmp / "clean.onnx"
+    onnx.save(model, str(clean))
+    out = tmp / "pre.onnx"
+    # Symbolic shape inference fails on Reshape with computed shapes (exported transformers).
+    quant_pre_process(str(clean), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def build_fp16(fp32: Path, out: Path) -> Built:
+    onnx = require("onnx", "the fp16 variant")
+    float16 = require("onnxconverter_common.float16", "the fp16 variant")
+    with _quiet():
+        model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+    write_bytes(out, model.SerializeToString())
+    return Built("fp16", out, {"keep_io_types": True})
+
+
+def build_int8_dynamic(fp32: Path, out: Path, *, conv_integer: bool = False) -> Built:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    has_conv = "Conv" in op_types(fp32)
+    ops = None if (conv_integer or not has_conv) else ["MatMul", "Gemm"]
+    with tempfile.TemporaryDirectory(prefix="pocketops-q-") as tmp, _quiet():
+        pre = _preprocess(fp32, Path(tmp))
+        staged = Path(tmp) / "q.onnx"
+        quantize_dynamic(str(pre), str(staged), op_types_to_quantize=ops, weight_type=QuantType.QInt8)
+        write_bytes(out, staged.read_bytes())
+    name = "int8-dynamic-conv" if conv_integer else "int8-dynamic"
+    return Built(name, out, {"op_types_to_quantize": ops or "all", "conv_integer": bool(conv_integer and has_conv)})
+
+
+class SampleReader:
+    """A CalibrationDataReader over real samples, fed one at a time (batch 1, as served)."""
+
+    def __init__(self, input_name: str, samples: np.ndarray):
+        self.input_name = input_name
+        self.samples = samples
+        self._next = 0
+
+    def get_next(self) -> dict | None:
+        if self._next >= len(self.samples):
+            return None
+        x = self.samples[self._next:self._next + 1]
+        self._next += 1
+        return {self.input_name: np.ascontiguousarray(x)}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def calibration_set(X_train: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` training samples drawn without replacement (all of them if fewer)."""
+    if len(X_train) == 0:
+        raise ConfigError("int8-static needs training samples to calibrate on; the training split is empty")
+    count = max(1, min(int(count), len(X_train)))
+    idx = np.random.default_rng(seed).choice(len(X_train), size=count, replace=False)
+    return X_train[np.sort(idx)]
+
+
+def _static(pre: Path, staged: Path, samples: np.ndarray, per_channel: bool) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from core.export import INPUT_NAME
+
+    quantize_static(
+        str(pre), str(staged), SampleReader(INPUT_NAME, samples), quant_format=QuantFormat.QDQ,
+        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )
+
+
+def build_int8_static(fp32: Path, out: Path, X_train: np.ndarray, *, config: QuantizeConfig | None = None,
+                      X_check: np.ndarray | None = None) -> Built:
+    """Static QDQ int8 calibrated on training samples; per-channel only where it follows fp32 closer."""
+    from core.export import compare_logits, onnx_logits
+
+    config = config or QuantizeConfig()
+    if np.asarray(X_train).dtype.kind in "iu":
+        raise ConfigError("int8-static quantizes activations; this model takes token ids (integers) as input, "
+                          "so build int8-dynamic instead")
+    samples = calibration_set(X_train, config.calibration_samples, config.seed)
+    choices = {"auto": [True, False], "on": [True], "off": [False]}.get(config.per_channel)
+    if choices is None:
+        raise ConfigError(f"per_channel must be 'auto', 'on' or 'off', not {config.per_channel!r}")
+    check = X_check if X_check is not None and len(X_check) else samples[:64]
+    with tempfile.TemporaryDirectory(prefix="pocketops-q-") as tmp, _quiet():
+        pre = _preprocess(fp32, Path(tmp))
+        reference = onnx_logits(fp32, check)
+        scored = []
+        for per_channel in choices:
+            staged = Path(tmp) / f"q-{int(per_channel)}.onnx"
+            _static(pre, staged, samples, per_channel)
+            diff = compare_logits(reference, onnx_logits(staged, check))
+            scored.append((-diff.agreement, diff.max_abs_logit_diff, per_channel, staged))
+        _, diff, per_channel, best = min(scored, key=lambda s: (s[0], s[1]))
+        write_bytes(out, best.read_bytes())
+    return Built("int8-static", out, {
+        "calibration_samples": int(len(samples)), "per_channel": per_channel, "format": "QDQ",
+        "calibration_check_max_abs_logit_diff": round(float(diff), 6),
+    })
+
+
+def build(name: str, fp32: Path, out: Path, *, X_train: np.ndarray | None = None,
+          X_check: np.ndarray | None = None, config: QuantizeConfig | None = None) -> Built:
+    """Build variant ``name`` from the fp32 file into ``out`` (fp32 itself is copied)."""
+    if name == "fp32":
+        write_bytes(out, Path(fp32).read_bytes())
+        return Built("fp32", out, {})
+    require_quantize_tools(f"The {name} variant")
+    if name == "fp16":
+        return build_fp16(Path(fp32), out)
+    if name in ("int8-dynamic", "int8-dynamic-conv"):
+        return build_int8_dynamic(Path(fp32), out, conv_integer=name == "int8-dynamic-conv")
+    if name == "int8-static":
+        if X_train is None:
+            raise ConfigError("int8-static needs training samples to calibrate on")
+        return build_int8_static(Path(fp32), out, X_train, config=config, X_check=X_check)
+    check_names([name])
+    raise AssertionError(name)
