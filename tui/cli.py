@@ -16,7 +16,7 @@ import pkgutil
 import sys
 
 from tui import commands
-from tui.commands._common import CliError
+from tui.commands._common import CliError, add_global_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,13 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
         if not info.name.startswith("_"):
             importlib.import_module(f"tui.commands.{info.name}").register(sub)
     return parser
-
-
-def add_global_options(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
-    """``--db`` and ``--json``, accepted before or after the command name."""
-    default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--db", metavar="PATH", default=default, help="database file (default: $POCKETOPS_HOME/pocketops.db)")
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine-readable output")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,10 +16,15 @@ class CliError(Exception):
         self.code = code
 
 
+def add_global_options(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """``--db`` and ``--json``, accepted before or after the command name."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--db", metavar="PATH", default=default, help="database file (default: $POCKETOPS_HOME/pocketops.db)")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine-readable output")
+
+
 def add_parser(sub, name: str, help: str, **kwargs) -> argparse.ArgumentParser:
     """A sub-parser that also accepts ``--db`` and ``--json`` after the command name."""
-    from tui.cli import add_global_options
-
     parser = sub.add_parser(name, help=help, description=help, **kwargs)
     add_global_options(parser, suppress=True)
     return parser
