@@ -1,0 +1,230 @@
+"""Build the one platform-agnostic bundle of a variant: model.onnx, model.json, runtime, reference sample.
+
+The bundle directory is everything a target needs to serve the model with numpy + onnxruntime
+only; every target adapts it (a local process, a static page, a Docker Space, a Cloud Run
+function). Bundles are content-addressed (variant + model sha) and written atomically:
+a bundle directory either is complete or does not exist.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from core import paths
+from core.atomic import sha256_file, write_bytes, write_text
+from core.optional import require
+from deployers.base import Bundle, DeployError
+from store import artifacts as store_artifacts
+from store import datasets as store_datasets
+from store import deployments as store_deployments
+from store import runs as store_runs
+
+FORMAT = "pocketops-bundle/1"
+RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
+RUNTIME_FILES = ("predictor.py", "server.py")
+REFERENCE_ROWS = 200
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
+               "tensor(float16)": "float16", "tensor(double)": "float64"}
+
+
+def load_variant(db, variant_id: int) -> dict:
+    """The variant row (meta decoded) or a DeployError saying how to list variants."""
+    try:
+        from store import variants as store_variants  # issue 3's module, when present
+        row = store_variants.get(db, variant_id)
+    except ImportError:
+        row = store_deployments.variant(db, variant_id)
+    if row is None:
+        raise DeployError(f"variant {variant_id} does not exist; list variants with `pocketops models list` "
+                          f"or export a run with `pocketops export RUN_ID`")
+    if isinstance(row.get("meta"), str):
+        row = {**row, "meta": json.loads(row["meta"] or "{}")}
+    return row
+
+
+def _dataset_for(db, variant: dict) -> dict | None:
+    meta = variant.get("meta") or {}
+    ds = meta.get("dataset")
+    if isinstance(ds, dict):
+        ds = ds.get("name") or ds.get("id")
+    if isinstance(ds, str):
+        found = store_datasets.by_name(db, ds)
+        if found:
+            return found
+    if isinstance(ds, int):
+        return store_datasets.get(db, ds)
+    if meta.get("dataset_id"):
+        return store_datasets.get(db, int(meta["dataset_id"]))
+    run_id = variant.get("run_id") or meta.get("run_id")
+    if run_id:
+        run = store_runs.get(db, int(run_id))
+        if run:
+            return store_datasets.get(db, run["dataset_id"])
+    return None
+
+
+def describe(model_path: Path, variant: dict, dataset: dict | None) -> dict:
+    """The model.json fields that describe inputs, labels and preprocessing."""
+    ort = require("onnxruntime", "Building a deploy bundle")
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    meta = variant.get("meta") or {}
+    ds_meta = (dataset or {}).get("meta") or {}
+    fallback_shape = meta.get("input_shape") or (dataset or {}).get("input_shape") or []
+    dims = list(inp.shape[1:])
+    if any(not isinstance(d, int) for d in dims):
+        dims = [int(d) for d in fallback_shape]
+        if not dims:
+            raise DeployError(f"{model_path}: input {inp.name!r} has symbolic dims {inp.shape} and the variant meta "
+                              f"has no input_shape; add it with `pocketops models add --dataset NAME`")
+    dtype = _ORT_DTYPES.get(inp.type)
+    if dtype is None:
+        raise DeployError(f"{model_path}: input type {inp.type} is not supported by the bundle predictor "
+                          f"(expected float or int64 tensors)")
+    labels = meta.get("labels") or meta.get("classes") or (dataset or {}).get("classes")
+    n_out = session.get_outputs()[0].shape[-1]
+    if not labels:
+        if not isinstance(n_out, int):
+            raise DeployError(f"{model_path}: no class labels in the variant meta or its dataset; "
+                              f"register the model with `pocketops models add --dataset NAME`")
+        labels = [str(i) for i in range(n_out)]
+    if isinstance(n_out, int) and n_out != len(labels):
+        raise DeployError(f"{model_path}: the model has {n_out} outputs but {len(labels)} labels are recorded; "
+                          f"check the variant's dataset")
+    ds_type = ds_meta.get("type") or meta.get("kind")
+    kind = {"image": "image", "images": "image", "text": "text", "tabular": "tabular", "csv": "tabular"}.get(ds_type or "")
+    if kind is None:
+        kind = "text" if dtype.startswith("int") else ("image" if len(dims) >= 2 else "tabular")
+    spec: dict = {"name": inp.name, "shape": dims, "dtype": dtype, "kind": kind}
+    preprocessing: dict = {}
+    if kind == "image":
+        scale = float(ds_meta.get("scale", meta.get("scale", 1 / 255)))
+        preprocessing = {"scale": scale, "description": ds_meta.get("preprocessing", f"pixel values times {scale:g}")}
+        spec["value_range"] = [0, round(1 / scale)]
+        spec["max_abs"] = round(1 / scale) * 4.0
+    elif kind == "text":
+        preprocessing = {"encoding": "utf8-bytes+1", "max_len": int(ds_meta.get("max_len", dims[-1] if dims else 256)),
+                         "description": "UTF-8 bytes + 1, 0 = padding"}
+        spec["max_abs"] = 257.0
+    else:
+        features = ds_meta.get("features") or meta.get("features")
+        if features:
+            spec["features"] = list(features)
+        preprocessing = {"description": ds_meta.get("preprocessing", "raw feature values")}
+    return {"labels": [str(label) for label in labels], "input": spec, "preprocessing": preprocessing,
+            "output": {"kind": meta.get("output_kind", "logits"), "name": session.get_outputs()[0].name}}
+
+
+def _reference(dataset: dict | None, spec: dict, preprocessing: dict, rows: int) -> "tuple[object, str]":
+    """A small seeded sample of raw training inputs (for drift distances), and where it came from."""
+    import numpy as np
+
+    empty = np.zeros((0, *spec["shape"]), dtype=np.float32)
+    if dataset is None:
+        return empty, "no dataset recorded for this variant: input distances are not computed"
+    from core.datasets import load_arrays, split_indices
+
+    arrays = load_arrays(dataset)
+    train, _val, _test = split_indices(arrays.y)
+    pick = np.random.default_rng(0).permutation(train)[:rows]
+    X = arrays.X[pick].astype(np.float32)
+    if preprocessing.get("scale"):
+        X = X / np.float32(preprocessing["scale"])  # back to the raw values requests carry
+    if tuple(X.shape[1:]) != tuple(spec["shape"]):
+        if int(np.prod(X.shape[1:])) != int(np.prod(spec["shape"])):
+            return empty, f"dataset {dataset['name']!r} samples have shape {list(X.shape[1:])}, the model wants {spec['shape']}"
+        X = X.reshape((len(X), *spec["shape"]))
+    return X, f"{len(X)} training samples of dataset {dataset['name']!r} (seed 0)"
+
+
+def bundle_version(variant: dict) -> str:
+    prefix = f"r{variant['run_id']}" if variant.get("run_id") else f"v{variant['id']}"
+    return f"{prefix}-{variant['name']}-{variant['sha256'][:8]}"
+
+
+def build_bundle(db, db_path: str | os.PathLike | None, variant_id: int, *, out_dir: str | os.PathLike | None = None,
+                 register: bool = True, reference_rows: int = REFERENCE_ROWS) -> Bundle:
+    """Build (or reuse) the bundle of a variant.
+
+    Default place: ``<files>/bundles/variant-<id>-<sha8>/``, registered as an artifact. With
+    ``out_dir`` (e.g. a temp dir for ``--dry-run``) nothing outside that directory changes.
+    """
+    import numpy as np
+
+    variant = load_variant(db, variant_id)
+    model_path = Path(variant["path"])
+    if not model_path.is_file():
+        raise DeployError(f"variant {variant_id}: model file {model_path} is missing; export the run again")
+    sha = sha256_file(model_path)
+    if variant.get("sha256") and sha != variant["sha256"]:
+        raise DeployError(f"variant {variant_id}: {model_path} changed since it was built "
+                          f"(sha256 {sha[:12]}…, recorded {variant['sha256'][:12]}…); export it again")
+    variant = {**variant, "sha256": sha}
+    if out_dir is None:
+        if db_path is None:
+            raise DeployError("build_bundle needs db_path or out_dir")
+        out_dir = paths.artifact_dir(db_path, "bundles") / f"variant-{variant_id}-{sha[:8]}"
+    out_dir = Path(out_dir)
+    existing = _reuse(out_dir, sha)
+    if existing is not None:
+        return existing
+    dataset = _dataset_for(db, variant)
+    info = describe(model_path, variant, dataset)
+    reference, reference_note = _reference(dataset, info["input"], info["preprocessing"], reference_rows)
+    model_json = {
+        "format": FORMAT,
+        "version": bundle_version(variant),
+        "variant_id": variant_id,
+        "variant": variant["name"],
+        "run_id": variant.get("run_id"),
+        "dataset": dataset["name"] if dataset else None,
+        "model_file": "model.onnx",
+        "sha256": sha,
+        "size_bytes": model_path.stat().st_size,
+        **info,
+        "reference": {"rows": int(len(reference)), "note": reference_note},
+    }
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))  # same filesystem: rename is atomic
+    try:
+        shutil.copyfile(model_path, staging / "model.onnx")
+        for name in RUNTIME_FILES:
+            shutil.copyfile(RUNTIME_DIR / name, staging / name)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, X=np.asarray(reference, dtype=np.float32))
+        write_bytes(staging / "reference.npz", buf.getvalue())
+        model_json["files"] = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        write_text(staging / "model.json", json.dumps(model_json, indent=2, sort_keys=True) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)  # an incomplete or stale bundle (another model sha) of the same name
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    bundle = Bundle(path=out_dir, variant_id=variant_id, version=model_json["version"], model_json=model_json)
+    if register:
+        store_artifacts.register(db, kind="bundle", path=str(out_dir), sha256=sha256_file(out_dir / "model.json"),
+                                 size_bytes=sum(size for _, size in bundle.files()), run_id=variant.get("run_id"),
+                                 meta={"variant_id": variant_id, "version": bundle.version})
+    return bundle
+
+
+def _reuse(out_dir: Path, sha: str) -> Bundle | None:
+    """An existing complete bundle of the same model (and runtime files) or None."""
+    spec = out_dir / "model.json"
+    if not spec.is_file():
+        return None
+    try:
+        model_json = json.loads(spec.read_text("utf-8"))
+    except json.JSONDecodeError:
+        return None
+    if model_json.get("format") != FORMAT or model_json.get("sha256") != sha:
+        return None
+    for name in RUNTIME_FILES:  # a pocketops upgrade changes the runtime: rebuild
+        if model_json.get("files", {}).get(name) != sha256_file(RUNTIME_DIR / name):
+            return None
+    return Bundle(path=out_dir, variant_id=model_json.get("variant_id"), version=model_json["version"], model_json=model_json)

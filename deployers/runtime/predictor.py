@@ -1,0 +1,256 @@
+"""The bundle's predictor: validate inputs, run the ONNX model, keep rolling statistics.
+
+This file ships INSIDE every deploy bundle and must run with only numpy and onnxruntime
+(no pocketops import): on the phone, in a Docker Space, in a Cloud Run function.
+
+    p = Predictor("path/to/bundle")
+    p.predict([[...8x8 pixel values...]])   # {"labels", "probabilities", "top"}
+    p.stats()                                # requests, errors, latency, confidence, drift
+"""
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+MAX_BATCH = 64
+LATENCY_WINDOW = 1000
+DISTANCE_WINDOW = 1000
+CONFIDENCE_BINS = 10
+TOP_K = 3
+
+
+class InputError(ValueError):
+    """A request the predictor refuses: wrong shape, type or size. The message says which."""
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def preprocess(x: np.ndarray, spec: dict) -> np.ndarray:
+    """Raw user values -> model input: ``x * scale``, then ``(x - mean) / std`` (scalars or per feature)."""
+    x = x.astype(np.float64, copy=False)
+    sample_shape = x.shape[1:]
+    if spec.get("scale") is not None:
+        x = x * float(spec["scale"])
+    if spec.get("mean") is not None:
+        x = x - np.asarray(spec["mean"], dtype=np.float64).reshape(sample_shape if np.size(spec["mean"]) > 1 else ())
+    if spec.get("std") is not None:
+        std = np.asarray(spec["std"], dtype=np.float64)
+        std = np.where(std == 0, 1.0, std)
+        x = x / std.reshape(sample_shape if std.size > 1 else ())
+    return x
+
+
+def tokenize(text: str, spec: dict) -> list[int]:
+    """Text -> token ids as in training: UTF-8 bytes + 1, truncated and 0-padded to ``max_len``."""
+    max_len = int(spec.get("max_len", 256))
+    ids = [b + 1 for b in text.encode("utf-8")[:max_len]]
+    return ids + [0] * (max_len - len(ids))
+
+
+class Predictor:
+    """One loaded bundle: ``predict``, ``model_info`` and ``stats`` (thread-safe)."""
+
+    def __init__(self, bundle_dir: str | os.PathLike, *, threads: int = 1, max_batch: int = MAX_BATCH):
+        import onnxruntime as ort
+
+        self.dir = Path(bundle_dir)
+        started = time.perf_counter()
+        self.info = json.loads((self.dir / "model.json").read_text("utf-8"))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.dir / self.info.get("model_file", "model.onnx")),
+                                            options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        spec = self.info["input"]
+        self.sample_shape = tuple(int(d) for d in spec["shape"])
+        self.sample_size = int(np.prod(self.sample_shape)) if self.sample_shape else 1
+        self.dtype = np.dtype(spec.get("dtype", "float32"))
+        self.kind = spec.get("kind", "tabular")
+        self.labels = [str(label) for label in self.info["labels"]]
+        self.preprocessing = self.info.get("preprocessing") or {}
+        self.output_kind = self.info.get("output", {}).get("kind", "logits")
+        self.max_batch = max_batch
+        self.max_abs = float(spec.get("max_abs", 1e6))
+        self.reference, self.reference_nn = self._load_reference()
+        self.load_ms = (time.perf_counter() - started) * 1000
+        self._lock = threading.Lock()
+        self._started = time.time()
+        self._requests = 0
+        self._samples = 0
+        self._errors = 0
+        self._latencies: collections.deque = collections.deque(maxlen=LATENCY_WINDOW)
+        self._confidence = [0] * CONFIDENCE_BINS
+        self._distances: collections.deque = collections.deque(maxlen=DISTANCE_WINDOW)
+        self._predicted = [0] * len(self.labels)
+
+    # -- inputs --------------------------------------------------------------------------
+    def _load_reference(self) -> tuple[np.ndarray | None, float | None]:
+        path = self.dir / "reference.npz"
+        if not path.is_file():
+            return None, None
+        with np.load(path) as data:
+            ref = np.asarray(data["X"], dtype=np.float64)
+        if len(ref) < 2 or self.kind == "text":
+            return None, None
+        # Stored as raw values, like requests; compared in model-input space.
+        ref = preprocess(ref.reshape((len(ref), *self.sample_shape)), self.preprocessing).reshape(len(ref), -1)
+        # The typical nearest-neighbour distance inside the training sample: served inputs
+        # whose distance ratio drifts far above 1 no longer look like the training data.
+        d = _pairwise(ref, ref)
+        np.fill_diagonal(d, np.inf)
+        return ref, float(np.median(d.min(axis=1)))
+
+    def validate(self, inputs) -> np.ndarray:
+        """Raw request inputs -> a (batch, *sample_shape) array of raw values, or InputError."""
+        if isinstance(inputs, np.ndarray):
+            arr = inputs
+        else:
+            if not isinstance(inputs, (list, tuple)):
+                raise InputError(f"'inputs' must be a list of samples, found {type(inputs).__name__}")
+            if self.kind == "text":
+                inputs = self._texts_to_ids(inputs)
+            try:
+                arr = np.asarray(inputs, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"'inputs' must be numbers in nested lists of shape {list(self.sample_shape)} "
+                                 f"(or a batch of them): {exc}") from None
+        if arr.dtype.kind not in "biuf":
+            raise InputError(f"'inputs' must be numeric, found dtype {arr.dtype}")
+        if arr.size == 0:
+            raise InputError("'inputs' is empty: send at least one sample")
+        if arr.shape == self.sample_shape or (arr.ndim == 1 and arr.size == self.sample_size and self.sample_shape):
+            arr = arr.reshape((1, *self.sample_shape))
+        elif arr.shape[1:] == self.sample_shape:
+            pass
+        elif arr.ndim == 2 and arr.shape[1] == self.sample_size:
+            arr = arr.reshape((arr.shape[0], *self.sample_shape))
+        else:
+            raise InputError(f"wrong input shape: expected {list(self.sample_shape)} per sample "
+                             f"(or a batch [n, {', '.join(map(str, self.sample_shape))}], or flat {self.sample_size} values), "
+                             f"found {list(arr.shape)}")
+        if arr.shape[0] > self.max_batch:
+            raise InputError(f"batch of {arr.shape[0]} samples is over the limit of {self.max_batch}; split the request")
+        arr = arr.astype(np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise InputError("'inputs' contains NaN or infinity")
+        if np.abs(arr).max() > self.max_abs:
+            raise InputError(f"'inputs' has a value of magnitude {np.abs(arr).max():g}, over the limit {self.max_abs:g}")
+        return arr
+
+    def _texts_to_ids(self, inputs: list) -> list:
+        if all(isinstance(t, str) for t in inputs):
+            return [tokenize(t, self.preprocessing) for t in inputs]
+        return list(inputs)
+
+    def model_input(self, raw: np.ndarray) -> np.ndarray:
+        if self.kind == "text":
+            return raw.astype(self.dtype)
+        return preprocess(raw, self.preprocessing).astype(self.dtype)
+
+    # -- prediction ----------------------------------------------------------------------
+    def predict(self, inputs) -> dict:
+        """Top classes and probabilities for one sample or a batch; InputError if malformed."""
+        started = time.perf_counter()
+        try:
+            raw = self.validate(inputs)
+            x = self.model_input(raw)
+            out = self.session.run(None, {self.input_name: x})[0].astype(np.float64)
+            probs = out if self.output_kind == "probabilities" else softmax(out)
+        except InputError:
+            with self._lock:
+                self._requests += 1
+                self._errors += 1
+            raise
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        top1 = probs.argmax(axis=1)
+        self._record(elapsed_ms, probs, top1, x)
+        order = np.argsort(-probs, axis=1)[:, :TOP_K]
+        return {
+            "labels": [self.labels[i] for i in top1],
+            "probabilities": [[round(float(p), 6) for p in row] for row in probs],
+            "top": [[{"label": self.labels[j], "probability": round(float(probs[i, j]), 6)} for j in row]
+                    for i, row in enumerate(order)],
+            "latency_ms": round(elapsed_ms, 3),
+        }
+
+    def record_error(self) -> None:
+        """Count a request that failed before reaching the predictor (bad JSON, oversized body)."""
+        with self._lock:
+            self._requests += 1
+            self._errors += 1
+
+    def _record(self, elapsed_ms: float, probs: np.ndarray, top1: np.ndarray, x: np.ndarray) -> None:
+        distances = None
+        if self.reference is not None and self.kind != "text":
+            distances = _pairwise(x.reshape(len(x), -1).astype(np.float64), self.reference).min(axis=1)
+        with self._lock:
+            self._requests += 1
+            self._samples += len(probs)
+            self._latencies.append(elapsed_ms)
+            for p, label in zip(probs.max(axis=1), top1):
+                self._confidence[min(int(p * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)] += 1
+                self._predicted[int(label)] += 1
+            if distances is not None:
+                self._distances.extend(float(d) for d in distances)
+
+    # -- introspection -------------------------------------------------------------------
+    def model_info(self) -> dict:
+        return {
+            "version": self.info.get("version"),
+            "sha256": self.info.get("sha256"),
+            "labels": self.labels,
+            "input": self.info["input"],
+            "preprocessing": {k: v for k, v in self.preprocessing.items() if k != "vocab"},
+            "variant": self.info.get("variant"),
+            "load_ms": round(self.load_ms, 2),
+        }
+
+    def stats(self) -> dict:
+        with self._lock:
+            lat = sorted(self._latencies)
+            dist = list(self._distances)
+            data = {
+                "since": self._started,
+                "uptime_s": round(time.time() - self._started, 1),
+                "requests": self._requests,
+                "samples": self._samples,
+                "errors": self._errors,
+                "latency_ms": {"p50": _percentile(lat, 50), "p95": _percentile(lat, 95), "window": len(lat)},
+                "confidence_histogram": {"bins": [round(i / CONFIDENCE_BINS, 2) for i in range(CONFIDENCE_BINS + 1)],
+                                         "counts": list(self._confidence)},
+                "predicted": dict(zip(self.labels, self._predicted)),
+            }
+        mean = float(np.mean(dist)) if dist else None
+        data["distance"] = {
+            "mean": None if mean is None else round(mean, 4),
+            "reference_nn": None if self.reference_nn is None else round(self.reference_nn, 4),
+            "ratio": None if mean is None or not self.reference_nn else round(mean / self.reference_nn, 4),
+            "window": len(dist),
+        }
+        return data
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    k = (len(sorted_values) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    value = sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+    return round(value, 3)
