@@ -1,0 +1,298 @@
+"""Target "local": the bundle's HTTP server as its own supervised process on this phone or laptop.
+
+The process runs ``server.py --supervise`` from the bundle in a new session (it outlives the
+CLI, the dashboard and the worker); its process-group leader's pid and the port are recorded
+in the deployment's meta. The API key goes to it through the environment only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from deployers.base import Bundle, DeployError, Plan, Release
+from deployers.runtime.server import KEY_ENV, is_loopback
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+STARTUP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 5.0
+
+
+class LocalDeployer:
+    target = "local"
+
+    def __init__(self, *, python: str | None = None, startup_timeout: float = STARTUP_TIMEOUT_S, threads: int = 1):
+        self.python = python or sys.executable
+        self.startup_timeout = startup_timeout
+        self.threads = threads
+
+    # -- protocol ------------------------------------------------------------------------
+    def plan(self, bundle: Bundle, options: dict) -> Plan:
+        host = options.get("host") or DEFAULT_HOST
+        requirements = ["numpy and onnxruntime on this device (Termux: pkg install python-numpy python-onnxruntime)"]
+        if not is_loopback(host):
+            requirements.append(f"an API key for host {host} (--api-key or {KEY_ENV}); clients send it as X-API-Key")
+        return Plan(
+            target=self.target,
+            files=[{"path": p, "size_bytes": s} for p, s in bundle.files()],
+            estimated_monthly_cost_usd=0.0,
+            requirements=requirements,
+            notes=[f"serves http://{host}:{options.get('port') or DEFAULT_PORT} from a process on this device: "
+                   "no bill, but the phone does the work (battery, heat; Android may kill it in the background, "
+                   "take a termux-wake-lock)"],
+        )
+
+    def deploy(self, bundle: Bundle, options: dict, previous: dict | None) -> Release:
+        host = options.get("host") or DEFAULT_HOST
+        prev_meta = (previous or {}).get("meta") or {}
+        port = options.get("port")
+        if port is None:
+            port = prev_meta.get("port") or DEFAULT_PORT
+        api_key = options.get("api_key") or os.environ.get(KEY_ENV) or None
+        if not is_loopback(host) and not api_key:
+            raise DeployError(f"serving on {host} (not loopback) needs an API key: pass --api-key or set {KEY_ENV}")
+        _preflight(bundle)
+        workdir = Path(options.get("workdir") or tempfile.mkdtemp(prefix="pocketops-local-"))
+        port = int(port) or _free_port(host)
+        prev_alive = previous is not None and _alive(prev_meta.get("pid"), prev_meta.get("bundle"))
+        clash = prev_alive and int(prev_meta.get("port", -1)) == port
+        if clash:
+            # Same port: the old release must step aside first; if the new one does not come up,
+            # the old bundle is started again so a failed deploy leaves the previous one serving.
+            _terminate(prev_meta["pid"])
+        try:
+            release = self._start(bundle.path, host, port, api_key, workdir)
+        except DeployError as exc:
+            if clash:
+                try:
+                    self._start(Path(prev_meta["bundle"]), prev_meta.get("host", host), port, api_key,
+                                Path(prev_meta.get("workdir") or workdir))
+                except DeployError as again:
+                    raise DeployError(f"{exc}; restarting the previous release also failed: {again}") from exc
+                raise DeployError(f"{exc} (the previous release was restarted on port {port})") from exc
+            raise
+        if prev_alive and not clash:
+            _terminate(prev_meta["pid"])  # superseded: the new release serves on its own port now
+        return release
+
+    def status(self, deployment: dict) -> Release:
+        meta = deployment.get("meta") or {}
+        url = deployment.get("url")
+        if not _alive(meta.get("pid"), meta.get("bundle")):
+            return Release("stopped", url, {"reason": f"process {meta.get('pid')} is not running"})
+        try:
+            _, ms = _request(url, "/health", timeout=3)
+        except DeployError as exc:
+            return Release("failed", url, {"reason": str(exc)})
+        return Release("running", url, {}, health_latency_ms=ms)
+
+    def rollback(self, current: dict, previous: dict, previous_bundle: Bundle) -> Release:
+        meta = current.get("meta") or {}
+        host = meta.get("host") or DEFAULT_HOST
+        port = int(meta.get("port") or (previous.get("meta") or {}).get("port") or DEFAULT_PORT)
+        api_key = os.environ.get(KEY_ENV) or _key_of(meta.get("server_pid")) or None
+        if not is_loopback(host) and not api_key:
+            raise DeployError(f"rolling back a server on {host} needs its API key: set {KEY_ENV}")
+        _preflight(previous_bundle)
+        if _alive(meta.get("pid"), meta.get("bundle")):
+            _terminate(meta["pid"])
+        workdir = Path((previous.get("meta") or {}).get("workdir") or tempfile.mkdtemp(prefix="pocketops-local-"))
+        return self._start(previous_bundle.path, host, port, api_key, workdir)
+
+    def stop(self, deployment: dict) -> Release:
+        meta = deployment.get("meta") or {}
+        if _alive(meta.get("pid"), meta.get("bundle")):
+            _terminate(meta["pid"])
+        return Release("stopped", deployment.get("url"), {"stopped_pid": meta.get("pid")})
+
+    # -- process -------------------------------------------------------------------------
+    def _start(self, bundle_dir: Path, host: str, port: int, api_key: str | None, workdir: Path) -> Release:
+        """Start the supervised server; wait for its first successful prediction (the cold start)."""
+        bundle_dir = Path(bundle_dir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        ready_file = workdir / "ready.json"
+        ready_file.unlink(missing_ok=True)
+        log_path = workdir / "server.log"
+        env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+        if api_key:
+            env[KEY_ENV] = api_key
+        cmd = [self.python, str(bundle_dir / "server.py"), "--bundle", str(bundle_dir), "--host", host,
+               "--port", str(port), "--threads", str(self.threads), "--ready-file", str(ready_file), "--supervise"]
+        started = time.perf_counter()
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                    cwd=str(bundle_dir), start_new_session=True)
+        deadline = time.monotonic() + self.startup_timeout
+        while not ready_file.exists():
+            if proc.poll() is not None:
+                raise DeployError(f"the local server exited with code {proc.returncode}: {_last_line(log_path)}")
+            if time.monotonic() > deadline:
+                _terminate(proc.pid)
+                raise DeployError(f"the local server did not start within {self.startup_timeout:.0f} s; see {log_path}")
+            time.sleep(0.01)
+        ready = json.loads(ready_file.read_text())
+        url = f"http://{_url_host(host)}:{ready['port']}"
+        sample = _sample(bundle_dir)
+        try:
+            _request(url, "/v1/predict", {"inputs": sample}, api_key=api_key, timeout=10)
+        except DeployError as exc:
+            _terminate(proc.pid)
+            raise DeployError(f"the local server started but its first prediction failed: {exc}") from exc
+        cold_ms = (time.perf_counter() - started) * 1000
+        _, health_ms = _request(url, "/health", timeout=3)
+        meta = {"pid": proc.pid, "server_pid": ready["pid"], "host": host, "port": ready["port"],
+                "bundle": str(bundle_dir), "workdir": str(workdir), "log": str(log_path),
+                "api_key_required": bool(api_key), "load_ms": ready.get("load_ms")}
+        return Release("running", url, meta, health_latency_ms=round(health_ms, 2), cold_start_ms=round(cold_ms, 1))
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def _preflight(bundle: Bundle) -> None:
+    """Load the bundle in this process first: a broken model fails here, before anything is stopped."""
+    from core.optional import require
+
+    require("onnxruntime", "Serving a model locally")
+    from deployers.runtime.predictor import Predictor
+
+    try:
+        predictor = Predictor(bundle.path)
+        predictor.predict(_sample(Path(bundle.path)))
+    except Exception as exc:  # onnxruntime raises its own exception types for a bad model file
+        raise DeployError(f"bundle {bundle.path} does not load or predict: {type(exc).__name__}: {exc}") from exc
+
+
+def _sample(bundle_dir: Path) -> list:
+    """One input to prove the server answers: the first reference row, else zeros."""
+    import numpy as np
+
+    info = json.loads((Path(bundle_dir) / "model.json").read_text("utf-8"))
+    shape = info["input"]["shape"]
+    ref = Path(bundle_dir) / "reference.npz"
+    if ref.is_file():
+        with np.load(ref) as data:
+            if len(data["X"]):
+                return data["X"][:1].tolist()
+    return np.zeros((1, *shape)).tolist()
+
+
+def _request(url: str | None, path: str, body: dict | None = None, *, api_key: str | None = None,
+             timeout: float = 5) -> tuple[dict, float]:
+    """(JSON answer, latency ms) or DeployError with the server's message."""
+    if not url:
+        raise DeployError("no URL recorded for this deployment")
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    req = urllib.request.Request(url + path, data=data, method="GET" if body is None else "POST")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if api_key:
+        req.add_header("X-API-Key", api_key)
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            payload = json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:300]
+        raise DeployError(f"{path} answered HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DeployError(f"{url}{path} is not answering: {getattr(exc, 'reason', exc)}") from None
+    return payload, (time.perf_counter() - started) * 1000
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _alive(pid, bundle: str | None = None) -> bool:
+    """True if ``pid`` runs and (where /proc tells) is a pocketops server, not a recycled pid."""
+    if not pid:
+        return False
+    pid = int(pid)
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child (else it lingers as a zombie)
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # someone else's process now holds that pid
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():
+        try:
+            if (proc / "stat").read_text().split(")")[-1].split()[0] == "Z":
+                return False
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            return True
+        return "server.py" in cmdline and (bundle is None or str(bundle) in cmdline)
+    return True
+
+
+def _terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the server's process group (supervisor + server), SIGKILL if it lingers."""
+    pid = int(pid)
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    if pgid != pid:
+        pgid = None  # not a group leader we started: signal only the pid itself
+    kill = (lambda sig: os.killpg(pgid, sig)) if pgid else (lambda sig: os.kill(pid, sig))
+    try:
+        kill(signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.02)
+    try:
+        kill(signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while _alive(pid) and time.monotonic() < deadline + 2:
+        time.sleep(0.02)
+
+
+def _key_of(pid) -> str | None:
+    """The API key a running server of ours got by environment (same user only; never stored)."""
+    if not pid:
+        return None
+    try:
+        raw = Path(f"/proc/{int(pid)}/environ").read_bytes()
+    except OSError:
+        return None
+    for item in raw.split(b"\0"):
+        if item.startswith(KEY_ENV.encode() + b"="):
+            return item.split(b"=", 1)[1].decode("utf-8", "replace")
+    return None
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"

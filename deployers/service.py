@@ -1,0 +1,200 @@
+"""Deploy, status, rollback and stop as recorded releases: the one path the CLI, the worker and the panel share.
+
+Every release is a row in ``deployments`` (see ``store.deployments``). A failed deploy or
+rollback is recorded with its reason and never touches the release that is serving.
+Secrets (API keys, tokens, credentials) never reach a row, an event or an error message.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import traceback
+from pathlib import Path
+
+from core import paths
+from core.errors import PocketopsError
+from core.optional import MissingDependency
+from deployers import registry
+from deployers.base import Bundle, Deployer, DeployError, Plan, Release
+from deployers.bundle import build_bundle, load_variant
+from store import deployments as store_deployments
+from store import events
+from store.db import transaction
+
+SECRET_KEYS = {"api_key", "token", "hf_token", "credentials", "password", "secret"}
+LIVE_QUERY = ("deploying", "running", "sleeping", "stopped")
+
+
+def line_name(target: str, options: dict) -> str:
+    """The line a release belongs to: a Space id, a function name, else the target itself."""
+    for key in ("name", "space_id", "repo_id", "function_name"):
+        if options.get(key):
+            return str(options[key])
+    return target
+
+
+def public_options(options: dict) -> dict:
+    """Options safe to record: no secrets, no internal paths."""
+    safe = {k: v for k, v in options.items() if k not in SECRET_KEYS and k != "workdir" and v is not None}
+    if options.get("api_key"):
+        safe["api_key_set"] = True
+    return safe
+
+
+def scrub(text: str, options: dict | None = None) -> str:
+    """``text`` with any secret value from ``options`` (or the environment's key) masked."""
+    secrets = [str(v) for k, v in (options or {}).items() if k in SECRET_KEYS and isinstance(v, str) and v]
+    secrets += [os.environ[k] for k in ("POCKETOPS_API_KEY", "HF_TOKEN") if os.environ.get(k)]
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _clean_meta(meta: dict) -> dict:
+    return {k: (_clean_meta(v) if isinstance(v, dict) else v) for k, v in (meta or {}).items() if k not in SECRET_KEYS}
+
+
+def _db_path(db) -> Path:
+    for _seq, name, file in db.execute("PRAGMA database_list").fetchall():
+        if name == "main" and file:
+            return Path(file)
+    raise DeployError("this database has no file (in memory); deployments need a database file")
+
+
+def plan(db, db_path, variant_id: int, target: str, options: dict, deployer: Deployer | None = None) -> Plan:
+    """What deploying would do; builds the bundle in a temp dir and changes nothing else."""
+    deployer = deployer or registry.get(target)
+    with tempfile.TemporaryDirectory(prefix="pocketops-plan-") as tmp:
+        bundle = build_bundle(db, None, variant_id, out_dir=Path(tmp) / "bundle", register=False)
+        return deployer.plan(bundle, dict(options))
+
+
+def deploy(db, db_path, variant_id: int, target: str, options: dict, deployer: Deployer | None = None) -> dict:
+    """Release ``variant_id`` to ``target``; returns the new deployment row (status running/sleeping/deploying).
+
+    On failure the row is "failed" with the reason, the serving release stays "running", and a
+    DeployError says both.
+    """
+    options = dict(options)
+    load_variant(db, variant_id)               # a wrong id fails before any row exists
+    deployer = deployer or registry.get(target)  # so does a missing client package
+    name = line_name(target, options)
+    row = store_deployments.create(db, variant_id=variant_id, target=target, name=name,
+                                   meta={"options": public_options(options)})
+    events.log(db, "info", "deploy", f"deployment {row['id']}: {target} {name} v{row['version']} of variant {variant_id} started")
+    previous = store_deployments.live(db, target, name, exclude_id=row["id"])
+    try:
+        bundle = build_bundle(db, db_path, variant_id)
+        options.setdefault("workdir", str(paths.artifact_dir(db_path, "deployments", row["id"])))
+        release = deployer.deploy(bundle, options, previous)
+    except Exception as exc:
+        raise _failed(db, row, exc, options, previous) from exc
+    return _succeeded(db, row, release, bundle, superseded=[previous] if previous else [])
+
+
+def status(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
+    """Ask the target how the release is doing; record and return the row."""
+    row = _get(db, deployment_id)
+    if row["status"] not in LIVE_QUERY:
+        return row  # history (superseded, rolled-back, failed) is not a live thing to ask about
+    deployer = deployer or registry.get(row["target"])
+    try:
+        release = deployer.status(row)
+    except (PocketopsError, MissingDependency):
+        raise
+    except Exception as exc:
+        raise DeployError(f"status of deployment {deployment_id} failed: {type(exc).__name__}: {scrub(str(exc))}") from exc
+    fields = {"status": release.status}
+    if release.url:
+        fields["url"] = release.url
+    if release.health_latency_ms is not None:
+        fields["health_latency_ms"] = release.health_latency_ms
+    return store_deployments.update(db, deployment_id, meta={**_clean_meta(release.meta), "checked": True}, **fields)
+
+
+def rollback(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
+    """Serve the release before ``deployment_id`` again, as a new row (version + 1)."""
+    current = _get(db, deployment_id)
+    previous = store_deployments.previous_served(db, current["target"], current["name"], current["id"])
+    if previous is None:
+        raise DeployError(f"deployment {deployment_id} ({current['target']} {current['name']} v{current['version']}) "
+                          f"has no earlier successful release to roll back to")
+    deployer = deployer or registry.get(current["target"])
+    previous_bundle = _bundle_of(db, previous)
+    row = store_deployments.create(
+        db, variant_id=previous["variant_id"], target=current["target"], name=current["name"],
+        meta={"rolled_back_from": current["id"], "restores": previous["id"], "restores_version": previous["version"]})
+    events.log(db, "info", "deploy", f"deployment {row['id']}: rollback of {current['target']} {current['name']} "
+                                     f"v{current['version']} to v{previous['version']} started")
+    try:
+        release = deployer.rollback(current, previous, previous_bundle)
+    except Exception as exc:
+        raise _failed(db, row, exc, {}, current if current["status"] in ("running", "sleeping") else None) from exc
+    others = [r for r in (store_deployments.live(db, current["target"], current["name"], exclude_id=row["id"]),) if r]
+    return _succeeded(db, row, release, previous_bundle, superseded=others, rolled_back=current)
+
+
+def stop(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
+    row = _get(db, deployment_id)
+    deployer = deployer or registry.get(row["target"])
+    try:
+        release = deployer.stop(row)
+    except (PocketopsError, MissingDependency):
+        raise
+    except Exception as exc:
+        raise DeployError(f"stop of deployment {deployment_id} failed: {type(exc).__name__}: {scrub(str(exc))}") from exc
+    events.log(db, "info", "deploy", f"deployment {deployment_id}: {row['target']} {row['name']} v{row['version']} stopped")
+    return store_deployments.update(db, deployment_id, status=release.status or "stopped",
+                                    meta={**_clean_meta(release.meta), "stopped_from": row["status"]})
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def _get(db, deployment_id: int) -> dict:
+    row = store_deployments.get(db, int(deployment_id))
+    if row is None:
+        raise DeployError(f"deployment {deployment_id} does not exist; see `pocketops deployments list`")
+    return row
+
+
+def _bundle_of(db, row: dict) -> Bundle:
+    path = (row.get("meta") or {}).get("bundle")
+    if path and (Path(path) / "model.json").is_file():
+        return Bundle.load(path, row.get("variant_id"))
+    if row.get("variant_id") is None:
+        raise DeployError(f"deployment {row['id']}: its bundle {path} is gone and no variant is recorded to rebuild it")
+    return build_bundle(db, _db_path(db), row["variant_id"])
+
+
+def _succeeded(db, row: dict, release: Release, bundle: Bundle, *, superseded: list[dict],
+               rolled_back: dict | None = None) -> dict:
+    served = release.status in ("running", "sleeping", "deploying")
+    meta = {**_clean_meta(release.meta), "bundle": str(bundle.path), "bundle_version": bundle.version, "served": served}
+    with transaction(db):
+        store_deployments.update(db, row["id"], status=release.status, url=release.url,
+                                 health_latency_ms=release.health_latency_ms, cold_start_ms=release.cold_start_ms,
+                                 meta=meta)
+        for old in superseded:
+            if old and old["id"] != row["id"]:
+                store_deployments.update(db, old["id"], status="superseded", meta={"superseded_by": row["id"]})
+        if rolled_back is not None:
+            store_deployments.update(db, rolled_back["id"], status="rolled-back", meta={"rolled_back_by": row["id"]})
+    events.log(db, "info", "deploy", f"deployment {row['id']}: {row['target']} {row['name']} v{row['version']} "
+                                     f"{release.status}" + (f" at {release.url}" if release.url else ""))
+    return store_deployments.get(db, row["id"])
+
+
+def _failed(db, row: dict, exc: BaseException, options: dict, serving: dict | None) -> DeployError:
+    """Record the failure on ``row``; the DeployError to raise (one line, no secrets)."""
+    if isinstance(exc, (PocketopsError, MissingDependency)):
+        reason = str(exc)
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+        events.log(db, "error", "deploy", scrub(traceback.format_exc(), options))  # a bug: keep the whole trace
+    reason = scrub(reason, options)
+    store_deployments.update(db, row["id"], status="failed", error=reason)
+    tail = f"; v{serving['version']} keeps serving" if serving else ""
+    message = f"deployment {row['id']} ({row['target']} {row['name']} v{row['version']}) failed: {reason}{tail}"
+    events.log(db, "error", "deploy", message)
+    return DeployError(message)
