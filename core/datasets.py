@@ -99,7 +99,7 @@ def _register(db, db_path, proc: _Processed, *, name: str, source: str | None, k
     try:
         with transaction(db):
             if store_datasets.by_name(db, name) is not None:
-                raise DatasetError(f"a dataset named {name!r} already exists", hint="pick another name with --name, or delete the old one")
+                raise DatasetError(f"a dataset named {name!r} already exists", hint="Pick another name with --name, or delete the old one")
             store_artifacts.register(db, kind="dataset", path=str(path), sha256=sha256_file(path),
                                      size_bytes=path.stat().st_size, meta={"dataset": name, "fingerprint": fp})
             store_datasets.insert(
@@ -144,23 +144,23 @@ def add_dataset(db, db_path, path, *, name: str | None = None, kind: str | None 
     """Validate ``path``, store its processed arrays and register it; returns the dataset row."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise DatasetError("no such file or folder", file=str(path), hint="check the path")
+        raise DatasetError("no such file or folder", file=str(path), hint="Check the path")
     kind = kind or infer_kind(path)
     if kind not in KINDS:
         raise DatasetError(f"unknown dataset kind {kind!r}", expected=" | ".join(KINDS), found=repr(kind))
     name = name or (path.name if path.is_dir() else path.stem)
     if not _NAME_RE.match(name):
         raise DatasetError(f"dataset name {name!r} is not usable", expected="letters, digits, '.', '_' or '-' (up to 64, starting with a letter or digit)",
-                           found=repr(name), hint="pass --name")
+                           found=repr(name), hint="Pass --name")
     if store_datasets.by_name(db, name) is not None:
-        raise DatasetError(f"a dataset named {name!r} already exists", hint="pick another name with --name, or delete the old one")
+        raise DatasetError(f"a dataset named {name!r} already exists", hint="Pick another name with --name, or delete the old one")
     if kind == "images":
         if not path.is_dir():
             raise DatasetError("an image dataset is a folder with one sub-folder per class", file=str(path), found="a file")
         proc = _parse_images(path, image_size)
     else:
         if path.is_dir():
-            raise DatasetError(f"a {kind} dataset is a CSV file", file=str(path), found="a folder", hint="pass --kind images for an image folder")
+            raise DatasetError(f"a {kind} dataset is a CSV file", file=str(path), found="a folder", hint="Pass --kind images for an image folder")
         header, body = _read_csv(path)
         proc = _parse_text(path, header, body, label_column) if kind == "text" else _parse_csv(path, header, body, label_column)
     _check_classes(path, proc)
@@ -199,7 +199,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         row = data[: exc.start].count(b"\n") + 1
         raise DatasetError("is not UTF-8 text", file=str(path), row=row, expected="UTF-8",
                            found=f"byte 0x{data[exc.start]:02x} at offset {exc.start}",
-                           hint="re-save the file as UTF-8") from None
+                           hint="Re-save the file as UTF-8") from None
     if not text.strip():
         raise DatasetError("the file is empty", file=str(path), expected="a header row and at least two data rows", found="nothing")
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -215,11 +215,11 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         raise DatasetError("has a header but no data rows", file=str(path), expected="at least two rows per class", found="0 data rows")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
-        raise DatasetError("has duplicate column names", file=str(path), row=header_row, found=", ".join(dupes), hint="rename the columns")
+        raise DatasetError("has duplicate column names", file=str(path), row=header_row, found=", ".join(dupes), hint="Rename the columns")
     for n, r in body:
         if len(r) != len(header):
             raise DatasetError("has a different number of cells than the header", file=str(path), row=n,
-                               expected=f"{len(header)} cells", found=f"{len(r)} cells", hint="every row needs one value per column")
+                               expected=f"{len(header)} cells", found=f"{len(r)} cells", hint="Every row needs one value per column")
     return header, body
 
 
@@ -228,7 +228,7 @@ def _label_index(path: Path, header: list[str], label_column: str | None, defaul
         if label_column not in header:
             raise DatasetError(f"has no label column {label_column!r}", file=str(path), column=label_column,
                                expected=f"a column named {label_column!r}", found="columns " + ", ".join(header),
-                               hint="pass --label-column with one of the columns found")
+                               hint="Pass --label-column with one of the columns found")
         return header.index(label_column)
     if default and default in header:
         return header.index(default)
@@ -263,7 +263,7 @@ def _parse_csv(path: Path, header: list[str], body, label_column: str | None) ->
             if value is None or not math.isfinite(value):
                 raise DatasetError("is not a number", file=str(path), row=n, column=header[i],
                                    expected="a finite number", found=repr(cell),
-                                   hint="fix or remove that row (feature columns must be numeric)")
+                                   hint="Fix or remove that row (feature columns must be numeric)")
             X[r_i, j] = value
             j += 1
     y, classes = _labels(body, lab)
@@ -312,7 +312,7 @@ def _parse_images(folder: Path, size: tuple[int, int]) -> _Processed:
         files = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
         if not files:
             raise DatasetError("class folder has no images", file=str(class_dir), expected="image files (" + ", ".join(IMAGE_EXTENSIONS) + ")",
-                               found="none", hint="add images or remove the folder")
+                               found="none", hint="Add images or remove the folder")
         for file in files:
             try:
                 with Image.open(file) as img:
@@ -321,7 +321,7 @@ def _parse_images(folder: Path, size: tuple[int, int]) -> _Processed:
                     images.append(np.asarray(gray, dtype=np.uint8))
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 raise DatasetError(f"cannot read this image ({type(exc).__name__}: {exc})", file=str(file),
-                                   hint="replace or remove the file") from None
+                                   hint="Replace or remove the file") from None
             labels.append(label)
     raw = np.stack(images)[:, None, :, :]
     meta = {"type": "image", "height": h, "width": w, "channels": 1, "scale": 1 / 255,
@@ -346,7 +346,7 @@ def _check_classes(path: Path, proc: _Processed) -> None:
     for i, c in enumerate(counts):
         if c < 2:
             raise DatasetError(f"class {proc.classes[i]!r} has too few samples for a stratified split", file=str(path),
-                               expected="at least 2 samples per class", found=f"{int(c)}", hint="add samples of that class or remove it")
+                               expected="at least 2 samples per class", found=f"{int(c)}", hint="Add samples of that class or remove it")
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -361,7 +361,7 @@ def load_arrays(dataset_row: dict) -> Arrays:
     path = Path(dataset_row["artifact_path"])
     if not path.exists():
         raise DatasetError("the processed arrays file is missing", file=str(path),
-                           hint=f"delete dataset {dataset_row['name']!r} and add it again")
+                           hint=f"Delete dataset {dataset_row['name']!r} and add it again")
     with np.load(path) as data:
         raw, y, classes = data["raw"], data["y"].astype(np.int64), [str(c) for c in data["classes"]]
     meta = dict(dataset_row.get("meta") or {})
@@ -444,7 +444,7 @@ def delete_dataset(db, name: str) -> None:
         raise DatasetError(f"no dataset named {name!r}", found=f"known datasets: {known}")
     if not store_datasets.delete(db, row["id"]):
         raise DatasetError(f"dataset {name!r} is used by training runs and cannot be deleted",
-                           hint="runs keep referring to the data they were trained on")
+                           hint="Runs keep referring to the data they were trained on")
 
 
 def names(db) -> list[str]:

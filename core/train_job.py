@@ -1,0 +1,123 @@
+"""The worker's handler for ``train`` jobs: a Trainer whose callbacks write to the store.
+
+Metric points are buffered and written in batches (at least every ``FLUSH_S`` and at each
+epoch end), so the dashboard sees a point within a second without a write per step.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from core.atomic import sha256_file
+from core.datasets import load_arrays
+from core.errors import JobCancelled, JobStopped, PocketopsError
+from core.trainer import Callbacks, Trainer, TrainConfig
+from store import artifacts, events, jobs
+from store import datasets as store_datasets
+from store import runs as store_runs
+from store.db import transaction
+
+FLUSH_S = 0.5
+
+
+class StoreCallbacks(Callbacks):
+    """Send the loop's progress to the store: metric points, run fields, artifacts, job progress."""
+
+    def __init__(self, ctx, run_id: int, epochs_total: int):
+        self.ctx, self.db, self.run_id, self.epochs_total = ctx, ctx.db, run_id, epochs_total
+        self.buffer: list[dict] = []
+        self.last_flush = time.monotonic()
+        self.samples_per_s: float | None = None
+
+    def flush(self) -> None:
+        if self.buffer:
+            store_runs.add_metrics(self.db, self.buffer)
+            self.buffer = []
+        self.last_flush = time.monotonic()
+
+    def check(self) -> None:
+        if self.buffer and time.monotonic() - self.last_flush >= FLUSH_S:
+            self.flush()
+        self.ctx.check()
+
+    def on_start(self, *, epoch: int, step: int, resumed: bool) -> None:
+        if resumed:
+            self.ctx.log("info", f"resumed from checkpoint after epoch {epoch}, step {step}", run_id=self.run_id)
+        self.ctx.progress(epoch=epoch, epochs=self.epochs_total, step=step)
+
+    def on_train_point(self, step, epoch, loss, accuracy, samples_per_s) -> None:
+        self.samples_per_s = round(samples_per_s, 1)
+        self.buffer.append({"run_id": self.run_id, "kind": "train", "step": step, "epoch": epoch, "loss": loss,
+                            "accuracy": accuracy, "samples_per_s": self.samples_per_s})
+        self.ctx.progress(epoch=epoch - 1, epochs=self.epochs_total, step=step, samples_per_s=self.samples_per_s)
+
+    def on_epoch_end(self, epoch, metrics, checkpoint_path) -> None:
+        self.buffer.append({"run_id": self.run_id, "kind": "val", "step": epoch, "epoch": epoch,
+                            "loss": metrics["val_loss"], "accuracy": metrics["val_accuracy"],
+                            "samples_per_s": metrics.get("samples_per_s")})
+        summary = {
+            "val_accuracy": metrics["best_val_accuracy"], "val_loss": metrics["best_val_loss"],
+            "best_epoch": metrics["best_epoch"], "last_val_accuracy": metrics["val_accuracy"],
+            "last_val_loss": metrics["val_loss"], "samples_per_s": metrics.get("samples_per_s"),
+        }
+        with transaction(self.db):
+            self.flush()
+            store_runs.update(self.db, self.run_id, epochs_done=epoch, metrics=summary, checkpoint_path=str(checkpoint_path))
+        self.ctx.progress(epoch=epoch, epochs=self.epochs_total, step=metrics.get("step"),
+                          samples_per_s=metrics.get("samples_per_s"), val_accuracy=metrics["val_accuracy"])
+
+    def on_checkpoint(self, path: Path) -> None:
+        artifacts.register(self.db, kind="checkpoint", path=str(path), sha256=sha256_file(path),
+                           size_bytes=path.stat().st_size, run_id=self.run_id, meta={"name": path.name})
+
+    def on_pause(self, reason: str) -> None:
+        self.flush()
+        self.ctx.progress(paused=reason)
+        self.ctx.log("warning", f"training paused: {reason}", run_id=self.run_id)
+
+    def on_resume(self) -> None:
+        self.ctx.progress(paused=None)
+        self.ctx.log("info", "training continues: battery charging or recovered", run_id=self.run_id)
+
+
+def run(ctx) -> dict:
+    """Train the run in ``ctx.payload['run_id']``; the run row says how it ended."""
+    db = ctx.db
+    run_id = int(ctx.payload["run_id"])
+    run_row = store_runs.get(db, run_id)
+    if run_row is None:
+        raise PocketopsError(f"train job {ctx.job_id}: run {run_id} does not exist")
+    if run_row["status"] in ("done", "cancelled"):
+        return {"run_id": run_id, "status": run_row["status"], "skipped": True}
+    if jobs.cancel_requested(db, ctx.job_id):
+        store_runs.set_status(db, run_id, "cancelled", error="cancelled by the user")
+        raise JobCancelled()
+    callbacks = StoreCallbacks(ctx, run_id, run_row["epochs_total"])
+    store_runs.set_status(db, run_id, "running")
+    try:
+        dataset = store_datasets.get(db, run_row["dataset_id"])
+        cfg = TrainConfig.from_dict(run_row["config"])
+        trainer = Trainer(cfg, load_arrays(dataset), ctx.files("runs", run_id), callbacks)
+        summary = trainer.fit()
+    except JobCancelled:
+        callbacks.flush()
+        store_runs.set_status(db, run_id, "cancelled", error="cancelled by the user")
+        raise
+    except JobStopped:
+        callbacks.flush()
+        store_runs.set_status(db, run_id, "queued")  # the worker releases the job; the next one resumes
+        raise
+    except BaseException as exc:
+        callbacks.flush()
+        message = str(exc) if isinstance(exc, PocketopsError) else f"{type(exc).__name__}: {exc}"
+        store_runs.set_status(db, run_id, "failed", error=message)
+        raise
+    with transaction(db):
+        callbacks.flush()
+        store_runs.update(db, run_id, epochs_done=summary["epochs_done"], metrics=summary,
+                          checkpoint_path=summary["checkpoint"], params=summary["params"], size_bytes=summary["size_bytes"])
+        store_runs.set_status(db, run_id, "done")
+        test = summary["test_accuracy"]
+        events.log(db, "info", "job:train", f"run {run_id} done: val accuracy {summary['val_accuracy']:.3f}, "
+                   f"test accuracy {'n/a' if test is None else f'{test:.3f}'}", run_id=run_id, job_id=ctx.job_id)
+    return {"run_id": run_id, **summary}
