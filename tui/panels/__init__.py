@@ -1,0 +1,85 @@
+"""The dashboard's panels: one module each, discovered here. Adding a panel = adding one module.
+
+The contract a panel module follows (read by ``tui.app`` and ``scripts/screenshots.py``):
+
+* ``ORDER: int`` — position in the tab bar (Datasets 10, Training 20, Quantize 30, Deploy 40,
+  Alerts 50, Costs 60). Modules whose name starts with ``_`` are skipped.
+* ``Panel`` — a Textual ``Widget`` class with class attributes
+
+  - ``TITLE`` — the tab label, e.g. ``"Quantize"`` (``SHORT``, optional: the label at narrow widths);
+  - ``KEY`` — one unmodified key that shows the panel: ``d`` Datasets, ``t`` Training,
+    ``q`` Quantize, ``p`` dePloy, ``a`` Alerts, ``c`` Costs. Digits ``1``…``9`` follow ``ORDER``.
+    Never use another panel's key for a panel action (actions are bound on the panel and would
+    shadow it while the panel has focus);
+  - ``BINDINGS`` (optional) — the panel's actions, single unmodified keys; they show in the
+    footer (tappable) while the panel is shown. Common verbs: ``n`` new, ``x`` delete/cancel
+    (ask with ``tui.dialogs.ConfirmDialog``), ``r`` resume/retry, ``enter`` open.
+
+* Store data comes from polling: subclass ``tui.widgets.polling.PollingPanel`` and implement
+  ``poll_args()`` (main thread), ``fetch(db, args)`` (worker thread, own connection, reads only;
+  poll by cursor where data grows) and ``update_view(data)`` (main thread). The app starts
+  polling after the first frame; hidden panels and open modals pause it.
+* The panel never imports torch or onnx (a subprocess test checks); import numpy, onnxruntime
+  or anything heavy lazily inside ``fetch`` or a worker, never at module level. Writes are
+  intents only (queue a job, request a cancel) through ``core``/``store`` functions.
+* Layout: the app sets ``-narrow`` (< 80 columns) or ``-wide`` on the screen; style
+  ``.-narrow #your-id`` / ``.-wide #your-id`` in ``tui/app.tcss`` (one stylesheet). A panel
+  usually composes a list widget and a detail container with classes ``panel-list`` and
+  ``panel-detail``, inside a ``Horizontal``/``Vertical`` with class ``panel-body``: stacked
+  at narrow widths, side by side at wide ones, without panel-specific CSS.
+* Use theme variables (``$accent``, ``$error``…) in styles, never hex colours. Shared widgets:
+  ``tui.widgets.chart.CurveChart`` (braille curves), ``tui.widgets.bars`` (bars, class balance),
+  ``tui.widgets.device.DeviceStrip``.
+* Screenshots: add a ``(KEY, (width, height), "name-WxH.svg")`` line to ``SHOTS`` in
+  ``scripts/screenshots.py``.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class PanelInfo:
+    name: str          # module name, e.g. "training"; the panel widget's id is f"panel-{name}"
+    order: int
+    title: str
+    short: str
+    key: str
+    module: ModuleType
+
+    @property
+    def widget_id(self) -> str:
+        return f"panel-{self.name}"
+
+    @property
+    def panel_class(self):
+        return self.module.Panel
+
+
+def discover() -> list[PanelInfo]:
+    """Every panel module in this package, ordered by ``ORDER`` (then name)."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        panel = getattr(module, "Panel", None)
+        if panel is None:
+            raise TypeError(f"tui/panels/{info.name}.py defines no Panel class (see tui/panels/__init__.py)")
+        title = getattr(panel, "TITLE", info.name.title())
+        found.append(PanelInfo(
+            name=info.name,
+            order=int(getattr(module, "ORDER", 100)),
+            title=title,
+            short=getattr(panel, "SHORT", None) or title[:5],
+            key=getattr(panel, "KEY", ""),
+            module=module,
+        ))
+    found.sort(key=lambda p: (p.order, p.name))
+    keys = [p.key for p in found if p.key]
+    if len(keys) != len(set(keys)):
+        raise ValueError(f"two panels claim the same key: {keys}")
+    return found

@@ -1,0 +1,1 @@
+"""Shared dashboard widgets: braille curves, bars, device strip, previews, the polling panel base."""
