@@ -70,7 +70,11 @@ def _dataset_for(db, variant: dict) -> dict | None:
 def describe(model_path: Path, variant: dict, dataset: dict | None) -> dict:
     """The model.json fields that describe inputs, labels and preprocessing."""
     ort = require("onnxruntime", "Building a deploy bundle")
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+        raise DeployError(f"{model_path}: onnxruntime cannot load this model ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]}); export the variant again") from exc
     inp = session.get_inputs()[0]
     meta = variant.get("meta") or {}
     ds_meta = (dataset or {}).get("meta") or {}

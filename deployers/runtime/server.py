@@ -34,6 +34,7 @@ except ImportError:  # inside a bundle: predictor.py sits beside this file
     from predictor import InputError, Predictor  # type: ignore[no-redef]
 
 MAX_BODY_BYTES = 1 << 20
+DRAIN_FACTOR = 8
 KEY_ENV = "POCKETOPS_API_KEY"
 CONFIG_ERROR = 2   # exit code for problems a restart will not fix (no key, port taken)
 
@@ -114,7 +115,15 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.BAD_REQUEST, f"Content-Length must be a number, found {length!r}", close=True)
             return
         if size > self.server.max_body:
-            # Do not read it: close the connection instead of buffering an attacker's body.
+            # Discard (never buffer) a moderately oversized body so the client can read our answer;
+            # past DRAIN_FACTOR x the limit just answer and hang up.
+            if size <= self.server.max_body * DRAIN_FACTOR:
+                left = size
+                while left > 0:
+                    chunk = self.rfile.read(min(left, 1 << 16))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
             self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                         f"body of {size} bytes is over the limit of {self.server.max_body} bytes; send fewer samples",
                         close=True)
