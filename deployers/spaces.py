@@ -1,0 +1,286 @@
+"""Hugging Face Spaces: a static page (free) or the bundle's server in a Docker Space (paid plan).
+
+Both push one commit per release with the real ``huggingface_hub`` client; status comes from
+``get_space_runtime``; rollback is a commit that copies the previous release's files back
+(``CommitOperationCopy(src_revision=<previous commit>)`` plus deletes), since the Hub has no
+revert; stop pauses the Space. The token is huggingface_hub's own (``hf auth login`` or
+``HF_TOKEN``): we never store, log or print it.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from core.optional import require
+from deployers import pricing
+from deployers.base import Bundle, DeployError, Plan, Release
+from deployers.cloud_common import TEMPLATES, copy_bundle, listing, pinned_requirements, probe_health
+
+LOGIN_HINT = "run `hf auth login` (or set HF_TOKEN) with a write token"
+PAID_PLAN = "Docker Spaces need a paid plan (PRO for personal accounts)"
+
+# get_space_runtime().stage -> our status. Anything unknown counts as deploying.
+STAGES = {
+    "RUNNING": "running",
+    "SLEEPING": "sleeping",
+    "BUILDING": "deploying",
+    "APP_STARTING": "deploying",
+    "RUNNING_BUILDING": "running",      # the previous build keeps serving while the new one builds
+    "RUNNING_APP_STARTING": "running",
+    "NO_APP_FILE": "failed",
+    "CONFIG_ERROR": "failed",
+    "BUILD_ERROR": "failed",
+    "RUNTIME_ERROR": "failed",
+    "PAUSED": "stopped",
+    "STOPPED": "stopped",
+    "DELETING": "stopped",
+}
+
+
+def map_stage(stage: str | None) -> str:
+    """A Space runtime stage as one of our release statuses (the raw stage is kept in meta)."""
+    stage = (stage or "").upper()
+    if stage in STAGES:
+        return STAGES[stage]
+    return "failed" if stage.endswith("_ERROR") else "deploying"
+
+
+def app_url(repo_id: str) -> str:
+    """Where a public Space's app answers: ``https://<owner>-<name>.hf.space``."""
+    sub = repo_id.replace("/", "-").replace("_", "-").replace(".", "-").lower()
+    return f"https://{sub}.hf.space"
+
+
+class _SpaceDeployer:
+    target = ""
+    sdk = ""
+    default_name = "pocketops"
+
+    def __init__(self, *, endpoint: str | None = None, token: str | None = None, poll_s: float = 2.0):
+        self.endpoint = endpoint
+        self._token = token          # injected by tests; otherwise huggingface_hub resolves its own
+        self.poll_s = poll_s
+
+    # -- the client ----------------------------------------------------------------------
+    def _hub(self):
+        return require("huggingface_hub", f"Deploying to Hugging Face ({self.target})")
+
+    def _api(self):
+        hub = self._hub()
+        token = self._token or hub.get_token()
+        if not token:
+            raise DeployError(f"no Hugging Face token found: {LOGIN_HINT}")
+        return hub.HfApi(endpoint=self.endpoint, token=token)
+
+    def _call(self, what: str, fn, *args, missing_ok: bool = False, **kwargs):
+        """Run one Hub call; a failure becomes a one-line DeployError (never showing the token).
+
+        ``missing_ok`` answers None when the revision or repo is gone instead of raising.
+        """
+        errors = require("huggingface_hub.errors", f"Deploying to Hugging Face ({self.target})")
+        try:
+            return fn(*args, **kwargs)
+        except (errors.RevisionNotFoundError, errors.RepositoryNotFoundError):
+            if missing_ok:
+                return None
+            raise DeployError(f"{what}: not found on the Hub (deleted, renamed, or the token cannot see it)") from None
+        except errors.HfHubHTTPError as exc:
+            code = exc.response.status_code if exc.response is not None else None
+            if code == 401:
+                raise DeployError(f"{what}: Hugging Face rejected the token; {LOGIN_HINT}") from None
+            if code == 402:
+                raise DeployError(f"{what}: {PAID_PLAN}; upgrade at https://huggingface.co/subscribe/pro "
+                                  "or deploy with --target spaces-static (free)") from None
+            if code == 403:
+                raise DeployError(f"{what}: the token may not write to this namespace; use a write token "
+                                  "or another --repo-id") from None
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DeployError(f"{what} failed (HTTP {code}): {first}") from None
+        except errors.HTTPError as exc:   # httpx transport errors: no connection, timeout
+            raise DeployError(f"{what}: could not reach the Hub ({type(exc).__name__}: {exc}); "
+                              "check the network and retry") from None
+
+    def _repo_id(self, api, options: dict) -> str:
+        repo_id = options.get("repo_id") or options.get("space_id") or self.default_name
+        if "/" not in repo_id:
+            user = self._call("who am I", api.whoami)["name"]
+            repo_id = f"{user}/{repo_id}"
+        return repo_id
+
+    def _urls(self, api, repo_id: str) -> tuple[str, str | None]:
+        base = (self.endpoint or api.endpoint or "https://huggingface.co").rstrip("/")
+        is_hub = base == "https://huggingface.co"
+        return f"{base}/spaces/{repo_id}", (app_url(repo_id) if is_hub else None)
+
+    # -- what each flavour uploads ---------------------------------------------------------
+    def stage_files(self, bundle: Bundle, options: dict, out_dir: Path) -> None:
+        raise NotImplementedError
+
+    def _requirements(self, options: dict) -> list[str]:
+        return [f"a Hugging Face account and write token ({LOGIN_HINT.removeprefix('run ')})"]
+
+    def _estimate(self, options: dict) -> pricing.Estimate:
+        return pricing.static_monthly()
+
+    # -- the protocol --------------------------------------------------------------------
+    def plan(self, bundle: Bundle, options: dict) -> Plan:
+        with tempfile.TemporaryDirectory(prefix="pocketops-plan-") as tmp:
+            self.stage_files(bundle, options, Path(tmp))
+            files = listing(Path(tmp))
+        estimate = self._estimate(options)
+        repo = options.get("repo_id") or options.get("space_id") or f"<your user>/{self.default_name}"
+        notes = [f"Space: {repo} (sdk: {self.sdk})", f"cost: {estimate.assumptions}"]
+        hub = self._hub_or_none()
+        if hub is not None:
+            notes.append("token: found" if (self._token or hub.get_token()) else f"token: none found; {LOGIN_HINT}")
+        return Plan(self.target, files, estimate.monthly_usd, self._requirements(options), notes)
+
+    def _hub_or_none(self):
+        from core.optional import available
+
+        return self._hub() if available("huggingface_hub") else None
+
+    def deploy(self, bundle: Bundle, options: dict, previous: dict | None) -> Release:
+        api = self._api()
+        repo_id = self._repo_id(api, options)
+        create = {"repo_type": "space", "space_sdk": self.sdk, "exist_ok": True}
+        if options.get("private") is not None:
+            create["private"] = bool(options["private"])
+        if self.sdk == "docker" and options.get("hardware"):
+            create["space_hardware"] = options["hardware"]
+        self._call(f"create Space {repo_id}", api.create_repo, repo_id, **create)
+        if self.sdk == "docker" and options.get("api_key"):
+            # Kept by the Hub as a Space secret; never written to our database or logs.
+            self._call(f"set the API key secret on {repo_id}", api.add_space_secret, repo_id,
+                       "POCKETOPS_API_KEY", options["api_key"])
+        with tempfile.TemporaryDirectory(prefix="pocketops-space-") as tmp:
+            self.stage_files(bundle, options, Path(tmp))
+            files = listing(Path(tmp))
+            # delete_patterns="*" drops files of older releases that this one no longer has.
+            commit = self._call(f"upload to Space {repo_id}", api.upload_folder, repo_id=repo_id,
+                                repo_type="space", folder_path=tmp, delete_patterns="*",
+                                commit_message=f"pocketops {bundle.version}")
+        pushed = time.perf_counter()
+        meta = {"repo_id": repo_id, "commit": commit.oid, "sdk": self.sdk, "bundle_version": bundle.version,
+                "files": [f["path"] for f in files]}
+        return self._settle(api, repo_id, meta, float(options.get("wait_s", 0) or 0), pushed)
+
+    def _settle(self, api, repo_id: str, meta: dict, wait_s: float, pushed: float) -> Release:
+        """Read the runtime, waiting up to ``wait_s`` for the build to finish; RUNNING gives a cold start."""
+        deadline = pushed + wait_s
+        while True:
+            runtime = self._call(f"read the status of {repo_id}", api.get_space_runtime, repo_id)
+            status = map_stage(runtime.stage)
+            if status != "deploying" or time.perf_counter() >= deadline:
+                break
+            time.sleep(self.poll_s)
+        page, app = self._urls(api, repo_id)
+        meta = {**meta, "stage": runtime.stage, "hardware": runtime.hardware, "space_url": page, "app_url": app}
+        cold = round((time.perf_counter() - pushed) * 1000, 1) if wait_s and status == "running" else None
+        health = None
+        if status == "running" and app and self.sdk == "docker":
+            health, meta["health"] = probe_health(app)
+        return Release(status, app or page, meta, health_latency_ms=health, cold_start_ms=cold)
+
+    def status(self, deployment: dict) -> Release:
+        meta = dict(deployment.get("meta") or {})
+        repo_id = meta.get("repo_id")
+        if not repo_id:
+            raise DeployError(f"deployment {deployment.get('id')}: no repo_id recorded; deploy again")
+        api = self._api()
+        return self._settle(api, repo_id, meta, 0.0, time.perf_counter())
+
+    def rollback(self, current: dict, previous: dict, previous_bundle: Bundle) -> Release:
+        hub = self._hub()
+        api = self._api()
+        cur_meta, prev_meta = current.get("meta") or {}, previous.get("meta") or {}
+        repo_id = cur_meta.get("repo_id") or prev_meta.get("repo_id")
+        sha = prev_meta.get("commit")
+        if not repo_id:
+            raise DeployError(f"deployment {current.get('id')}: no repo_id recorded; deploy the previous version again")
+        old = None
+        if sha:
+            # None when history was squashed: then the previous bundle is uploaded again instead.
+            found = self._call(f"list the files of {repo_id} at {sha[:8]}", api.list_repo_files, repo_id,
+                               repo_type="space", revision=sha, missing_ok=True)
+            old = set(found) if found is not None else None
+        if old is None:
+            release = self.deploy(previous_bundle, {"repo_id": repo_id}, current)
+            release.meta["restored_by"] = "re-upload"
+            return release
+        now = set(self._call(f"list the files of {repo_id}", api.list_repo_files, repo_id, repo_type="space"))
+        ops = [hub.CommitOperationCopy(src_path_in_repo=p, path_in_repo=p, src_revision=sha) for p in sorted(old)]
+        ops += [hub.CommitOperationDelete(path_in_repo=p) for p in sorted(now - old) if p != ".gitattributes"]
+        version = prev_meta.get("bundle_version") or previous.get("version")
+        commit = self._call(f"roll back Space {repo_id}", api.create_commit, repo_id, ops, repo_type="space",
+                            commit_message=f"pocketops rollback to {version} ({sha[:8]})")
+        meta = {**prev_meta, "repo_id": repo_id, "commit": commit.oid, "restored_commit": sha,
+                "restored_by": "copy", "sdk": self.sdk}
+        return self._settle(api, repo_id, meta, 0.0, time.perf_counter())
+
+    def stop(self, deployment: dict) -> Release:
+        meta = dict(deployment.get("meta") or {})
+        repo_id = meta.get("repo_id")
+        if not repo_id:
+            raise DeployError(f"deployment {deployment.get('id')}: no repo_id recorded; nothing to stop")
+        api = self._api()
+        runtime = self._call(f"pause Space {repo_id}", api.pause_space, repo_id)
+        page, app = self._urls(api, repo_id)
+        meta.update(stage=runtime.stage, space_url=page, app_url=app)
+        return Release(map_stage(runtime.stage), app or page, meta)
+
+
+class StaticSpaceDeployer(_SpaceDeployer):
+    """A static Space: the page from ``deployers.static`` runs the model in the visitor's browser."""
+
+    target = "spaces-static"
+    sdk = "static"
+    default_name = "pocketops-demo"
+
+    def stage_files(self, bundle: Bundle, options: dict, out_dir: Path) -> None:
+        from deployers.static import build_static_site
+
+        vendor = options.get("vendor_ort")
+        build_static_site(bundle, out_dir, vendor_ort=Path(vendor) if vendor else None)
+        readme = out_dir / "README.md"
+        if not readme.exists():
+            title = _title(bundle)
+            readme.write_text(f"---\ntitle: {title}\nemoji: 📱\ncolorFrom: indigo\ncolorTo: green\nsdk: static\n"
+                              f"app_file: index.html\npinned: false\n---\n\n# {title}\n\n"
+                              f"Runs model `{bundle.version}` in your browser with onnxruntime-web.\n", "utf-8")
+
+    def _requirements(self, options: dict) -> list[str]:
+        return super()._requirements(options) + ["static Spaces are free for everyone"]
+
+
+class DockerSpaceDeployer(_SpaceDeployer):
+    """A Docker Space: the bundle's own HTTP server on port 7860, as UID 1000."""
+
+    target = "spaces-docker"
+    sdk = "docker"
+    default_name = "pocketops-api"
+
+    def stage_files(self, bundle: Bundle, options: dict, out_dir: Path) -> None:
+        copy_bundle(bundle, out_dir)
+        template = TEMPLATES / "docker"
+        (out_dir / "Dockerfile").write_bytes((template / "Dockerfile").read_bytes())
+        (out_dir / "requirements.txt").write_text(pinned_requirements(), "utf-8")
+        readme = (template / "README.md").read_text("utf-8")
+        title = _title(bundle)
+        readme = (readme.replace("__TITLE__", title).replace("__VERSION__", bundle.version)
+                  .replace("__DESCRIPTION__", "pocketops model API (onnxruntime)"))
+        (out_dir / "README.md").write_text(readme, "utf-8")
+
+    def _requirements(self, options: dict) -> list[str]:
+        return [PAID_PLAN] + super()._requirements(options)
+
+    def _estimate(self, options: dict) -> pricing.Estimate:
+        return pricing.spaces_monthly(options.get("hardware") or "cpu-basic")
+
+
+def _title(bundle: Bundle) -> str:
+    # Front matter titles are short and plain; YAML-sensitive characters are dropped.
+    name = bundle.model_json.get("name")
+    name = f"pocketops {name}" if isinstance(name, str) and name else "pocketops model"
+    return "".join(c for c in name if c.isalnum() or c in " -_.")[:40].strip() or "pocketops model"
