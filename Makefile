@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-fast bench screenshots clean
+.PHONY: install run test test-fast bench screenshots clean browser-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,31 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/pocketops
 
-test: install
+test: install browser-deps
 	$(PY) -m pytest -q
+
+# Headless Chromium + onnxruntime-web for the static-page test. Skipped with a message when this
+# is not root with apt-get (the test then says it was skipped); under CI=true the test fails
+# if either is missing.
+ORT_WEB_VERSION := 1.30.0
+ORT_WEB := build/web/node_modules/onnxruntime-web/dist/ort.wasm.min.js
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser-deps: apt-get install chromium"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || echo "browser-deps: installing chromium failed; the static page test will be skipped (fails under CI=true)"; \
+	else echo "browser-deps: no chromium and not root with apt-get: the static page test will be skipped (sudo apt-get install chromium to run it)"; fi
+	@if [ -f $(ORT_WEB) ]; then :; \
+	else \
+	  if ! command -v npm >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null || true; fi; \
+	  if command -v npm >/dev/null 2>&1; then \
+	    echo "browser-deps: npm install onnxruntime-web@$(ORT_WEB_VERSION) into build/web"; \
+	    npm install --silent --no-audit --no-fund --prefix build/web onnxruntime-web@$(ORT_WEB_VERSION) \
+	      || echo "browser-deps: npm install failed; the static page test will be skipped (fails under CI=true)"; \
+	  else echo "browser-deps: npm is missing: the static page test will be skipped (install nodejs + npm to run it)"; fi; \
+	fi
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
