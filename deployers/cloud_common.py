@@ -1,6 +1,7 @@
 """Small helpers shared by the cloud deployers (Spaces, Google Cloud): staging files, probing health."""
 from __future__ import annotations
 
+import re
 import shutil
 import time
 import urllib.error
@@ -32,16 +33,23 @@ def listing(folder: Path) -> list[dict]:
             for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
 
 
-def pinned_requirements() -> str:
-    """requirements.txt for a served bundle: the numpy/onnxruntime versions benchmarked here, else ranges."""
+def pinned_requirements(template: Path) -> str:
+    """A template requirements.txt with numpy/onnxruntime pinned to the versions benchmarked here.
+
+    The served predictor then runs the same onnxruntime that measured the variant; where a
+    package is not installed locally, the template's range stays.
+    """
     from importlib import metadata
 
-    lines = ["# The bundle's predictor needs only these; pinned to the versions pocketops benchmarked with."]
-    for dist, fallback in (("numpy", "numpy>=1.26,<3"), ("onnxruntime", "onnxruntime>=1.20,<2")):
-        try:
-            lines.append(f"{dist}=={metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            lines.append(fallback)
+    lines = []
+    for line in template.read_text("utf-8").splitlines():
+        name = re.split(r"[<>=!~ ;\[]", line.strip(), maxsplit=1)[0]
+        if name in ("numpy", "onnxruntime"):
+            try:
+                line = f"{name}=={metadata.version(name)}"
+            except metadata.PackageNotFoundError:
+                pass
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 

@@ -265,7 +265,7 @@ class DockerSpaceDeployer(_SpaceDeployer):
         copy_bundle(bundle, out_dir)
         template = TEMPLATES / "docker"
         (out_dir / "Dockerfile").write_bytes((template / "Dockerfile").read_bytes())
-        (out_dir / "requirements.txt").write_text(pinned_requirements(), "utf-8")
+        (out_dir / "requirements.txt").write_text(pinned_requirements(template / "requirements.txt"), "utf-8")
         readme = (template / "README.md").read_text("utf-8")
         title = _title(bundle)
         readme = (readme.replace("__TITLE__", title).replace("__VERSION__", bundle.version)
