@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from pathlib import Path
 
 from textual.app import App, ComposeResult
@@ -69,6 +70,12 @@ class PocketopsApp(App):
         self.start_panel = panel or PANELS[0].name
         self._db = None
         self.first_frame_at: float | None = None
+        self.notices: deque[tuple[str, str]] = deque(maxlen=50)  # (severity, message) as shown, newest last
+
+    def notify(self, message, *, title: str = "", severity: str = "information", **kwargs) -> None:
+        """Show a toast and remember it (the tests and a future log view read ``notices``)."""
+        self.notices.append((severity, f"{title}: {message}" if title else str(message)))
+        super().notify(message, title=title, severity=severity, **kwargs)
 
     @property
     def db(self):
@@ -90,7 +97,8 @@ class PocketopsApp(App):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self._mark_tab(self.start_panel)
+        self._mark_tab(self._widget_id(self.start_panel).removeprefix("panel-"))
+        self._focus_panel(self.current_panel)
         self.call_after_refresh(self._after_first_frame)
 
     def on_resize(self) -> None:
