@@ -5,11 +5,14 @@ The same code serves the worker, ``pocketops bench`` and ``benchmarks/quantizati
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +38,7 @@ class BenchConfig:
     loads: int = 3
     budget_s: float = 3.0          # stop a timed loop early past this (keeping ≥ 20 repeats)
     profile: bool = True
+    isolate: bool = True           # measure in a fresh process: clean peak memory, no warm caches
 
 
 def percentile_ms(times_ns: list[int], q: float) -> float:
@@ -54,6 +58,62 @@ def time_calls(call: Callable[[int], object], *, warmup: int, repeats: int, budg
         if len(times) >= 20 and time.perf_counter() > deadline:
             break
     return times
+
+
+def interleaved_times(calls: dict[str, Callable[[int], object]], *, warmup: int, repeats: int, rounds: int = 10,
+                      budget_s: float = 10.0) -> dict[str, list[int]]:
+    """Time several contenders in turns (ns per call each), rotating who goes first.
+
+    Measured one after another, a phone that heats up (or a busy laptop) makes whoever comes
+    last look slow; in turns every contender sees the same conditions.
+    """
+    names = list(calls)
+    for name in names:
+        for i in range(warmup):
+            calls[name](i)
+    times: dict[str, list[int]] = {n: [] for n in names}
+    per = max(1, repeats // max(1, rounds))
+    deadline = time.perf_counter() + budget_s
+    for r in range(max(1, rounds)):
+        shift = r % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            call = calls[name]
+            for k in range(per):
+                t0 = time.perf_counter_ns()
+                call(r * per + k)
+                times[name].append(time.perf_counter_ns() - t0)
+        if r >= 1 and time.perf_counter() > deadline:
+            break
+    return times
+
+
+def compare_latency(paths: dict, X: np.ndarray, config: BenchConfig | None = None,
+                    extra: dict[str, Callable[[int], object]] | None = None) -> dict:
+    """Batch-1 p50/p95 and batch-8 throughput of several ONNX files measured in turns.
+
+    ``extra`` adds other batch-1 contenders (the torch eager model) to the same turns; their
+    callables get a sample index. Returns ``{key: {"latency_p50_ms", ...}}`` for every key.
+    """
+    config = config or BenchConfig()
+    singles = [np.ascontiguousarray(X[i:i + 1]) for i in range(min(len(X), 64))]
+    batch = np.ascontiguousarray(np.resize(X, (config.throughput_batch, *X.shape[1:])).astype(X.dtype))
+    sessions = {}
+    for key, path in paths.items():
+        session = open_session(path, config.threads)
+        sessions[key] = (session, check_input(session, path, X))
+    ones = {key: (lambda i, s=s, n=n: s.run(None, {n: singles[i % len(singles)]})) for key, (s, n) in sessions.items()}
+    ones.update(extra or {})
+    t1 = interleaved_times(ones, warmup=config.warmup, repeats=config.repeats, budget_s=config.budget_s * len(ones))
+    t8 = interleaved_times({key: (lambda i, s=s, n=n: s.run(None, {n: batch})) for key, (s, n) in sessions.items()},
+                           warmup=max(2, config.warmup // 4), repeats=config.throughput_repeats,
+                           budget_s=config.budget_s * max(1, len(sessions)))
+    out = {}
+    for key, times in t1.items():
+        out[key] = {"latency_p50_ms": round(percentile_ms(times, 50), 4), "latency_p95_ms": round(percentile_ms(times, 95), 4),
+                    "repeats": len(times), "threads": config.threads, "latency_method": "interleaved"}
+        if key in t8:
+            out[key]["throughput_per_s"] = round(config.throughput_batch / (float(np.median(t8[key])) / 1e9), 1)
+    return out
 
 
 def session_options(threads: int, *, profile_prefix: str | None = None):
@@ -193,3 +253,88 @@ def benchmark(path: str | Path, X: np.ndarray, y: np.ndarray | None = None, *, r
     result["host_cpus"] = os.cpu_count()
     return result
 
+
+
+def _maxrss_mb() -> float | None:
+    """This process's peak resident memory since it started (exec), in MiB."""
+    try:
+        # VmHWM belongs to the address space, so it restarts at exec; ru_maxrss would carry the
+        # parent's peak over the fork (a worker holding torch would read ~500 MB for any model).
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux and Android
+
+
+def benchmark_isolated(path: str | Path, X: np.ndarray, y: np.ndarray | None = None, *,
+                       reference: np.ndarray | None = None, config: BenchConfig | None = None,
+                       timeout_s: float = 600) -> dict:
+    """:func:`benchmark` in a fresh Python process (``python -m core.bench``).
+
+    A model's peak memory can only be read in a process of its own: in a shared one the
+    allocator reuses what earlier sessions freed. Costs ~0.3 s of process start per model.
+    """
+    config = config or BenchConfig()
+    if not config.isolate:
+        return benchmark(path, X, y, reference=reference, config=config)
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="pocketops-bench-") as tmp:
+        data = Path(tmp) / "data.npz"
+        arrays = {"X": X}
+        if y is not None:
+            arrays["y"] = np.asarray(y)
+        if reference is not None:
+            arrays["reference"] = reference
+        np.savez(data, **arrays)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+        cmd = [sys.executable, "-m", "core.bench", str(path), "--data", str(data), "--config", json.dumps(asdict(config))]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=str(root))
+        except subprocess.TimeoutExpired:
+            raise PocketopsError(f"{Path(path).name}: benchmark took longer than {timeout_s:.0f} s; "
+                                 "lower the repeats or check the device is not throttling") from None
+    if proc.returncode != 0:
+        lines = (proc.stderr or "").strip().splitlines()
+        raise PocketopsError(lines[-1].removeprefix("pocketops: ") if lines else
+                             f"{Path(path).name}: benchmark process exited with code {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Child side of :func:`benchmark_isolated`: one JSON line on stdout, or one line on stderr."""
+    parser = argparse.ArgumentParser(prog="python -m core.bench")
+    parser.add_argument("model")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--config", default="{}")
+    args = parser.parse_args(argv)
+    config = BenchConfig(**{**json.loads(args.config), "isolate": False})
+    with np.load(args.data) as data:
+        X = data["X"]
+        y = data["y"] if "y" in data else None
+        reference = data["reference"] if "reference" in data else None
+    require("onnxruntime", "benchmarking an ONNX model")
+    before = _rss_mb()
+    try:
+        result = benchmark(args.model, X, y, reference=reference, config=config)
+    except PocketopsError as exc:
+        print(f"pocketops: {exc}", file=sys.stderr)
+        return 1
+    peak = _maxrss_mb()
+    if peak is not None and before is not None:
+        # The process's high-water mark minus what it held before the first session: the model's share.
+        result["peak_memory_mb"] = round(max(0.0, peak - before), 2)
+        result["process_peak_mb"] = round(peak, 1)
+    result["isolated"] = True
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

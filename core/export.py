@@ -99,9 +99,58 @@ def export_onnx(model, input_shape: Sequence[int], path: str | Path, *, input_dt
         program.save(str(staging))
         if any(p.name != "model.onnx" for p in Path(tmp).iterdir()):
             raise PocketopsError(f"{path.name}: the exporter wrote weights to a side file; expected one self-contained .onnx")
-        data = staging.read_bytes()
+        data = strip_metadata(staging.read_bytes())
     write_bytes(path, data)
     return path
+
+
+def strip_metadata(data: bytes) -> bytes:
+    """Drop what the exporter records for debugging from a serialized model.
+
+    Per-node stack traces, FX node text and module paths take ~5 % of a small model's file and
+    carry this machine's source paths into every deployed copy; shapes recorded for weights go
+    stale once an optimizer transposes them (and then shape inference refuses the model).
+    """
+    onnx = require("onnx", "ONNX export")
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    for node in graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    weights = {init.name for init in graph.initializer}
+    kept = [vi for vi in graph.value_info if vi.name not in weights]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    for item in [*graph.value_info, *graph.initializer, *graph.input, *graph.output]:
+        del item.metadata_props[:]
+    _short_names(graph)
+    return model.SerializeToString()
+
+
+def _short_names(graph) -> None:
+    """Rename internal tensors and nodes to short ids (``t12``, ``n3``); inputs/outputs keep theirs.
+
+    Module paths as tensor names cost a few KB, a visible share of a tiny int8 file. Graphs with
+    sub-graphs (If/Loop) are left alone: their inner references would need the same renaming.
+    """
+    if any(attr.type in (5, 10) for node in graph.node for attr in node.attribute):  # GRAPH, GRAPHS
+        return
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    for init in graph.initializer:
+        init.name = short(init.name)
+    for i, node in enumerate(graph.node):
+        node.name = f"n{i}"
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    for vi in graph.value_info:
+        vi.name = short(vi.name)
 
 
 def torch_logits(model, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -149,3 +198,21 @@ def verify(model, path: str | Path, X: np.ndarray, *, atol: float = 1e-3, min_ag
             "the file was not registered. Report the model config; export with a newer torch may help"
         )
     return result
+
+
+def torch_latency(model, X: np.ndarray, *, threads: int = 1, warmup: int = 20, repeats: int = 300,
+                  budget_s: float = 3.0) -> dict:
+    """The torch eager baseline: p50/p95 ms at batch 1 with ``threads`` torch threads."""
+    from core.bench import percentile_ms, time_calls
+
+    torch = require("torch", "the torch eager baseline")
+    before = torch.get_num_threads()
+    singles = [torch.from_numpy(np.ascontiguousarray(X[i:i + 1])) for i in range(min(len(X), 64))]
+    torch.set_num_threads(int(threads))
+    try:
+        with torch.inference_mode():
+            times = time_calls(lambda i: model(singles[i % len(singles)]), warmup=warmup, repeats=repeats, budget_s=budget_s)
+    finally:
+        torch.set_num_threads(before)
+    return {"torch_latency_p50_ms": round(percentile_ms(times, 50), 4),
+            "torch_latency_p95_ms": round(percentile_ms(times, 95), 4), "threads": int(threads), "repeats": len(times)}

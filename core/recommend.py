@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 PREFERENCES = ("latency", "size")
 DEFAULT_BUDGET_POINTS = 1.0
 SLOWER_MARGIN = 1.10        # a variant more than 10 % slower than fp32 gets a note saying so
+LATENCY_TIE = 0.05          # latencies within 5 % are the same speed: timing noise on a busy phone
 
 
 @dataclass(frozen=True)
@@ -78,24 +79,37 @@ def recommend(rows: list[dict], *, prefer: str = "latency", budget_points: float
         return Recommendation(None, None, "no variant has been benchmarked yet", [], table)
 
     eligible = [r for r in table if r["eligible"]]
-    primary = "latency_p50_ms" if prefer == "latency" else "size_bytes"
-    secondary = "size_bytes" if prefer == "latency" else "latency_p50_ms"
-    best = min(eligible, key=lambda r: (r[primary] or 0, r[secondary] or 0, r["name"]))
+    if prefer == "latency":
+        # Among variants as fast as the fastest (within noise), the smaller file wins.
+        fastest = min(r["latency_p50_ms"] for r in eligible)
+        tied = [r for r in eligible if r["latency_p50_ms"] <= fastest * (1 + LATENCY_TIE)]
+        best = min(tied, key=lambda r: (r["size_bytes"] or 0, r["latency_p50_ms"], r["name"]))
+    else:
+        best = min(eligible, key=lambda r: (r["size_bytes"] or 0, r["latency_p50_ms"], r["name"]))
     ref_name = reference["name"]
 
     if prefer == "latency":
-        lead = f"{best['name']} is the fastest variant within the {budget_points:g}-point accuracy budget"
+        if best["latency_p50_ms"] <= fastest:
+            lead = f"{best['name']} is the fastest variant within the {budget_points:g}-point accuracy budget"
+        else:
+            lead = (f"{best['name']} is as fast as the fastest (within {LATENCY_TIE:.0%}) and the smallest of those "
+                    f"within the {budget_points:g}-point accuracy budget")
     else:
         lead = f"{best['name']} is the smallest variant within the {budget_points:g}-point accuracy budget"
     facts = [f"p50 {best['latency_p50_ms']:.3f} ms at batch 1"]
     if best["name"] != ref_name:
         if best["speedup"]:
-            facts.append(f"{_ratio(best['speedup'], 1)} faster than {ref_name}" if best["speedup"] >= 1
-                         else f"{_ratio(1, best['speedup'])} slower than {ref_name}")
+            if abs(best["speedup"] - 1) <= LATENCY_TIE:
+                facts.append(f"as fast as {ref_name} (within {LATENCY_TIE:.0%})")
+            elif best["speedup"] > 1:
+                facts.append(f"{_ratio(best['speedup'], 1)} faster than {ref_name}")
+            else:
+                facts.append(f"{_ratio(1, best['speedup'])} slower than {ref_name}")
         if best["size_ratio"]:
             facts.append(f"{best['size_ratio']:.2f}× its size")
         if best["drop_points"] is not None:
-            facts.append(f"accuracy {-best['drop_points']:+.1f} points")
+            facts.append("the same accuracy" if abs(best["drop_points"]) < 0.05
+                         else f"accuracy {-best['drop_points']:+.1f} points")
     if torch_latency_p50_ms:
         facts.append(f"{_ratio(torch_latency_p50_ms, best['latency_p50_ms'])} faster than torch eager")
 
