@@ -1,0 +1,326 @@
+"""Deploy: every deployment line (target + name) with version, status, URL, health, cold start.
+
+Actions are intents: each queues a "deploy" job (deploy, status, rollback, stop) that the
+worker runs through ``deployers.service``; the deploy form asks the worker for the plan first
+(the dashboard never loads onnxruntime). Rollback and stop ask for confirmation. No secret is
+ever shown: API keys live in the worker's environment, tokens in their own stores.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, Label, Select, Static
+
+from tui.messages import StoreChanged
+from tui.widgets.polling import PollingPanel
+
+ORDER = 40
+TARGETS = [("local (this device)", "local"), ("Spaces static (free)", "spaces-static"),
+           ("Spaces docker (paid)", "spaces-docker"), ("Google Cloud function", "gcp")]
+SHORT_TARGET = {"local": "local", "spaces-static": "static", "spaces-docker": "docker", "gcp": "gcp"}
+MASK = "••••••"
+
+
+@dataclass
+class DeployData:
+    lines: list[dict]
+    history: list[dict] = field(default_factory=list)
+    jobs: list[dict] = field(default_factory=list)
+
+
+def fmt_ms(value: float | None) -> str:
+    return "–" if value is None else (f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms")
+
+
+def line_key(row: dict) -> str:
+    return f"{row['target']}|{row['name']}"
+
+
+def detail_lines(row: dict, history: list[dict]) -> list[str]:
+    """What a user checks on a release, one fact per line (pure: tested without an app)."""
+    meta = row.get("meta") or {}
+    lines = [f"{row['target']} · {row['name']}" if row["name"] != row["target"] else row["target"],
+             f"v{row['version']} {row['status']} · variant {row.get('variant_id')}",
+             f"URL: {row.get('url') or '–'}",
+             f"health {fmt_ms(row.get('health_latency_ms'))} · cold start {fmt_ms(row.get('cold_start_ms'))}"]
+    if meta.get("bundle_version"):
+        lines.append(f"bundle {meta['bundle_version']}")
+    if meta.get("api_key_required"):
+        lines.append(f"API key: {MASK} (from the worker's POCKETOPS_API_KEY)")
+    if meta.get("rolled_back_from"):
+        lines.append(f"rollback of #{meta['rolled_back_from']} to v{meta.get('restores_version', '?')}")
+    if meta.get("reason"):
+        lines.append(f"reason: {meta['reason']}")
+    if row.get("error"):
+        lines.append(f"error: {row['error']}")
+    lines.append(f"updated {time.strftime('%Y-%m-%d %H:%M', time.localtime(row['updated_at']))}")
+    if len(history) > 1:
+        lines.append("history: " + ", ".join(f"v{h['version']} {h['status']}" for h in history[:6]))
+    return lines
+
+
+def job_line(job: dict) -> str:
+    payload = job["payload"]
+    what = payload.get("action", "deploy")
+    target = payload.get("target") or f"#{payload.get('deployment_id')}"
+    if job["status"] == "failed":
+        return f"{what} {target} failed: {job.get('error')}"
+    return f"{what} {target}: {job['status']}…"
+
+
+class Panel(PollingPanel):
+    """Deploy: lines with live status; deploy (plan first), status, rollback, stop."""
+
+    TITLE = "Deploy"
+    SHORT = "Depl"
+    KEY = "p"
+    POLL_INTERVAL = 1.0
+    BINDINGS = [
+        Binding("n", "deploy", "Deploy"),
+        Binding("s", "status", "Status"),
+        Binding("r", "rollback", "Rollback"),
+        Binding("x", "stop", "Stop"),
+    ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rows: dict[str, dict] = {}
+        self.selected: str | None = None
+        self.history: list[dict] = []
+        self.jobs: list[dict] = []
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="panel-body"):
+            table = DataTable(id="deploy-table", classes="panel-list", cursor_type="row", zebra_stripes=True)
+            table.add_column("Target", key="target")
+            table.add_column("Ver", key="version")
+            table.add_column("Status", key="status")
+            table.add_column("Health", key="health")
+            table.add_column("Cold", key="cold")
+            yield table
+            with VerticalScroll(id="deploy-detail", classes="panel-detail"):
+                yield Static("Loading deployments…", id="deploy-summary")
+                yield Static("", id="deploy-jobs")
+
+    # -- polling ------------------------------------------------------------------------
+    def poll_args(self):
+        return self.selected
+
+    def fetch(self, db, selected) -> DeployData:
+        from store import deployments, jobs
+
+        data = DeployData(deployments.latest_per_line(db))
+        keys = [line_key(r) for r in data.lines]
+        target = selected if selected in keys else (keys[0] if keys else None)
+        if target is not None:
+            t, name = target.split("|", 1)
+            data.history = [r for r in deployments.list_all(db, target=t, limit=50) if r["name"] == name]
+        recent = time.time() - 120
+        data.jobs = [j for j in jobs.list_jobs(db, limit=30) if j["kind"] == "deploy"
+                     and (j["status"] in ("queued", "running") or (j["status"] == "failed" and (j.get("finished_at") or 0) > recent))
+                     and j["payload"].get("action") != "plan"]
+        return data
+
+    def update_view(self, data: DeployData) -> None:
+        table = self.query_one("#deploy-table", DataTable)
+        fresh = {line_key(r): r for r in data.lines}
+        table.clear()
+        for key, row in fresh.items():
+            label = SHORT_TARGET.get(row["target"], row["target"])
+            if row["name"] != row["target"]:
+                label = f"{label} {row['name'].split('/')[-1]}"
+            table.add_row(label, f"v{row['version']}", row["status"], fmt_ms(row.get("health_latency_ms")),
+                          fmt_ms(row.get("cold_start_ms")), key=key)
+        self.rows = fresh
+        if self.selected not in fresh:
+            self.selected = next(iter(fresh), None)
+        if self.selected is not None:
+            table.move_cursor(row=table.get_row_index(self.selected))
+        self.history = data.history
+        self.jobs = data.jobs
+        self.show_detail()
+
+    def show_detail(self) -> None:
+        summary = self.query_one("#deploy-summary", Static)
+        row = self.rows.get(self.selected or "")
+        if row is None:
+            summary.update("No deployments yet. Press n (or tap Deploy) to pick a variant and a target; "
+                           "you see the plan (files, cost, requirements) before anything happens.")
+        else:
+            summary.update("\n".join(detail_lines(row, self.history)))
+        self.query_one("#deploy-jobs", Static).update("\n".join(job_line(j) for j in self.jobs))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value if event.row_key is not None else None
+        if key and key != self.selected:
+            self.selected = key
+            self.show_detail()
+            self.poll_now()
+
+    # -- actions ------------------------------------------------------------------------
+    def _enqueue(self, payload: dict) -> int:
+        from store import jobs
+
+        job_id = jobs.enqueue(self.app.db, "deploy", payload)
+        self.post_message(StoreChanged("deployments"))
+        self.poll_now()
+        return job_id
+
+    def _current(self) -> dict | None:
+        row = self.rows.get(self.selected or "")
+        if row is None:
+            self.notify("No deployment selected.", severity="warning")
+        return row
+
+    def action_deploy(self) -> None:
+        from store import deployments
+
+        variants = deployments.variants(self.app.db)
+        if not variants:
+            self.notify("No variants yet: export a run first (Quantize panel, or pocketops export RUN_ID).",
+                        severity="warning", timeout=6)
+            return
+
+        def chosen(choice: dict | None) -> None:
+            if choice:
+                job_id = self._enqueue({"action": "deploy", **choice})
+                self.notify(f"Deploy of variant {choice['variant_id']} to {choice['target']} queued (job {job_id}).")
+
+        self.app.push_screen(DeployDialog(self.app.db_path, variants), chosen)
+
+    def action_status(self) -> None:
+        row = self._current()
+        if row is not None:
+            self._enqueue({"action": "status", "deployment_id": row["id"]})
+            self.notify(f"Checking {row['target']} v{row['version']}…")
+
+    def _confirmed(self, action: str, question: str, yes: str) -> None:
+        from tui.dialogs import ConfirmDialog
+
+        row = self._current()
+        if row is None:
+            return
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                job_id = self._enqueue({"action": action, "deployment_id": row["id"]})
+                self.notify(f"{yes} of {row['target']} v{row['version']} queued (job {job_id}).")
+
+        self.app.push_screen(ConfirmDialog(question.format(**row), yes=yes), answered)
+
+    def action_rollback(self) -> None:
+        self._confirmed("rollback", "Roll back {target} {name} v{version} to the previous release?", "Rollback")
+
+    def action_stop(self) -> None:
+        self._confirmed("stop", "Stop {target} {name} v{version}? It stops serving.", "Stop")
+
+
+class DeployDialog(ModalScreen["dict | None"]):
+    """Pick a variant and a target, see the plan (computed by the worker), then deploy."""
+
+    BINDINGS = [Binding("escape", "close", "Close")]
+    PLAN_POLL_S = 0.3
+
+    def __init__(self, db_path, variants: list[dict]):
+        super().__init__(classes="dialog-screen")
+        self.db_path = db_path
+        self.variants = variants
+        self.plan_job: int | None = None
+        self.planned_for: tuple | None = None
+
+    def compose(self) -> ComposeResult:
+        options = [(f"#{v['id']} {v['name']}" + (f" (run {v['run_id']})" if v.get("run_id") else ""), v["id"])
+                   for v in self.variants]
+        with VerticalScroll(classes="dialog", id="deploy-form"):
+            yield Label("Deploy a variant", classes="dialog-title")
+            with Grid(classes="form"):
+                yield Label("Variant")
+                yield Select(options, value=options[0][1], allow_blank=False, id="variant", compact=True)
+                yield Label("Target")
+                yield Select(TARGETS, value="local", allow_blank=False, id="target", compact=True)
+                yield Label("Name")
+                yield Input(placeholder="Space id / function (optional)", id="name", compact=True)
+                yield Label("Port")
+                yield Input(placeholder="local: 8765", id="port", compact=True, type="integer")
+            yield Static("Press Plan to see files, cost and requirements.", id="plan")
+            yield Static("", id="error", classes="form-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Plan", id="plan-button", compact=True)
+                yield Button("Deploy", id="deploy-button", variant="primary", compact=True, disabled=True)
+                yield Button("Cancel", id="cancel", compact=True)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    def read_form(self) -> dict:
+        target = self.query_one("#target", Select).value
+        options: dict = {}
+        name = self.query_one("#name", Input).value.strip()
+        if name:
+            options["function_name" if target == "gcp" else ("space_id" if target.startswith("spaces") else "name")] = name
+            if target.startswith("spaces"):
+                options["repo_id"] = name
+        port = self.query_one("#port", Input).value.strip()
+        if port:
+            options["port"] = int(port)
+        return {"variant_id": int(self.query_one("#variant", Select).value), "target": target, "options": options}
+
+    @on(Select.Changed)
+    @on(Input.Changed)
+    def _changed(self) -> None:
+        self.query_one("#deploy-button", Button).disabled = True  # the plan shown is for other values now
+
+    @on(Button.Pressed, "#plan-button")
+    def plan(self) -> None:
+        from store import jobs
+
+        form = self.read_form()
+        self.planned_for = (form["variant_id"], form["target"], tuple(sorted(form["options"].items())))
+        self.plan_job = jobs.enqueue(self.app.db, "deploy", {"action": "plan", **form})
+        self.query_one("#plan", Static).update("Planning… (the worker builds the bundle)")
+        self.query_one("#deploy-button", Button).disabled = True
+        self.set_timer(self.PLAN_POLL_S, self._check_plan)
+
+    def _check_plan(self) -> None:
+        from store import jobs
+
+        job = jobs.get(self.app.db, self.plan_job) if self.plan_job else None
+        if job is None:
+            return
+        if job["status"] in ("queued", "running"):
+            waiting = " (is a worker running? `pocketops worker`)" if job["status"] == "queued" else ""
+            self.query_one("#plan", Static).update(f"Planning…{waiting}")
+            self.set_timer(self.PLAN_POLL_S, self._check_plan)
+            return
+        if job["status"] != "done":
+            self.query_one("#plan", Static).update("")
+            self.query_one("#error", Static).update(job.get("error") or job["status"])
+            self.query_one("#error").set_class(True, "-shown")
+            return
+        self.query_one("#error").set_class(False, "-shown")
+        self.query_one("#plan", Static).update(render_plan(job["result"]["plan"]))
+        self.query_one("#deploy-button", Button).disabled = False
+
+    @on(Button.Pressed, "#deploy-button")
+    def deploy(self) -> None:
+        self.dismiss(self.read_form())
+
+
+def render_plan(plan: dict) -> str:
+    """The plan for the form: total size, cost per month, requirements, notes (pure)."""
+    total = sum(f["size_bytes"] for f in plan["files"])
+    lines = [f"{plan['target']}: {len(plan['files'])} files, {total / 1024:.1f} KB",
+             f"cost ≈ ${plan['estimated_monthly_cost_usd']:.2f}/month"]
+    lines += [f"needs: {r}" for r in plan.get("requirements", [])]
+    lines += [f"note: {n}" for n in plan.get("notes", [])]
+    return "\n".join(lines)
