@@ -158,15 +158,19 @@ class CloudRunFunctionDeployer:
         ``not_found`` is answered instead of raising when the resource does not exist.
         """
         exceptions = require("google.api_core.exceptions", "Deploying to Google Cloud")
+        auth_exceptions = require("google.auth.exceptions", "Deploying to Google Cloud")
         try:
             return fn(*args, **kwargs)
+        except auth_exceptions.GoogleAuthError as exc:
+            # e.g. RefreshError "Reauthentication is needed" after a 401: the ADC login expired.
+            raise DeployError(f"{what}: Google rejected the credentials ({type(exc).__name__}); {LOGIN_HINT}") from None
         except exceptions.NotFound:
             if not_found is not _RAISE:
                 return not_found
             raise DeployError(f"{what}: not found (deleted, or another project/region?)") from None
-        except exceptions.Unauthenticated:
+        except (exceptions.Unauthenticated, exceptions.Unauthorized):  # gRPC code / HTTP 401
             raise DeployError(f"{what}: Google rejected the credentials; {LOGIN_HINT}") from None
-        except exceptions.PermissionDenied as exc:
+        except (exceptions.PermissionDenied, exceptions.Forbidden) as exc:  # gRPC code / HTTP 403
             raise DeployError(f"{what}: permission denied ({exc.message}); the account needs the Cloud Functions "
                               "Developer role and the Cloud Functions/Run/Build APIs enabled") from None
         except exceptions.GoogleAPICallError as exc:

@@ -1,0 +1,103 @@
+"""The Cloud Run function's source, extracted from the deploy zip, runs under functions-framework and answers."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deployers.gcp import ENTRY_POINT, build_source_zip, safe_extract
+from tests.standins.bundles import LABELS, make_bundle, reference_predict
+
+API_KEY = "test-key-7"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(url: str, *, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="module")
+def function(tmp_path_factory):
+    """functions-framework serving the extracted source zip on loopback, with an API key set."""
+    tmp = tmp_path_factory.mktemp("gcf")
+    bundle = make_bundle(tmp / "bundle", seed=3)
+    source = tmp / "source"
+    safe_extract(build_source_zip(bundle), source)
+    port = _free_port()
+    framework = Path(sys.executable).parent / "functions-framework"
+    env = {**os.environ, "POCKETOPS_API_KEY": API_KEY, "POCKETOPS_HOME": str(tmp / "home")}
+    proc = subprocess.Popen([str(framework), f"--target={ENTRY_POINT}", f"--source={source / 'main.py'}",
+                             "--host=127.0.0.1", f"--port={port}"], cwd=source, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if _request(url + "/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"functions-framework exited: {proc.stdout.read().decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("functions-framework did not answer /health within 30 s")
+        time.sleep(0.1)
+    yield url, bundle
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_function_predicts_like_onnxruntime_in_process(function):
+    url, bundle = function
+    x = np.random.default_rng(11).normal(size=(5, 4))
+    status, answer = _request(url + "/v1/predict", data=json.dumps({"inputs": x.tolist()}).encode(),
+                              headers={"Content-Type": "application/json", "X-API-Key": API_KEY})
+    assert status == 200
+    expected = reference_predict(bundle, x)
+    np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-5)
+    assert answer["labels"] == [LABELS[i] for i in expected.argmax(axis=1)]
+
+
+def test_function_serves_model_and_stats_routes(function):
+    url, bundle = function
+    status, health = _request(url + "/health")
+    assert status == 200 and health["version"] == bundle.version
+    status, model = _request(url + "/v1/model", headers={"X-API-Key": API_KEY})
+    assert status == 200 and model["labels"] == LABELS and model["input"]["shape"] == [4]
+    status, stats = _request(url + "/v1/stats", headers={"X-API-Key": API_KEY})
+    assert status == 200 and {"requests", "errors", "latency_ms", "confidence_histogram", "distance"} <= set(stats)
+
+
+def test_function_refuses_bad_requests_and_keeps_serving(function):
+    url, _ = function
+    key = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+    assert _request(url + "/v1/predict", data=b"{not json", headers=key)[0] == 400
+    status, answer = _request(url + "/v1/predict", data=json.dumps({"inputs": [[1, 2, 3]]}).encode(), headers=key)
+    assert status == 422 and "wrong input shape" in answer["error"]
+    assert _request(url + "/v1/predict", data=b'{"inputs": []}', headers={"X-API-Key": "wrong"})[0] == 401
+    assert _request(url + "/v1/predict", data=b" " * (2 << 20), headers=key)[0] == 413
+    assert _request(url + "/v1/nothing", headers=key)[0] == 404
+    status, stats = _request(url + "/v1/stats", headers=key)
+    assert status == 200 and stats["errors"] >= 4
+    status, _ = _request(url + "/v1/predict", data=json.dumps({"inputs": [[0, 0, 0, 0]]}).encode(), headers=key)
+    assert status == 200
