@@ -35,6 +35,8 @@ DEFAULT_MEMORY = "512Mi"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)     # fixed timestamps: the same bundle always gives the same zip
 FUNCTION_NAME = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _RAISE = object()
+OWN_META = ("project", "region", "function_name", "function", "service", "uri", "storage_source",
+            "source_sha256", "bundle_version")
 STATES = {"ACTIVE": "running", "DEPLOYING": "deploying", "FAILED": "failed", "DELETING": "stopped",
           "UNKNOWN": "failed", "STATE_UNSPECIFIED": "deploying"}
 
@@ -309,8 +311,10 @@ class CloudRunFunctionDeployer:
                 revision=revision, percent=100)]
             operation = self._call(f"shift traffic to {revision}", services.update_service, service=service)
             updated = self._wait(f"shift traffic to {revision}", operation)
-            meta = {**prev, "revision": revision, "traffic_pinned": True, "restored_by": "traffic",
-                    "rolled_back_revision": cur.get("revision")}
+            # Only our own keys: the previous row's meta also holds the store's bookkeeping (superseded_by...).
+            meta = {k: prev[k] for k in OWN_META if k in prev}
+            meta.update(revision=revision, traffic_pinned=True, restored_by="traffic",
+                        rolled_back_revision=cur.get("revision"), state="ACTIVE")
             url = current.get("url") or previous.get("url") or (updated.uri or None)
             release = Release("running", url, meta)
             if url:

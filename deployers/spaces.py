@@ -215,8 +215,10 @@ class _SpaceDeployer:
         version = prev_meta.get("bundle_version") or previous.get("version")
         commit = self._call(f"roll back Space {repo_id}", api.create_commit, repo_id, ops, repo_type="space",
                             commit_message=f"pocketops rollback to {version} ({sha[:8]})")
-        meta = {**prev_meta, "repo_id": repo_id, "commit": commit.oid, "restored_commit": sha,
-                "restored_by": "copy", "sdk": self.sdk}
+        # Only our own keys: the previous row's meta also holds the store's bookkeeping (superseded_by...).
+        meta = {"repo_id": repo_id, "commit": commit.oid, "restored_commit": sha, "restored_by": "copy",
+                "sdk": self.sdk, "bundle_version": prev_meta.get("bundle_version") or previous_bundle.version,
+                "files": sorted(old)}
         return self._settle(api, repo_id, meta, 0.0, time.perf_counter())
 
     def stop(self, deployment: dict) -> Release:
@@ -281,6 +283,6 @@ class DockerSpaceDeployer(_SpaceDeployer):
 
 def _title(bundle: Bundle) -> str:
     # Front matter titles are short and plain; YAML-sensitive characters are dropped.
-    name = bundle.model_json.get("name")
-    name = f"pocketops {name}" if isinstance(name, str) and name else "pocketops model"
+    parts = [bundle.model_json.get(k) for k in ("dataset", "variant")]
+    name = " ".join(["pocketops", *(p for p in parts if isinstance(p, str) and p)]) or "pocketops model"
     return "".join(c for c in name if c.isalnum() or c in " -_.")[:40].strip() or "pocketops model"

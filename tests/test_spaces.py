@@ -214,4 +214,19 @@ def test_static_space_uploads_the_page(hub, bundles):
     assert hub.repos["tester/demo"].sdk == "static"
     assert "index.html" in files and "sdk: static" in files["README.md"].decode()
     assert {f["path"] for f in plan.files} == set(files)
-    assert release.meta["sdk"] == "static"
+    assert files["model.onnx"] == (bundles[0].path / "model.onnx").read_bytes()
+    assert release.meta["sdk"] == "static" and "app.js" in release.meta["files"]
+
+
+def test_static_space_can_vendor_onnxruntime_web(hub, bundles, tmp_path):
+    from deployers.static import ORT_FILES
+
+    ort = tmp_path / "ort-dist"
+    ort.mkdir()
+    for name in ORT_FILES:
+        (ort / name).write_bytes(b"// " + name.encode())
+    StaticSpaceDeployer(endpoint=hub.url, token=TOKEN).deploy(
+        bundles[0], {"repo_id": "tester/demo", "vendor_ort": str(ort)}, None)
+    files = hub.files("tester/demo")
+    assert {f"ort/{name}" for name in ORT_FILES} <= set(files)
+    assert b"ort/ort.wasm.min.js" in files["index.html"]
