@@ -187,3 +187,26 @@ def test_source_zip_is_deterministic_and_extraction_is_zip_slip_safe(bundles, tm
     (bundles[1].path / "link.txt").symlink_to("/etc/hostname")
     with pytest.raises(DeployError, match="symlink"):
         build_source_zip(bundles[1])
+
+
+def test_through_the_service_rollback_pins_the_old_revision(cloud, gcp, tmp_path, monkeypatch):
+    """deployers.service drives the function: two releases, rollback to the first revision, stop."""
+    import store
+    from deployers import service
+    from tests._deploy_helpers import make_variant
+
+    monkeypatch.setenv("POCKETOPS_HOME", str(tmp_path / "home"))
+    db_path = tmp_path / "t.db"
+    db = store.connect(db_path)
+    v1, v2 = make_variant(db, db_path, seed=0), make_variant(db, db_path, name="int8-static", seed=1)
+    options = {"function_name": "digits", "api_key": "k-never-stored"}
+    first = service.deploy(db, db_path, v1, "gcp", options, deployer=gcp)
+    second = service.deploy(db, db_path, v2, "gcp", options, deployer=gcp)
+    assert first["url"] == second["url"] == f"{cloud.url}/run/digits" and second["status"] == "running"
+    assert second["health_latency_ms"] is not None
+    back = service.rollback(db, second["id"], deployer=gcp)
+    assert serving(back["url"]) == first["meta"]["revision"] == back["meta"]["revision"]
+    assert "superseded_by" not in back["meta"]
+    assert service.stop(db, back["id"], deployer=gcp)["status"] == "stopped"
+    db.conn.close()
+    assert b"k-never-stored" not in db_path.read_bytes()

@@ -230,3 +230,41 @@ def test_static_space_can_vendor_onnxruntime_web(hub, bundles, tmp_path):
     files = hub.files("tester/demo")
     assert {f"ort/{name}" for name in ORT_FILES} <= set(files)
     assert b"ort/ort.wasm.min.js" in files["index.html"]
+
+
+def test_through_the_service_failure_keeps_serving_and_rollback_restores(hub, tmp_path, monkeypatch):
+    """deployers.service drives the Docker Space: rows, a recorded failure, rollback, sleeping, stop."""
+    import store
+    from deployers import service
+    from tests._deploy_helpers import make_variant
+
+    monkeypatch.setenv("POCKETOPS_HOME", str(tmp_path / "home"))
+    db_path = tmp_path / "t.db"
+    db = store.connect(db_path)
+    v1, v2 = make_variant(db, db_path, seed=0), make_variant(db, db_path, name="int8-static", seed=1)
+    hub.stage_after_commit = "RUNNING"
+    deployer = DockerSpaceDeployer(endpoint=hub.url, token=TOKEN, poll_s=0.01)
+    options = {"repo_id": REPO}
+    first = service.deploy(db, db_path, v1, "spaces-docker", options, deployer=deployer)
+    v1_files = hub.files(REPO)
+    second = service.deploy(db, db_path, v2, "spaces-docker", options, deployer=deployer)
+    assert (first["status"], second["status"]) == ("running", "running")
+    assert service.status(db, first["id"])["status"] == "superseded"
+
+    hub.fail["commit"] = 422
+    with pytest.raises(DeployError, match="keeps serving"):
+        service.deploy(db, db_path, v1, "spaces-docker", options, deployer=deployer)
+    hub.fail.clear()
+    failed = db.execute("SELECT status, error FROM deployments ORDER BY id DESC LIMIT 1").fetchone()
+    assert failed[0] == "failed" and "HTTP 422" in failed[1]
+    assert service.status(db, second["id"], deployer=deployer)["status"] == "running"
+
+    back = service.rollback(db, second["id"], deployer=deployer)
+    assert back["meta"]["rolled_back_from"] == second["id"] and back["version"] > second["version"]
+    assert hub.files(REPO)["model.onnx"] == v1_files["model.onnx"]
+
+    hub.repos[REPO].stage = "SLEEPING"
+    assert service.status(db, back["id"], deployer=deployer)["status"] == "sleeping"
+    assert service.stop(db, back["id"], deployer=deployer)["status"] == "stopped"
+    db.conn.close()
+    assert TOKEN.encode() not in db_path.read_bytes()
