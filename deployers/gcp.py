@@ -204,6 +204,9 @@ class CloudRunFunctionDeployer:
                           "a Google Cloud project with billing and the Cloud Functions, Cloud Run, Cloud Build "
                           "and Artifact Registry APIs enabled"],
             notes=[f"function {name} in {project}/{region}, runtime {RUNTIME}, {DEFAULT_MEMORY}",
+                   "public: anyone may call it" if options.get("public") else
+                   "private: callers need `Authorization: Bearer $(gcloud auth print-identity-token)` "
+                   "(deploy with public=True for a public demo)",
                    f"source zip {zipped} bytes",
                    f"cost assumes {estimate.assumptions}; free tier: "
                    f"{pricing.free_tier_requests(traffic):,.0f} requests/month at this latency",
@@ -248,10 +251,26 @@ class CloudRunFunctionDeployer:
                 "source_sha256": hashlib.sha256(data).hexdigest(), "bundle_version": bundle.version,
                 "deploy_ms": deploy_ms, "operation": "update" if exists else "create"}
         release = self._release(result, meta)
+        if release.status == "running" and options.get("public") and release.meta.get("service"):
+            self._allow_all_users(release.meta["service"])
+            release.meta["public"] = True
         if release.status == "running" and release.url:
             release.health_latency_ms, release.meta["health"] = probe_health(release.url)
             release.cold_start_ms = release.health_latency_ms   # first request to a fresh revision
         return release
+
+    def _allow_all_users(self, service_name: str) -> None:
+        """Let anyone invoke the function (a public demo); without it Cloud Run asks for an identity token."""
+        _, services = self._services()
+        policy = self._call("read who may invoke the function", services.get_iam_policy,
+                            request={"resource": service_name})
+        binding = next((b for b in policy.bindings if b.role == "roles/run.invoker"), None)
+        if binding is None:
+            binding = policy.bindings.add(role="roles/run.invoker")
+        if "allUsers" not in binding.members:
+            binding.members.append("allUsers")
+            self._call("allow public invocations", services.set_iam_policy,
+                       request={"resource": service_name, "policy": policy})
 
     def _put(self, url: str, data: bytes) -> None:
         request = urllib.request.Request(url, data=data, method="PUT", headers={"Content-Type": "application/zip"})

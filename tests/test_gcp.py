@@ -210,3 +210,14 @@ def test_through_the_service_rollback_pins_the_old_revision(cloud, gcp, tmp_path
     assert service.stop(db, back["id"], deployer=gcp)["status"] == "stopped"
     db.conn.close()
     assert b"k-never-stored" not in db_path.read_bytes()
+
+
+def test_private_by_default_public_on_request(cloud, gcp, bundles):
+    cloud.enforce_invoker = True
+    private = gcp.deploy(bundles[0], {}, None)
+    assert private.status == "running" and private.health_latency_ms is None
+    assert private.meta["health"] == "HTTP 403" and not private.meta.get("public")
+    public = gcp.deploy(bundles[1], {"public": True}, row(private))
+    assert public.health_latency_ms is not None and public.meta["public"] is True
+    assert cloud.is_public(public.meta["service"])
+    assert any("identity-token" in note for note in gcp.plan(bundles[0], {}).notes)

@@ -40,6 +40,8 @@ ROUTES = [
     ("operation", "GET", re.compile(PARENT + r"/operations/(?P<op>[^/:]+)$")),
     ("get_service", "GET", re.compile(PARENT + r"/services/(?P<svc>[^/:]+)$")),
     ("update_service", "PATCH", re.compile(PARENT + r"/services/(?P<svc>[^/:]+)$")),
+    ("get_iam", "GET", re.compile(PARENT + r"/services/(?P<svc>[^/:]+):getIamPolicy$")),
+    ("set_iam", "POST", re.compile(PARENT + r"/services/(?P<svc>[^/:]+):setIamPolicy$")),
     ("get_revision", "GET", re.compile(PARENT + r"/services/(?P<svc>[^/:]+)/revisions/(?P<rev>[^/:]+)$")),
 ]
 
@@ -65,6 +67,8 @@ class CloudHandler(JsonHandler):
                 service = gcp.services.get(f"{gcp.parent}/services/{m['fn']}")
                 if service is None:
                     self.send(404, {"error": "no such function"})
+                elif gcp.enforce_invoker and not gcp.is_public(service["name"]):
+                    self.send(403, {"error": "Your client does not have permission to get URL"})
                 else:
                     self.send(200, {"status": "ok", "revision": gcp.serving_revision(service)})
                 return
@@ -123,6 +127,8 @@ class GcpStandIn(StandIn):
         self.operations: dict[str, dict] = {}
         self.polls_before_done = 0                 # >0: operations answer done=false that many times
         self.require_auth = False
+        self.enforce_invoker = False               # True: the function answers 403 unless allUsers may invoke it
+        self.policies: dict[str, dict] = {}        # service name -> IAM policy
         self._counter = 0
 
     # -- helpers ---------------------------------------------------------------------------
@@ -261,6 +267,23 @@ class GcpStandIn(StandIn):
         service["traffic"] = [{**t, "type": _enum(t.get("type"), ["", LATEST, BY_REVISION])}
                               for t in body.get("traffic", [])]
         return 200, self._new_op(p["parent"], response={"@type": SERVICE_TYPE, **service})
+
+    def is_public(self, service_name: str) -> bool:
+        bindings = self.policies.get(service_name, {}).get("bindings", [])
+        return any(b.get("role") == "roles/run.invoker" and "allUsers" in b.get("members", []) for b in bindings)
+
+    def _get_iam(self, p, body, q):
+        name = f"{p['parent']}/services/{p['svc']}"
+        if name not in self.services:
+            return not_found(f"Service {p['svc']}")
+        return 200, self.policies.get(name, {"etag": "BwYA"})
+
+    def _set_iam(self, p, body, q):
+        name = f"{p['parent']}/services/{p['svc']}"
+        if name not in self.services:
+            return not_found(f"Service {p['svc']}")
+        self.policies[name] = {**body.get("policy", {}), "etag": "BwYB"}
+        return 200, self.policies[name]
 
     def _get_revision(self, p, body, q):
         found = self.revisions.get(f"{p['parent']}/services/{p['svc']}/revisions/{p['rev']}")
