@@ -21,10 +21,6 @@ import numpy as np
 from core.errors import PocketopsError
 from core.optional import require
 
-# Ops that exist only because of quantization: named when a quantized variant is slower.
-QUANT_OPS = ("ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear",
-             "DequantizeLinear", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "Cast")
-
 
 @dataclass
 class BenchConfig:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 PREFERENCES = ("latency", "size")
 DEFAULT_BUDGET_POINTS = 1.0
 SLOWER_MARGIN = 1.10        # a variant more than 10 % slower than fp32 gets a note saying so
+# Ops that exist because of quantization or fp16 (ConvInteger, QLinearConv, QGemm, DynamicQuantizeLinear,
+# Cast, ...): the ones to name first when a variant is slower than fp32.
+QUANT_MARKS = ("Integer", "Quant", "QLinear", "QGemm", "QAttention", "Cast")
 LATENCY_TIE = 0.05          # latencies within 5 % are the same speed: timing noise on a busy phone
 
 
@@ -34,10 +37,13 @@ def _new_op(row: dict, reference: dict | None) -> str | None:
     """The op that costs this variant most time and that the reference does not run at all."""
     ops = row.get("ops_us") or {}
     known = set((reference or {}).get("ops_us") or {})
-    fresh = [(us, op) for op, us in ops.items() if op not in known]
+    def quantish(op: str) -> bool:
+        return any(mark in op for mark in QUANT_MARKS)
+
+    fresh = [(quantish(op), us, op) for op, us in ops.items() if op not in known]
     if fresh:
-        return max(fresh)[1]
-    return max(((us, op) for op, us in ops.items()), default=(0, None))[1]
+        return max(fresh)[2]
+    return max(((quantish(op), us, op) for op, us in ops.items()), default=(0, 0, None))[2]
 
 
 def _derive(rows: list[dict], reference: dict | None, budget_points: float) -> list[dict]:

@@ -1,0 +1,95 @@
+"""`pocketops models add MODEL.onnx [--dataset NAME] [--name N]` and `pocketops models list`.
+
+``add`` registers a model exported elsewhere (a laptop with ``onnx``): it is checked with
+onnxruntime, copied beside the database and recorded as a variant, so the phone can benchmark
+and deploy it. Needs only onnxruntime.
+"""
+from __future__ import annotations
+
+import re
+
+from tui.commands._common import CliError, add_parser, console, emit, fmt_bytes, open_db, path_arg
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "models", "register ONNX models made elsewhere and list every variant")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = add_parser(actions, "add", "register an ONNX file (copied beside the database)")
+    a.add_argument("model", type=path_arg, metavar="MODEL.onnx")
+    a.add_argument("--dataset", default=None, help="dataset it was trained on (needed to benchmark it)")
+    a.add_argument("--name", default=None, help="variant name, e.g. int8-static (default: custom)")
+    a.set_defaults(func=add_cmd)
+    ls = add_parser(actions, "list", "list model variants, newest first")
+    ls.add_argument("--run", type=int, default=None, metavar="RUN_ID", help="only this run's variants")
+    ls.set_defaults(func=list_cmd)
+
+
+def add_cmd(args) -> int:
+    from core import bench, paths
+    from core.atomic import sha256_file, write_bytes
+    from core.errors import ConfigError, PocketopsError
+    from core.export_job import eval_data
+    from core.optional import require
+    from store import artifacts, variants
+    from store.db import transaction
+
+    require("onnxruntime", "pocketops models add")
+    src = args.model
+    if not src.is_file():
+        raise CliError(f"{src}: no such file")
+    name = args.name or "custom"
+    if not _NAME_RE.match(name):
+        raise CliError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (up to 64), starting with a letter or digit")
+    db, db_path = open_db(args)
+    try:
+        session = bench.open_session(src)
+        inp = session.get_inputs()[0]
+        meta = {"source": str(src.resolve()), "input": {"name": inp.name, "shape": inp.shape[1:], "type": inp.type},
+                "outputs": [o.name for o in session.get_outputs()]}
+        if args.dataset:
+            data = eval_data(db, args.dataset)
+            bench.check_input(session, src, data.X_test[:2])
+            bench.logits(session, inp.name, data.X_test[:2])  # it must run on this data, not just load
+            meta.update(dataset=data.dataset, dataset_fingerprint=data.fingerprint, split=data.split, classes=data.classes)
+    except (ConfigError, PocketopsError) as exc:
+        raise CliError(str(exc)) from exc
+    sha = sha256_file(src)
+    dest = paths.artifact_dir(db_path, "models") / f"{sha[:12]}-{src.name}"
+    if not dest.exists():
+        write_bytes(dest, src.read_bytes())
+    size = dest.stat().st_size
+    with transaction(db):
+        artifacts.register(db, kind="onnx", path=str(dest), sha256=sha, size_bytes=size, meta={"variant": name, "source": str(src)})
+        variant_id = variants.insert(db, name=name, path=str(dest), sha256=sha, size_bytes=size, meta=meta)
+    out = {"variant_id": variant_id, "name": name, "path": str(dest), "sha256": sha, "size_bytes": size,
+           "dataset": meta.get("dataset")}
+    hint = "" if args.dataset else " (add --dataset NAME to benchmark it)"
+    emit(args, out, f"registered {name} as variant {variant_id}: {dest} ({fmt_bytes(size)}){hint}")
+    return 0
+
+
+def list_cmd(args) -> int:
+    from store import variants
+
+    db, _ = open_db(args)
+    found = []
+    for v in variants.list_all(db, run_id=args.run):
+        b = v["bench"]
+        found.append({"variant_id": v["id"], "run_id": v["run_id"], "name": v["name"], "status": v["status"],
+                      "size_bytes": v["size_bytes"], "latency_p50_ms": b.get("latency_p50_ms"),
+                      "accuracy": b.get("accuracy"), "dataset": v["meta"].get("dataset"), "path": v["path"],
+                      "sha256": v["sha256"], "error": b.get("error")})
+    if args.json:
+        emit(args, {"models": found})
+        return 0
+    from rich.table import Table
+
+    table = Table("id", "run", "name", "status", "size", "p50 ms", "acc", "dataset", box=None)
+    for r in found:
+        table.add_row(str(r["variant_id"]), "–" if r["run_id"] is None else str(r["run_id"]), r["name"], r["status"],
+                      fmt_bytes(r["size_bytes"]), "–" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.3f}",
+                      "–" if r["accuracy"] is None else f"{r['accuracy']:.3f}", r["dataset"] or "–")
+    console().print(table)
+    return 0
