@@ -14,29 +14,70 @@ out-of-memory kill), with backoff; SIGTERM to the supervisor stops both.
 """
 from __future__ import annotations
 
-import argparse
-import hmac
-import ipaddress
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-try:  # inside the pocketops package
-    from .predictor import InputError, Predictor
-except ImportError:  # inside a bundle: predictor.py sits beside this file
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from predictor import InputError, Predictor  # type: ignore[no-redef]
+CONFIG_ERROR = 2   # exit code for problems a restart will not fix (no key, port taken)
+
+
+def supervise(argv: list[str], *, max_restarts: int = 5, window_s: float = 60.0) -> int:
+    """Run this server as a child, restarting it when it dies unexpectedly (bounded, with backoff)."""
+    child: list[subprocess.Popen] = []
+    stopping = []
+
+    def stop(*_):
+        stopping.append(True)
+        if child and child[0].poll() is None:
+            child[0].terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    restarts: list[float] = []
+    while True:
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv])
+        child[:] = [proc]
+        code = proc.wait()
+        if stopping or code in (0, CONFIG_ERROR):  # asked to stop, or a configuration error a restart will not fix
+            return code
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < window_s] + [now]
+        if len(restarts) > max_restarts:
+            print(f"pocketops serve: server died {len(restarts)} times within {window_s:.0f} s; giving up", file=sys.stderr)
+            return code or 1
+        print(f"pocketops serve: server exited with {code}; restarting", file=sys.stderr, flush=True)
+        time.sleep(min(0.2 * 2 ** len(restarts), 5.0))
+
+
+
+if __name__ == "__main__" and "--supervise" in sys.argv[1:]:
+    # The supervisor only restarts the server: it stays light (no http.server, numpy or
+    # onnxruntime), which keeps the cold start of a deploy close to the server's own.
+    sys.exit(supervise([a for a in sys.argv[1:] if a != "--supervise"]))
+
+import argparse  # noqa: E402  (after the supervisor's fast path on purpose)
+import hmac  # noqa: E402
+import ipaddress  # noqa: E402
+import json  # noqa: E402
+from http import HTTPStatus  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def _predictor_module():
+    """The predictor, imported only by the serving process (the supervisor stays light: no numpy/onnxruntime)."""
+    try:  # inside the pocketops package
+        from . import predictor
+    except ImportError:  # inside a bundle: predictor.py sits beside this file
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import predictor  # type: ignore[no-redef]
+    return predictor
 
 MAX_BODY_BYTES = 1 << 20
 DRAIN_FACTOR = 8
 KEY_ENV = "POCKETOPS_API_KEY"
-CONFIG_ERROR = 2   # exit code for problems a restart will not fix (no key, port taken)
 
 
 def is_loopback(host: str) -> bool:
@@ -139,7 +180,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             result = self.server.predictor.predict(body["inputs"])
-        except InputError as exc:
+        except self.server.input_error as exc:
             self._send(HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(exc), "status": 422})
             return
         self._send(200, result)
@@ -149,9 +190,10 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, predictor: Predictor, *, api_key: str | None, max_body: int, verbose: bool = False):
+    def __init__(self, address, predictor, *, api_key: str | None, max_body: int, verbose: bool = False):
         super().__init__(address, Handler)
         self.predictor = predictor
+        self.input_error = _predictor_module().InputError
         self.api_key = api_key
         self.max_body = max_body
         self.verbose = verbose
@@ -167,7 +209,7 @@ def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8765, 
               f"set {KEY_ENV} (pocketops deploy --api-key) or pass --public-without-key", file=sys.stderr)
         raise SystemExit(CONFIG_ERROR)
     started = time.perf_counter()
-    predictor = Predictor(bundle, threads=threads)
+    predictor = _predictor_module().Predictor(bundle, threads=threads)
     try:
         httpd = Server((host, port), predictor, api_key=api_key, max_body=max_body, verbose=verbose)
     except OSError as exc:
@@ -191,34 +233,6 @@ def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8765, 
         pass
     finally:
         httpd.server_close()
-
-
-def supervise(argv: list[str], *, max_restarts: int = 5, window_s: float = 60.0) -> int:
-    """Run this server as a child, restarting it when it dies unexpectedly (bounded, with backoff)."""
-    child: list[subprocess.Popen] = []
-    stopping = []
-
-    def stop(*_):
-        stopping.append(True)
-        if child and child[0].poll() is None:
-            child[0].terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    restarts: list[float] = []
-    while True:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv])
-        child[:] = [proc]
-        code = proc.wait()
-        if stopping or code in (0, CONFIG_ERROR):  # asked to stop, or a configuration error a restart will not fix
-            return code
-        now = time.monotonic()
-        restarts = [t for t in restarts if now - t < window_s] + [now]
-        if len(restarts) > max_restarts:
-            print(f"pocketops serve: server died {len(restarts)} times within {window_s:.0f} s; giving up", file=sys.stderr)
-            return code or 1
-        print(f"pocketops serve: server exited with {code}; restarting", file=sys.stderr, flush=True)
-        time.sleep(min(0.2 * 2 ** len(restarts), 5.0))
 
 
 def main(argv: list[str] | None = None) -> int:
