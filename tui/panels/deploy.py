@@ -46,7 +46,7 @@ def detail_lines(row: dict, history: list[dict]) -> list[str]:
     """What a user checks on a release, one fact per line (pure: tested without an app)."""
     meta = row.get("meta") or {}
     lines = [f"{row['target']} · {row['name']}" if row["name"] != row["target"] else row["target"],
-             f"v{row['version']} {row['status']} · variant {row.get('variant_id')}",
+             f"v{row['version']} {row['status']} · variant {row.get('variant_id') or '–'}",
              f"URL: {row.get('url') or '–'}",
              f"health {fmt_ms(row.get('health_latency_ms'))} · cold start {fmt_ms(row.get('cold_start_ms'))}"]
     if meta.get("bundle_version"):
@@ -131,10 +131,11 @@ class Panel(PollingPanel):
         table = self.query_one("#deploy-table", DataTable)
         fresh = {line_key(r): r for r in data.lines}
         table.clear()
+        targets = [r["target"] for r in data.lines]
         for key, row in fresh.items():
             label = SHORT_TARGET.get(row["target"], row["target"])
-            if row["name"] != row["target"]:
-                label = f"{label} {row['name'].split('/')[-1]}"
+            if targets.count(row["target"]) > 1:  # several lines on one target: tell them apart, briefly
+                label = f"{label} {row['name'].split('/')[-1][:8]}"
             table.add_row(label, f"v{row['version']}", row["status"], fmt_ms(row.get("health_latency_ms")),
                           fmt_ms(row.get("cold_start_ms")), key=key)
         self.rows = fresh
