@@ -359,3 +359,12 @@ def test_dashboard_imports_no_torch_onnx_or_numpy(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+async def test_a_new_database_gets_the_builtin_dataset_after_the_first_frame(tmp_path):
+    """At 40×20 on an empty store the dashboard sets it up in the background and lists digits."""
+    app = app_for(tmp_path / "fresh.db")
+    async with app.run_test(size=PHONE) as pilot:
+        panel = app.query_one("#panel-datasets")
+        await wait_for(pilot, lambda: "digits" in panel.rows, timeout=10)
+        assert app.ready

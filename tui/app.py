@@ -11,6 +11,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -62,12 +63,14 @@ class PocketopsApp(App):
     BINDINGS = _panel_bindings()
 
     def __init__(self, db_path: str | os.PathLike, *, poll_interval: float = DEFAULT_INTERVAL_S,
-                 panel: str | None = None, sample_device: bool = True):
+                 panel: str | None = None, sample_device: bool = True, start_worker: bool = False):
         super().__init__()
         self.db_path = Path(db_path)
         self.poll_interval = poll_interval
         self.sample_device = sample_device  # sample CPU/RAM here when no worker records telemetry
         self.start_panel = panel or PANELS[0].name
+        self.start_worker = start_worker
+        self.ready = False  # the store is set up (built-in datasets, worker) and panels poll
         self._db = None
         self.first_frame_at: float | None = None
         self.notices: deque[tuple[str, str]] = deque(maxlen=50)  # (severity, message) as shown, newest last
@@ -91,9 +94,10 @@ class PocketopsApp(App):
             yield Label("pocketops", id="app-name")
             for info in PANELS:
                 yield PanelTab(info)
-        with ContentSwitcher(initial=self._widget_id(self.start_panel), id="panels"):
-            for info in PANELS:
-                yield info.panel_class(id=info.widget_id)
+        # Only the first panel is built now; the others on first show (a lean first frame).
+        start = self._info(self.start_panel)
+        with ContentSwitcher(initial=start.widget_id, id="panels"):
+            yield start.panel_class(id=start.widget_id)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -107,32 +111,76 @@ class PocketopsApp(App):
 
     def _after_first_frame(self) -> None:
         self.first_frame_at = time.monotonic()
+        if os.environ.get("POCKETOPS_STARTUP_PROBE"):
+            report_first_frame(self)
+            return
         self._focus_panel(self.current_panel)
+        self._set_up_store()
+
+    @work(thread=True, exclusive=True, group="setup", exit_on_error=False)
+    def _set_up_store(self) -> None:
+        """After the first frame: migrate, add the built-in dataset, start a worker if asked."""
+        import sqlite3
+
+        import store
+        from core.errors import PocketopsError
+        from core.optional import MissingDependency
+
+        problems = []
+        try:
+            db = store.connect(self.db_path)
+            try:
+                from core.datasets import ensure_builtin
+
+                ensure_builtin(db, self.db_path)
+            finally:
+                db.conn.close()
+            if self.start_worker:
+                from core.worker import ensure_worker
+
+                pid = ensure_worker(self.db_path)
+                if pid:
+                    self.call_from_thread(self.notify, f"Started a background worker (pid {pid}).", timeout=3)
+        except (sqlite3.Error, OSError, PocketopsError, MissingDependency) as exc:
+            problems.append(f"{self.db_path}: {exc}")
+        self.call_from_thread(self._store_ready, problems)
+
+    def _store_ready(self, problems: list[str]) -> None:
+        for problem in problems:
+            self.notify(problem, title="Store setup failed", severity="error", timeout=10)
+        self.ready = True
         for panel in self.query(PollingPanel):
             panel.start_polling()
 
     # -- panels ---------------------------------------------------------------------------
     @staticmethod
-    def _widget_id(name: str) -> str:
+    def _info(name: str) -> panel_registry.PanelInfo:
         for info in PANELS:
             if info.name == name or info.key == name:
-                return info.widget_id
+                return info
         raise KeyError(f"no panel {name!r}; panels: {', '.join(p.name for p in PANELS)}")
+
+    @classmethod
+    def _widget_id(cls, name: str) -> str:
+        return cls._info(name).widget_id
 
     @property
     def current_panel(self) -> Widget:
         switcher = self.query_one("#panels", ContentSwitcher)
         return switcher.get_child_by_id(switcher.current)
 
-    def action_show_panel(self, name: str) -> None:
-        """Show a panel by module name (``training``) or key (``t``)."""
-        widget_id = self._widget_id(name)
+    async def action_show_panel(self, name: str) -> None:
+        """Show a panel by module name (``training``) or key (``t``), building it on first show."""
+        info = self._info(name)
+        widget_id = info.widget_id
         switcher = self.query_one("#panels", ContentSwitcher)
+        if not switcher.query_children(f"#{widget_id}"):
+            await switcher.mount(info.panel_class(id=widget_id))
         switcher.current = widget_id
         self._mark_tab(widget_id.removeprefix("panel-"))
         panel = self.current_panel
         self._focus_panel(panel)
-        if isinstance(panel, PollingPanel) and self.first_frame_at is not None:
+        if isinstance(panel, PollingPanel) and self.ready:
             panel.poll_now()
 
     def _mark_tab(self, name: str) -> None:
@@ -144,8 +192,8 @@ class PocketopsApp(App):
         if target is not None:
             target.focus()
 
-    def on_show_panel(self, message: ShowPanel) -> None:
-        self.action_show_panel(message.name)
+    async def on_show_panel(self, message: ShowPanel) -> None:
+        await self.action_show_panel(message.name)
 
     def on_store_changed(self, message: StoreChanged) -> None:
         for panel in self.query(PollingPanel):
@@ -153,14 +201,35 @@ class PocketopsApp(App):
                 panel.poll_now()
 
 
+def report_first_frame(app: App) -> None:
+    """Benchmark hook: append "seconds-since-$POCKETOPS_STARTUP_T0 rss-MB" to $POCKETOPS_STARTUP_PROBE and exit."""
+    elapsed = time.time() - float(os.environ.get("POCKETOPS_STARTUP_T0", "nan"))
+    rss_mb = float("nan")
+    try:
+        with open("/proc/self/status") as status:  # the current RSS, where /proc exists
+            rss_mb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open(os.environ["POCKETOPS_STARTUP_PROBE"], "a") as out:
+        out.write(f"{elapsed:.4f} {rss_mb:.1f}\n")
+    app.exit()
+
+
 def make_app(db_path: str | os.PathLike, *, poll_interval: float = DEFAULT_INTERVAL_S,
-             panel: str | None = None, sample_device: bool = True) -> PocketopsApp:
+             panel: str | None = None, sample_device: bool = True, start_worker: bool = False) -> PocketopsApp:
     """The dashboard on the database at ``db_path`` (the one factory for CLI, tests and screenshots)."""
-    return PocketopsApp(db_path, poll_interval=poll_interval, panel=panel, sample_device=sample_device)
+    return PocketopsApp(db_path, poll_interval=poll_interval, panel=panel, sample_device=sample_device,
+                        start_worker=start_worker)
 
 
-def run_dashboard(db_path: str | os.PathLike) -> int:
-    """Open the dashboard in this terminal until the user quits; the exit code."""
-    app = make_app(db_path)
+def run_dashboard(db_path: str | os.PathLike, *, start_worker: bool = False) -> int:
+    """Open the dashboard in this terminal until the user quits; the exit code.
+
+    The store setup (migrations, the built-in dataset, a background worker with
+    ``start_worker``) runs in a thread after the first frame, so the CLI need not do it first.
+    """
+    app = make_app(db_path, start_worker=start_worker)
     app.run()
     return app.return_code or 0

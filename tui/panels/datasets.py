@@ -65,10 +65,10 @@ class Panel(PollingPanel):
             yield table
             with VerticalScroll(id="dataset-detail", classes="panel-detail"):
                 yield Static("Loading datasets…", id="dataset-summary")
-                yield Static("Class balance", classes="section-title")
-                yield BalanceBars(id="dataset-balance")
                 yield Static("Samples", classes="section-title")
                 yield SamplePreview(id="dataset-preview")
+                yield Static("Class balance", classes="section-title")
+                yield BalanceBars(id="dataset-balance")
 
     # -- polling ------------------------------------------------------------------------
     def poll_args(self):

@@ -100,7 +100,7 @@ def preview_text(samples: list[dict], width: int) -> str:
         blocks = [sample_lines(s) for s in samples]
         fitting: list[list[str]] = []
         for block in blocks:
-            if fitting and len(side_by_side(fitting + [block])[0]) > width:
+            if fitting and max(len(line) for line in side_by_side(fitting + [block])) > width:
                 break
             fitting.append(block)
         return "\n".join(side_by_side(fitting))
