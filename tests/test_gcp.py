@@ -13,6 +13,7 @@ from deployers.base import DeployError
 from deployers.gcp import CloudRunFunctionDeployer, build_source_zip, safe_extract
 from tests.standins.bundles import make_bundle
 from tests.standins.gcp import GcpStandIn
+from tests.standins.hf_hub import HubStandIn
 
 PROJECT = "demo-project"
 
@@ -221,3 +222,27 @@ def test_private_by_default_public_on_request(cloud, gcp, bundles):
     assert public.health_latency_ms is not None and public.meta["public"] is True
     assert cloud.is_public(public.meta["service"])
     assert any("identity-token" in note for note in gcp.plan(bundles[0], {}).notes)
+
+
+def test_missing_google_client_is_a_clear_message_and_plan_still_works(bundles, monkeypatch):
+    import sys
+
+    from core.optional import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "google.cloud.functions_v2", None)
+    deployer = CloudRunFunctionDeployer(project=PROJECT, credentials=AnonymousCredentials())
+    with pytest.raises(MissingDependency, match="google-cloud-functions.*python-grpcio"):
+        deployer.deploy(bundles[0], {}, None)
+    assert deployer.plan(bundles[0], {}).target == "gcp"
+
+
+def test_registry_builds_the_cloud_deployers_with_injected_endpoints(cloud, bundles):
+    from deployers import registry
+
+    gcp = registry.get("gcp", api_endpoint=cloud.url, project=PROJECT, credentials=AnonymousCredentials(),
+                       transport="rest", poll_s=0.01)
+    assert gcp.deploy(bundles[0], {}, None).status == "running"
+    with HubStandIn() as hub:
+        docker = registry.get("spaces-docker", endpoint=hub.url, token="hf_test_token")
+        assert docker.deploy(bundles[0], {"repo_id": "tester/x"}, None).meta["sdk"] == "docker"
+        assert registry.get("spaces-static", endpoint=hub.url).target == "spaces-static"

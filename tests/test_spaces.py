@@ -268,3 +268,13 @@ def test_through_the_service_failure_keeps_serving_and_rollback_restores(hub, tm
     assert service.stop(db, back["id"], deployer=deployer)["status"] == "stopped"
     db.conn.close()
     assert TOKEN.encode() not in db_path.read_bytes()
+
+
+def test_missing_client_package_is_a_clear_message(bundles, monkeypatch):
+    from core.optional import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)     # as if not installed
+    with pytest.raises(MissingDependency, match="huggingface_hub.*On Termux"):
+        DockerSpaceDeployer(token=TOKEN).deploy(bundles[0], {"repo_id": REPO}, None)
+    plan = DockerSpaceDeployer().plan(bundles[0], {"repo_id": REPO})     # a plan still works offline
+    assert PAID_PLAN in plan.requirements
