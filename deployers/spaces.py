@@ -164,7 +164,13 @@ class _SpaceDeployer:
         pushed = time.perf_counter()
         meta = {"repo_id": repo_id, "commit": commit.oid, "sdk": self.sdk, "bundle_version": bundle.version,
                 "files": [f["path"] for f in files]}
-        return self._settle(api, repo_id, meta, float(options.get("wait_s", 0) or 0), pushed)
+        try:
+            return self._settle(api, repo_id, meta, float(options.get("wait_s", 0) or 0), pushed)
+        except DeployError as exc:
+            # The commit landed, so this release is what the Space builds now: not a failed deploy.
+            page, app = self._urls(api, repo_id)
+            return Release("deploying", self._public_url(page, app), {**meta, "stage": None, "status_error": str(exc),
+                                                                       "space_url": page, "app_url": app})
 
     def _settle(self, api, repo_id: str, meta: dict, wait_s: float, pushed: float) -> Release:
         """Read the runtime, waiting up to ``wait_s`` for the build to finish; RUNNING gives a cold start."""
@@ -181,7 +187,11 @@ class _SpaceDeployer:
         health = None
         if status == "running" and app and self.sdk == "docker":
             health, meta["health"] = probe_health(app)
-        return Release(status, app or page, meta, health_latency_ms=health, cold_start_ms=cold)
+        return Release(status, self._public_url(page, app), meta, health_latency_ms=health, cold_start_ms=cold)
+
+    def _public_url(self, page: str, app: str | None) -> str:
+        """Where users go: the API host for a Docker Space, the Space page (which embeds it) for a static one."""
+        return app if (app and self.sdk == "docker") else page
 
     def status(self, deployment: dict) -> Release:
         meta = dict(deployment.get("meta") or {})
@@ -230,7 +240,7 @@ class _SpaceDeployer:
         runtime = self._call(f"pause Space {repo_id}", api.pause_space, repo_id)
         page, app = self._urls(api, repo_id)
         meta.update(stage=runtime.stage, space_url=page, app_url=app)
-        return Release(map_stage(runtime.stage), app or page, meta)
+        return Release(map_stage(runtime.stage), self._public_url(page, app), meta)
 
 
 class StaticSpaceDeployer(_SpaceDeployer):

@@ -278,3 +278,10 @@ def test_missing_client_package_is_a_clear_message(bundles, monkeypatch):
         DockerSpaceDeployer(token=TOKEN).deploy(bundles[0], {"repo_id": REPO}, None)
     plan = DockerSpaceDeployer().plan(bundles[0], {"repo_id": REPO})     # a plan still works offline
     assert PAID_PLAN in plan.requirements
+
+
+def test_a_status_read_failing_after_the_commit_is_not_a_failed_deploy(hub, docker, bundles):
+    hub.fail["runtime"] = 403
+    release = docker.deploy(bundles[0], {"repo_id": REPO}, None)
+    assert release.status == "deploying" and release.meta["commit"] == hub.repos[REPO].head.id
+    assert "read the status" in release.meta["status_error"]
