@@ -246,3 +246,42 @@ def test_registry_builds_the_cloud_deployers_with_injected_endpoints(cloud, bund
         docker = registry.get("spaces-docker", endpoint=hub.url, token="hf_test_token")
         assert docker.deploy(bundles[0], {"repo_id": "tester/x"}, None).meta["sdk"] == "docker"
         assert registry.get("spaces-static", endpoint=hub.url).target == "spaces-static"
+
+
+def test_cli_dry_run_and_missing_credentials_for_cloud_targets(tmp_path):
+    """`pocketops deploy --dry-run --json` plans each cloud target; a real deploy without login is one line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import store
+    from tests._deploy_helpers import make_variant
+
+    home = tmp_path / "home"
+    db = store.connect(home / "pocketops.db")
+    make_variant(db, home / "pocketops.db")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS", "POCKETOPS_API_KEY")}
+    env.update(POCKETOPS_HOME=str(home), HF_HOME=str(tmp_path / "hf"), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"),
+               NO_GCE_CHECK="True")
+    root = Path(__file__).resolve().parent.parent
+
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-m", "tui.cli", *argv], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    plans = {}
+    for target in ("spaces-static", "spaces-docker", "gcp"):
+        proc = cli("deploy", "1", "--target", target, "--dry-run", "--json")
+        assert proc.returncode == 0, proc.stderr
+        plans[target] = json.loads(proc.stdout)["plan"]
+    assert plans["spaces-static"]["estimated_monthly_cost_usd"] == 0
+    assert "Docker Spaces need a paid plan (PRO for personal accounts)" in plans["spaces-docker"]["requirements"]
+    assert {"main.py", "model.onnx"} <= {f["path"] for f in plans["gcp"]["files"]}
+    assert store.connect(home / "pocketops.db").execute("SELECT COUNT(*) FROM deployments").fetchone()[0] == 0
+
+    for target, hint in (("spaces-docker", "hf auth login"), ("gcp", "gcloud auth application-default login")):
+        proc = cli("deploy", "1", "--target", target, "--space", "you/x", "--project", "p")
+        assert proc.returncode != 0 and hint in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
