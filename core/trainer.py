@@ -7,12 +7,13 @@ validate configs; ``Trainer.fit`` and ``load_checkpoint`` import it when they ru
 from __future__ import annotations
 
 import io
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core import models, telemetry
-from core.atomic import atomic_open
+from core.atomic import write_bytes
 from core.datasets import Arrays, split_indices
 from core.errors import ConfigError, JobStopped
 
@@ -105,13 +106,53 @@ class Callbacks:
         pass
 
 
-def _save(path: Path, ckpt: dict) -> None:
+def _serialize(ckpt: dict) -> bytes:
     import torch
 
     buf = io.BytesIO()
     torch.save(ckpt, buf)
-    with atomic_open(path) as handle:
-        handle.write(buf.getvalue())
+    return buf.getvalue()
+
+
+def _save(path: Path, ckpt: dict) -> None:
+    write_bytes(path, _serialize(ckpt))
+
+
+class _Writer:
+    """Writes an epoch's checkpoint files in a background thread, so their fsync overlaps the
+    next epoch's training instead of stalling it. At most one batch of files is in flight;
+    ``wait()`` returns the paths made durable (or raises the write's error)."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._paths: list[Path] = []
+        self._error: BaseException | None = None
+
+    def submit(self, items: list[tuple[Path, bytes]]) -> None:
+        if self._thread is not None:
+            raise RuntimeError("checkpoint writer busy: call wait() first")
+
+        def work():
+            try:
+                for path, data in items:  # best.pt before last.pt, which names the best epoch
+                    write_bytes(path, data)
+            except BaseException as exc:  # handed to the training thread by wait()
+                self._error = exc
+
+        self._paths = [p for p, _ in items]
+        self._thread = threading.Thread(target=work, name="checkpoint-writer")
+        self._thread.start()
+
+    def wait(self) -> list[Path]:
+        if self._thread is None:
+            return []
+        self._thread.join()
+        self._thread = None
+        paths, self._paths = self._paths, []
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return paths
 
 
 def read_checkpoint(path) -> dict:
@@ -246,13 +287,18 @@ class Trainer:
                                                       "batch_in_epoch": st["batch_in_epoch"], "ts": time.time()}]
         self.cb.on_start(epoch=st["epoch"], step=st["step"], resumed=resumed)
         wake = telemetry.wake_lock(True)
+        self._writer = _Writer()
         try:
             self._loop(torch, F, model, opt, data, st)
         finally:
-            if wake:
-                telemetry.wake_lock(False)
+            try:
+                for path in self._writer.wait():
+                    self.cb.on_checkpoint(path)
+            finally:
+                if wake:
+                    telemetry.wake_lock(False)
         # 4. the best epoch's weights on the held-out test split
-        best_model, best_ckpt = load_checkpoint(self.best_path) if self.best_path.exists() else (model, None)
+        best_model, _ = load_checkpoint(self.best_path) if self.best_path.exists() else (model, None)
         test_acc, test_loss = self._evaluate(best_model, *data["test"])
         best = st["best"]
         return {
@@ -292,11 +338,13 @@ class Trainer:
             start_batch = st["batch_in_epoch"]
             t_start = time.perf_counter()
             seen = 0
-            pt_loss = torch.zeros(()); pt_correct = torch.zeros((), dtype=torch.long)
-            pt_n, pt_t = 0, time.perf_counter()
+            # Per-batch bookkeeping stays off the hot path: keep the tensors, reduce at a point.
+            pt_losses: list = []
+            pt_preds: list = []
+            pt_targets: list = []
+            pt_t = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             pending = 0
-            b = start_batch
             try:
                 for b in range(start_batch, n_batches):
                     self.cb.check()
@@ -308,13 +356,12 @@ class Trainer:
                     xb, yb = X_tr[idx], y_tr[idx]
                     logits = model(xb)
                     loss = F.cross_entropy(logits, yb)
-                    (loss / accum).backward()
+                    (loss / accum if accum > 1 else loss).backward()
                     pending += 1
-                    n = len(yb)
-                    seen += n
-                    pt_loss += loss.detach() * n
-                    pt_correct += (logits.detach().argmax(1) == yb).sum()
-                    pt_n += n
+                    seen += len(yb)
+                    pt_losses.append(loss.detach())
+                    pt_preds.append(logits.detach().argmax(1))
+                    pt_targets.append(yb)
                     if pending == accum or b == n_batches - 1:
                         if pending != accum:  # a short last group: scale to the mean over it
                             for p in model.parameters():
@@ -327,15 +374,19 @@ class Trainer:
                         st["batch_in_epoch"] = b + 1
                         if st["step"] % cfg.log_every == 0:
                             t = time.perf_counter()
-                            self.cb.on_train_point(st["step"], epoch, float(pt_loss) / pt_n, float(pt_correct) / pt_n,
-                                                   pt_n / max(t - pt_t, 1e-9))
-                            pt_loss.zero_(); pt_correct.zero_()
-                            pt_n, pt_t = 0, t
+                            targets = torch.cat(pt_targets)
+                            sizes = torch.tensor([len(y_) for y_ in pt_targets], dtype=torch.float32)
+                            loss_mean = float((torch.stack(pt_losses) * sizes).sum() / sizes.sum())
+                            accuracy = float((torch.cat(pt_preds) == targets).float().mean())
+                            self.cb.on_train_point(st["step"], epoch, loss_mean, accuracy, len(targets) / max(t - pt_t, 1e-9))
+                            pt_losses, pt_preds, pt_targets, pt_t = [], [], [], t
             except JobStopped:
                 # Keep the position at the last finished optimizer step; a half-accumulated
                 # group is simply redone.
                 st["train_time_s"] += time.perf_counter() - t_start
                 st["samples_seen"] += seen
+                for path in self._writer.wait():
+                    self.cb.on_checkpoint(path)
                 _save(self.last_path, self._checkpoint(model, opt, dict(st)))
                 self.cb.on_checkpoint(self.last_path)
                 raise
@@ -355,12 +406,11 @@ class Trainer:
                      "samples_per_s": round(seen / max(train_s, 1e-9), 1) if seen else None}
             st["history"] = list(st["history"]) + [entry]
             st["stopped_early"] = epoch - st["best"]["epoch"] >= cfg.patience and epoch < cfg.epochs
-            ckpt = self._checkpoint(model, opt, dict(st))
-            if st["best"]["epoch"] == epoch:
-                _save(self.best_path, ckpt)
-                self.cb.on_checkpoint(self.best_path)
-            _save(self.last_path, ckpt)
-            self.cb.on_checkpoint(self.last_path)
+            for path in self._writer.wait():  # the previous epoch's files are on disk now
+                self.cb.on_checkpoint(path)
+            last = _serialize(self._checkpoint(model, opt, dict(st)))
+            files = [(self.best_path, last)] if st["best"]["epoch"] == epoch else []
+            self._writer.submit(files + [(self.last_path, last)])
             metrics = dict(entry, best_epoch=st["best"]["epoch"], best_val_accuracy=st["best"]["val_accuracy"],
                            best_val_loss=st["best"]["val_loss"], stopped_early=st["stopped_early"])
             self.cb.on_epoch_end(epoch, metrics, self.last_path)
