@@ -206,9 +206,10 @@ class _SpaceDeployer:
         api = self._api()
         cur_meta, prev_meta = current.get("meta") or {}, previous.get("meta") or {}
         repo_id = cur_meta.get("repo_id") or prev_meta.get("repo_id")
-        sha = prev_meta.get("commit")
         if not repo_id:
             raise DeployError(f"deployment {current.get('id')}: no repo_id recorded; deploy the previous version again")
+        version = prev_meta.get("bundle_version") or previous_bundle.version
+        sha = self._find_commit(api, repo_id, prev_meta.get("commit"), version)
         old = None
         if sha:
             # None when history was squashed: then the previous bundle is uploaded again instead.
@@ -222,7 +223,6 @@ class _SpaceDeployer:
         now = set(self._call(f"list the files of {repo_id}", api.list_repo_files, repo_id, repo_type="space"))
         ops = [hub.CommitOperationCopy(src_path_in_repo=p, path_in_repo=p, src_revision=sha) for p in sorted(old)]
         ops += [hub.CommitOperationDelete(path_in_repo=p) for p in sorted(now - old) if p != ".gitattributes"]
-        version = prev_meta.get("bundle_version") or previous.get("version")
         commit = self._call(f"roll back Space {repo_id}", api.create_commit, repo_id, ops, repo_type="space",
                             commit_message=f"pocketops rollback to {version} ({sha[:8]})")
         # Only our own keys: the previous row's meta also holds the store's bookkeeping (superseded_by...).
@@ -230,6 +230,15 @@ class _SpaceDeployer:
                 "sdk": self.sdk, "bundle_version": prev_meta.get("bundle_version") or previous_bundle.version,
                 "files": sorted(old)}
         return self._settle(api, repo_id, meta, 0.0, time.perf_counter())
+
+    def _find_commit(self, api, repo_id: str, recorded: str | None, version: str) -> str | None:
+        """The previous release's commit if it is still in the Space's history (by sha, else by our title)."""
+        commits = self._call(f"list the commits of {repo_id}", api.list_repo_commits, repo_id,
+                             repo_type="space", missing_ok=True) or []
+        if recorded:
+            return recorded if any(c.commit_id == recorded for c in commits) else None
+        # Newest first: the last push of that bundle version (rows from before commits were recorded).
+        return next((c.commit_id for c in commits if c.title == f"pocketops {version}"), None)
 
     def stop(self, deployment: dict) -> Release:
         meta = dict(deployment.get("meta") or {})

@@ -285,3 +285,14 @@ def test_a_status_read_failing_after_the_commit_is_not_a_failed_deploy(hub, dock
     release = docker.deploy(bundles[0], {"repo_id": REPO}, None)
     assert release.status == "deploying" and release.meta["commit"] == hub.repos[REPO].head.id
     assert "read the status" in release.meta["status_error"]
+
+
+def test_rollback_finds_the_previous_commit_by_its_title_when_none_was_recorded(hub, docker, bundles):
+    first = docker.deploy(bundles[0], {"repo_id": REPO}, None)
+    v1_files = hub.files(REPO)
+    second = docker.deploy(bundles[1], {"repo_id": REPO}, row(first))
+    unrecorded = {**row(first), "meta": {"repo_id": REPO, "bundle_version": "r1-fp32-aaaa"}}
+    back = docker.rollback(row(second, 2), unrecorded, bundles[0])
+    assert back.meta["restored_by"] == "copy" and back.meta["restored_commit"] == first.meta["commit"]
+    assert hub.files(REPO) == v1_files
+    assert ("GET", f"/api/spaces/{REPO}/commits/main") in hub.requests

@@ -20,7 +20,6 @@ import json
 import re
 import time
 import zipfile
-from urllib.parse import parse_qs, urlsplit
 
 from tests.standins import JsonHandler, StandIn
 
