@@ -221,8 +221,12 @@ class CloudRunFunctionDeployer:
         upload = self._call("get an upload URL", client.generate_upload_url, request={"parent": parent})
         self._put(upload.upload_url, data)
         env = {"POCKETOPS_BUNDLE_VERSION": bundle.version}
-        if options.get("api_key"):
-            env["POCKETOPS_API_KEY"] = options["api_key"]   # kept by Google in the function config, not by us
+        key = options.get("api_key")
+        if not key and options.get("api_key_set"):
+            # A redeploy of a keyed release (rollback): we never kept the key, the function did.
+            key = self._existing_key(client, full_name)
+        if key:
+            env["POCKETOPS_API_KEY"] = key   # kept by Google in the function config, not by us
         function = functions_v2.Function(
             name=full_name,
             description=f"pocketops {bundle.version}",
@@ -258,6 +262,14 @@ class CloudRunFunctionDeployer:
             release.health_latency_ms, release.meta["health"] = probe_health(release.url)
             release.cold_start_ms = release.health_latency_ms   # first request to a fresh revision
         return release
+
+    def _existing_key(self, client, full_name: str) -> str:
+        function = self._call("read the function", client.get_function, name=full_name, not_found=None)
+        key = function.service_config.environment_variables.get("POCKETOPS_API_KEY") if function else None
+        if not key:
+            raise DeployError("this release was deployed with an API key, which pocketops does not store and the "
+                              "function no longer has; deploy the variant again with --api-key")
+        return key
 
     def _allow_all_users(self, service_name: str) -> None:
         """Let anyone invoke the function (a public demo); without it Cloud Run asks for an identity token."""
@@ -339,7 +351,9 @@ class CloudRunFunctionDeployer:
             if url:
                 release.health_latency_ms, release.meta["health"] = probe_health(url)
             return release
-        options = {k: prev.get(k) for k in ("project", "region", "function_name") if prev.get(k)}
+        # The previous release's recorded (secret-free) options, pinned to the same function.
+        options = {**(prev.get("options") or {}),
+                   **{k: prev.get(k) for k in ("project", "region", "function_name") if prev.get(k)}}
         release = self.deploy(previous_bundle, options, current)
         release.meta["restored_by"] = "redeploy"
         return release

@@ -217,7 +217,9 @@ class _SpaceDeployer:
                                repo_type="space", revision=sha, missing_ok=True)
             old = set(found) if found is not None else None
         if old is None:
-            release = self.deploy(previous_bundle, {"repo_id": repo_id}, current)
+            # The previous release's recorded (secret-free) options, e.g. vendor_ort, hardware.
+            options = {**(prev_meta.get("options") or {}), "repo_id": repo_id}
+            release = self.deploy(previous_bundle, options, current)
             release.meta["restored_by"] = "re-upload"
             return release
         now = set(self._call(f"list the files of {repo_id}", api.list_repo_files, repo_id, repo_type="space"))

@@ -285,3 +285,16 @@ def test_cli_dry_run_and_missing_credentials_for_cloud_targets(tmp_path):
         proc = cli("deploy", "1", "--target", target, "--space", "you/x", "--project", "p")
         assert proc.returncode != 0 and hint in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_redeploy_rollback_keeps_the_api_key_without_us_storing_it(cloud, gcp, bundles):
+    first = gcp.deploy(bundles[0], {"api_key": "k-77-secret"}, None)
+    second = gcp.deploy(bundles[1], {"api_key": "k-77-secret"}, row(first))
+    cloud.revisions.pop(f"{first.meta['service']}/revisions/{first.meta['revision']}")
+    recorded = {**row(first), "meta": {**first.meta, "options": {"api_key_set": True}}}   # as the service records it
+    back = gcp.rollback(row(second, 2), recorded, bundles[0])
+    env = cloud.functions[back.meta["function"]]["serviceConfig"]["environmentVariables"]
+    assert back.meta["restored_by"] == "redeploy" and env["POCKETOPS_API_KEY"] == "k-77-secret"
+    gcp.stop(row(back, 3))
+    with pytest.raises(DeployError, match="deploy the variant again with --api-key"):
+        gcp.rollback(row(back, 3), recorded, bundles[0])
