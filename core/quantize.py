@@ -218,6 +218,15 @@ def build(name: str, fp32: Path, out: Path, *, X_train: np.ndarray | None = None
         write_bytes(out, Path(fp32).read_bytes())
         return Built("fp32", out, {})
     require_quantize_tools(f"The {name} variant")
+    built = _build(name, Path(fp32), Path(out), X_train=X_train, X_check=X_check, config=config)
+    from core.export import strip_metadata
+
+    # The quantizer's tensor names ("<weight>_quantized_scale", ...) are a visible share of a tiny file.
+    write_bytes(built.path, strip_metadata(built.path.read_bytes()))
+    return built
+
+
+def _build(name: str, fp32: Path, out: Path, *, X_train, X_check, config) -> Built:
     if name == "fp16":
         return build_fp16(Path(fp32), out)
     if name in ("int8-dynamic", "int8-dynamic-conv"):
