@@ -22,6 +22,10 @@ def register(sub) -> None:
     p.add_argument("--project", help="gcp: project id (default: from Application Default Credentials)")
     p.add_argument("--region", help="gcp: region (default us-central1)")
     p.add_argument("--function", dest="function_name", metavar="NAME", help="gcp: function name")
+    p.add_argument("--public", action="store_true", help="gcp: let anyone invoke the function (default: private, "
+                                                         "callers need a Google identity token)")
+    p.add_argument("--wait", dest="wait_s", type=float, metavar="SECONDS",
+                   help="Spaces: wait up to SECONDS for the Space to run, to record its cold start")
     p.add_argument("--vendor-ort", metavar="DIR", help="spaces-static: copy onnxruntime-web from DIR instead of its CDN")
     p.add_argument("--dry-run", action="store_true", help="print the plan (files, sizes, cost, requirements); change nothing")
     p.set_defaults(func=run)
@@ -33,7 +37,7 @@ def options_from(args) -> dict:
         "host": args.host, "port": args.port, "api_key": args.api_key or os.environ.get("POCKETOPS_API_KEY") or None,
         "space_id": args.space, "repo_id": args.space, "private": args.private or None, "hardware": args.hardware,
         "project": args.project, "region": args.region, "function_name": args.function_name,
-        "vendor_ort": args.vendor_ort,
+        "vendor_ort": args.vendor_ort, "public": args.public or None, "wait_s": args.wait_s,
     }
     return {k: v for k, v in options.items() if v is not None}
 
