@@ -62,8 +62,8 @@ COMMANDS = {
 }
 
 
-def measure(kind: str, db: str, probe: Path) -> tuple[float, float]:
-    """Start ``kind`` in a fresh process on a 120×40 pty; (seconds to first frame, RSS MB)."""
+def measure(kind: str, db: str, probe: Path) -> tuple[float, float, float]:
+    """Start ``kind`` in a fresh process on a 120×40 pty; (seconds to first frame, RSS MB, CPU seconds)."""
     probe.unlink(missing_ok=True)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
@@ -85,8 +85,8 @@ def measure(kind: str, db: str, probe: Path) -> tuple[float, float]:
         os.close(master)
     if not probe.exists():
         raise SystemExit(f"{kind}: exited with {proc.returncode} before reporting a first frame")
-    elapsed, rss = probe.read_text().split()
-    return float(elapsed), float(rss)
+    elapsed, rss, cpu = probe.read_text().split()
+    return float(elapsed), float(rss), float(cpu)
 
 
 def _drain(fd: int) -> None:
@@ -117,17 +117,21 @@ def main(argv: list[str] | None = None) -> int:
         db = str(Path(tmp) / "pocketops.db")
         build(db)
         probe = Path(tmp) / "probe.txt"
-        results: dict[str, list[tuple[float, float]]] = {k: [] for k in COMMANDS}
+        results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in COMMANDS}
         measure("dashboard", db, probe)  # warm the OS file cache once; not counted
         for _ in range(args.repeats):
             for kind in COMMANDS:  # alternate, so drift in machine load hits all alike
                 results[kind].append(measure(kind, db, probe))
-    med = {k: (statistics.median(t for t, _ in v), statistics.median(r for _, r in v)) for k, v in results.items()}
-    print(f"first frame at {COLS}x{ROWS}, median of {args.repeats} fresh processes each (alternating):")
-    for kind, (t, rss) in med.items():
-        spread = ", ".join(f"{x:.2f}" for x, _ in results[kind])
-        print(f"  {kind:<10} {t * 1000:7.0f} ms  {rss:6.1f} MB RSS   (runs: {spread} s)")
-    print(f"app-only/baseline: time {med['app-only'][0] / med['baseline'][0]:.2f}, rss {med['app-only'][1] / med['baseline'][1]:.2f}")
+    med = {k: tuple(statistics.median(run[i] for run in v) for i in range(3)) for k, v in results.items()}
+    print(f"first frame at {COLS}x{ROWS}, median of {args.repeats} fresh processes each (alternating); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores:")
+    for kind, (t, rss, cpu) in med.items():
+        spread = ", ".join(f"{run[0]:.2f}" for run in results[kind])
+        print(f"  {kind:<10} {t * 1000:6.0f} ms wall  {cpu * 1000:6.0f} ms CPU  {rss:6.1f} MB RSS   (wall runs: {spread} s)")
+    # CPU time is the steadier figure on a busy machine; wall time is what the user waits.
+    print(f"app-only/baseline: time {med['app-only'][0] / med['baseline'][0]:.2f}, cpu {med['app-only'][2] / med['baseline'][2]:.2f}, "
+          f"rss {med['app-only'][1] / med['baseline'][1]:.2f}")
+    print(f"cpu ratio: {med['dashboard'][2] / med['baseline'][2]:.2f}")
     print(f"time ratio: {med['dashboard'][0] / med['baseline'][0]:.2f}")
     print(f"rss ratio: {med['dashboard'][1] / med['baseline'][1]:.2f}")
     return 0

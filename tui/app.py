@@ -202,18 +202,19 @@ class PocketopsApp(App):
 
 
 def report_first_frame(app: App) -> None:
-    """Benchmark hook: append "seconds-since-$POCKETOPS_STARTUP_T0 rss-MB" to $POCKETOPS_STARTUP_PROBE and exit."""
+    """Benchmark hook: append "wall-s-since-$POCKETOPS_STARTUP_T0 rss-MB cpu-s" to $POCKETOPS_STARTUP_PROBE, exit."""
+    import resource
+
     elapsed = time.time() - float(os.environ.get("POCKETOPS_STARTUP_T0", "nan"))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     rss_mb = float("nan")
     try:
         with open("/proc/self/status") as status:  # the current RSS, where /proc exists
             rss_mb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
     except (OSError, StopIteration):
-        import resource
-
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_mb = usage.ru_maxrss / 1024
     with open(os.environ["POCKETOPS_STARTUP_PROBE"], "a") as out:
-        out.write(f"{elapsed:.4f} {rss_mb:.1f}\n")
+        out.write(f"{elapsed:.4f} {rss_mb:.1f} {usage.ru_utime + usage.ru_stime:.4f}\n")
     app.exit()
 
 

@@ -18,7 +18,11 @@ The contract a panel module follows (read by ``tui.app`` and ``scripts/screensho
 * Store data comes from polling: subclass ``tui.widgets.polling.PollingPanel`` and implement
   ``poll_args()`` (main thread), ``fetch(db, args)`` (worker thread, own connection, reads only;
   poll by cursor where data grows) and ``update_view(data)`` (main thread). The app starts
-  polling after the first frame; hidden panels and open modals pause it.
+  polling once the store is set up (after the first frame); hidden panels and open modals
+  pause it. A panel is built the first time it is shown, so keep ``__init__``/``compose`` cheap.
+  After a write, ``self.post_message(tui.messages.StoreChanged("what"))`` makes the shown
+  panels poll at once. ``self.app.db`` is the main thread's connection for intents;
+  ``self.app.notify`` shows errors (and keeps them in ``app.notices`` for tests).
 * The panel never imports torch or onnx (a subprocess test checks); import numpy, onnxruntime
   or anything heavy lazily inside ``fetch`` or a worker, never at module level. Writes are
   intents only (queue a job, request a cancel) through ``core``/``store`` functions.
