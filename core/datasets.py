@@ -108,7 +108,9 @@ def _register(db, db_path, proc: _Processed, *, name: str, source: str | None, k
                 artifact_path=str(path), meta=proc.meta,
             )
     except BaseException:
-        if not existed:  # our own file from a moment ago: nothing refers to it
+        # Our own file from a moment ago, unless another process registered the same one
+        # meanwhile (two first starts racing to register digits).
+        if not existed and store_artifacts.by_path(db, str(path)) is None:
             path.unlink(missing_ok=True)
         raise
     return store_datasets.by_name(db, name)
