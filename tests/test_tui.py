@@ -368,3 +368,18 @@ async def test_a_new_database_gets_the_builtin_dataset_after_the_first_frame(tmp
         panel = app.query_one("#panel-datasets")
         await wait_for(pilot, lambda: "digits" in panel.rows, timeout=10)
         assert app.ready
+
+
+async def test_tab_titles_shorten_on_a_phone_and_grow_back(db_path):
+    """Resizing 120×40 → 40×20 → 100×30 switches tabs to short titles and back, and the layout class."""
+    app = app_for(db_path)
+    async with app.run_test(size=LAPTOP) as pilot:
+        tab = app.query_one("#tab-training")
+        assert str(tab.render()) == "Training"
+        await pilot.resize_terminal(*PHONE)
+        await pilot.pause()
+        assert str(tab.render()) == "Train" and tab.region.width == len("Train") + 2
+        assert app.screen.has_class("-narrow")
+        await pilot.resize_terminal(100, 30)
+        await pilot.pause()
+        assert str(tab.render()) == "Training" and app.screen.has_class("-wide")

@@ -14,6 +14,7 @@ from pathlib import Path
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.content import Content
 from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Footer, Label
@@ -23,6 +24,7 @@ from tui.messages import ShowPanel, StoreChanged
 from tui.widgets.polling import DEFAULT_INTERVAL_S, PollingPanel
 
 PANELS = panel_registry.discover()
+WIDE_FROM = 80  # columns: below this the screen is "-narrow" (a phone), from it "-wide"
 
 
 def _panel_bindings() -> list[Binding]:
@@ -37,18 +39,19 @@ def _panel_bindings() -> list[Binding]:
 
 
 class PanelTab(Widget, can_focus=False):
-    """One tab: tapping it shows its panel. Long and short labels; the stylesheet picks one."""
+    """One tab: tapping it shows its panel. The full title with room, the short one on a phone."""
 
     def __init__(self, info: panel_registry.PanelInfo):
         super().__init__(id=f"tab-{info.name}", classes="panel-tab")
         self.info = info
-
-    def compose(self) -> ComposeResult:
-        title, key = self.info.title, self.info.key
+        title, key = info.title, info.key
         at = title.lower().find(key) if key else -1
-        long = f"{title[:at]}[u]{title[at]}[/u]{title[at + 1:]}" if at >= 0 else title
-        yield Label(long, classes="tab-long", markup=True)
-        yield Label(self.info.short, classes="tab-short")
+        # The panel's key is underlined in its title, so the shortcut is discoverable.
+        self.long = Content.assemble(title[:at], (title[at], "underline"), title[at + 1:]) if at >= 0 else Content(title)
+        self.short = Content(info.short)
+
+    def render(self) -> Content:
+        return self.short if self.app.size.width < WIDE_FROM else self.long
 
     def on_click(self) -> None:
         self.post_message(ShowPanel(self.info.name))
@@ -59,7 +62,7 @@ class PocketopsApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "pocketops"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (80, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
     BINDINGS = _panel_bindings()
 
     def __init__(self, db_path: str | os.PathLike, *, poll_interval: float = DEFAULT_INTERVAL_S,
@@ -107,7 +110,10 @@ class PocketopsApp(App):
 
     def on_resize(self) -> None:
         # On a phone the footer needs every column for the panel's own keys.
-        self.query_one(Footer).show_command_palette = self.size.width >= 80
+        self.query_one(Footer).show_command_palette = self.size.width >= WIDE_FROM
+        for tab in self.query(PanelTab):  # long or short titles
+            tab.clear_cached_dimensions()
+            tab.refresh(layout=True)
 
     def _after_first_frame(self) -> None:
         self.first_frame_at = time.monotonic()
