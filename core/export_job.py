@@ -350,6 +350,36 @@ def run_bench(ctx) -> dict:
                    budget_points=float(payload.get("budget_points", recommend.DEFAULT_BUDGET_POINTS)))
 
 
+def queue_export(db, run_id: int, **options) -> int:
+    """Queue an export of a finished run (an intent: the dashboard and the CLI call this); the job id.
+
+    ``options`` are the payload's other fields (variants, threads, calibration_samples, prefer,
+    budget_points). Refused while an export of the same run is queued or running.
+    """
+    from store import jobs
+
+    req = ExportRequest.from_payload({"run_id": run_id, **options})
+    run_row = store_runs.get(db, run_id)
+    if run_row is None:
+        raise ConfigError(f"no run {run_id}; see `pocketops runs list`")
+    checkpoint_for(run_row)
+    active = jobs.latest_for_run(db, run_id, "export")
+    if active and active["status"] in jobs.ACTIVE:
+        raise ConfigError(f"run {run_id} is already being exported (job {active['id']}, {active['status']})")
+    return jobs.enqueue(db, "export", asdict(req), run_id=run_id)
+
+
+def queue_bench(db, run_id: int, *, threads: int = 1) -> int:
+    """Queue a re-benchmark of a run's newest variants on this device; the job id."""
+    from store import jobs
+
+    if not store_variants.latest_for_run(db, run_id):
+        raise ConfigError(f"run {run_id} has no variants yet; export it first")
+    if int(threads) < 1:
+        raise ConfigError(f"threads must be 1 or more, not {threads}")
+    return jobs.enqueue(db, "bench", {"run_id": run_id, "threads": int(threads)}, run_id=run_id)
+
+
 def _by_data(variants: list[dict]) -> list[list[dict]]:
     """Variants grouped by the dataset and split they are judged on (those without one dropped)."""
     groups: dict[tuple, list[dict]] = {}
@@ -360,5 +390,3 @@ def _by_data(variants: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-def request_dict(req: ExportRequest) -> dict:
-    return asdict(req)

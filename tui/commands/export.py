@@ -40,21 +40,21 @@ def request_from_args(args):
 
 def run(args) -> int:
     from core.errors import ConfigError
-    from core.export_job import _require_tools, checkpoint_for, request_dict
-    from store import jobs, runs
+    from core.export_job import _require_tools, queue_export
 
     out = sys.stdout  # the exporter silences sys.stdout while it runs in our thread; keep ours
     req = request_from_args(args)
     db, db_path = open_db(args)
-    run_row = runs.get(db, req.run_id)
-    if run_row is None:
+    from store import runs
+
+    if runs.get(db, req.run_id) is None:
         raise CliError(f"no run {req.run_id}; see `pocketops runs list`")
+    _require_tools(req.variants)  # fail at once, before a job exists (MissingDependency → one line)
+    options = {k: v for k, v in vars(req).items() if k != "run_id"}
     try:
-        checkpoint_for(run_row)
+        job_id = queue_export(db, req.run_id, **options)
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
-    _require_tools(req.variants)  # fail at once, before a job exists (MissingDependency → one line)
-    job_id = jobs.enqueue(db, "export", request_dict(req), run_id=req.run_id)
     if not args.wait:
         _emit(args, out, {"run_id": req.run_id, "job_id": job_id, "status": "queued"},
               f"export of run {req.run_id} queued (job {job_id}); a worker will pick it up")

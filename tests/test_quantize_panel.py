@@ -1,0 +1,162 @@
+"""The Quantize panel: a finished comparison on a phone (48×24) and over SSH (120×40); its actions queue jobs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import store
+from store import jobs
+from store import runs as store_runs
+from tui.panels.quantize import QuantizeData, bar_lines, render_detail
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+RECORDED = json.loads((ROOT / "scripts" / "demo_variants.json").read_text())
+PHONE, LAPTOP = (48, 24), (120, 40)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture
+def compared(digits_db):
+    """A store with a finished cnn run whose variants were measured (figures recorded from a real run)."""
+    from demo_variants import seed
+
+    db, db_path = digits_db
+    from store import datasets as store_datasets
+
+    dataset_id = store_datasets.by_name(db, "digits")["id"]
+    run_id = store_runs.create(db, dataset_id=dataset_id, model="cnn", config={"preset": "small"}, epochs_total=12)
+    store_runs.update(db, run_id, status="done", epochs_done=12, metrics={"test_accuracy": 0.99})
+    seed(db, db_path, run_id)
+    return db, db_path, run_id
+
+
+def data_for(run_id: int) -> QuantizeData:
+    from core.export_job import bench_rows
+
+    rows = [{"id": i + 1, "name": v["name"], "path": f"/x/{v['name']}.onnx", "size_bytes": v["size_bytes"],
+             "status": "benchmarked", "bench": v["bench"]} for i, v in enumerate(RECORDED["variants"])]
+    run = {"id": run_id, "model": "cnn", "dataset_name": "digits", "config": {"preset": "small"}, "metrics": {}}
+    return QuantizeData([run], run_id, bench_rows(rows), RECORDED["baseline"])
+
+
+def test_render_shows_every_figure_the_recommendation_and_the_baseline():
+    text = render_detail(data_for(1), width=60)
+    names = [v["name"] for v in RECORDED["variants"]]
+    for name in names:
+        assert name in text
+    rec = RECORDED["recommended"]["name"]
+    assert f"Recommended: {rec}" in text and f"★ [b]{rec} " in text
+    assert "torch eager" in text and "faster than torch eager" in text
+    for label in ("p50", "p95", "acc", "agree", "max|Δ|", "load", "mem", "[b]size[/b]", "p50 latency (batch 1)",
+                  "[b]accuracy[/b]", "[b]Why[/b]", "faster than torch"):
+        assert label in text, label
+    assert "ConvInteger" in text, "the slow int8-dynamic-conv is explained"
+
+
+def test_prefer_size_and_budget_change_the_recommendation():
+    fast = render_detail(data_for(1), prefer="latency")
+    small = render_detail(data_for(1), prefer="size")
+    smallest = min((v for v in RECORDED["variants"]), key=lambda v: v["size_bytes"])["name"]
+    assert f"Recommended: {smallest}" in small and "smallest variant" in small
+    assert fast != small
+
+
+def test_bars_fit_the_width():
+    lines = bar_lines("size", [("fp32", 214_000, "209KB"), ("int8-static", 60_000, "59KB")], 40)
+    assert lines[0] == "[b]size[/b]"
+    plain = [line.replace("[$accent]", "").replace("[/]", "") for line in lines[1:]]
+    assert all(len(line) <= 40 for line in plain)
+    assert plain[0].count("█") > plain[1].count("█")
+
+
+def test_no_run_and_a_failed_job_are_said_in_words():
+    assert "No finished run" in render_detail(QuantizeData([], None))
+    job = {"id": 7, "kind": "export", "status": "failed", "progress": {},
+           "error": "ONNX export needs the Python package 'onnx', which is not installed."}
+    text = render_detail(QuantizeData([{"id": 3, "model": "cnn", "dataset_name": "digits"}], 3, [], {}, job))
+    assert "export job 7 failed" in text and "'onnx'" in text and "press e" in text
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while not condition():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await pilot.pause(0.05)
+
+
+@pytest.mark.parametrize("size", [PHONE, LAPTOP])
+async def test_panel_shows_a_finished_comparison(compared, size):
+    """At 48×24 and 120×40 the panel lists the run and shows the variants, the baseline and the pick."""
+    from tui.app import make_app
+
+    _db, db_path, run_id = compared
+    app = make_app(db_path, panel="q", sample_device=False, poll_interval=0.1)
+    async with app.run_test(size=size) as pilot:
+        view = app.query_one("#quantize-view")
+        await wait_for(pilot, lambda: "Recommended" in str(view.render()))
+        text = str(view.render())
+        assert f"Run #{run_id}" in text
+        assert f"Recommended: {RECORDED['recommended']['name']}" in text
+        for v in RECORDED["variants"]:
+            assert v["name"] in text
+        assert "torch eager" in text
+        table = app.query_one("#quantize-runs")
+        assert table.row_count == 1
+        assert view.region.width <= size[0]
+        await pilot.press("z")
+        await wait_for(pilot, lambda: "smallest variant" in str(view.render()))
+
+
+async def test_export_key_queues_a_job_or_says_why_not(compared):
+    """`e` on a run without a checkpoint explains; with one it queues an export with the panel's preference."""
+    from tui.app import make_app
+
+    db, db_path, run_id = compared
+    app = make_app(db_path, panel="q", sample_device=False, poll_interval=0.1)
+    async with app.run_test(size=LAPTOP) as pilot:
+        view = app.query_one("#quantize-view")
+        await wait_for(pilot, lambda: "Recommended" in str(view.render()))
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any("no checkpoint" in m for _, m in app.notices))
+        assert [j for j in jobs.list_jobs(db) if j["kind"] == "export"] == []
+        ckpt = db_path.parent / "best.pt"
+        ckpt.write_bytes(b"placeholder: the job, not the panel, reads it")
+        store_runs.update(db, run_id, checkpoint_path=str(ckpt))
+        await pilot.press("z")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any(j["kind"] == "export" for j in jobs.list_jobs(db)))
+        job = next(j for j in jobs.list_jobs(db) if j["kind"] == "export")
+        assert job["run_id"] == run_id and job["status"] == "queued" and job["payload"]["prefer"] == "size"
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any("already being exported" in m for _, m in app.notices))
+        await pilot.press("b")
+        await wait_for(pilot, lambda: any(j["kind"] == "bench" for j in jobs.list_jobs(db)))
+
+
+def test_the_panel_and_its_fetch_import_neither_torch_nor_onnx(compared):
+    """The dashboard process never loads torch or onnx for this panel (rendering and fetching)."""
+    _db, db_path, run_id = compared
+    code = (
+        "import sys, store\n"
+        "from tui.panels.quantize import Panel, render_detail\n"
+        f"data = Panel.fetch(None, store.connect({str(db_path)!r}), None)\n"
+        "text = render_detail(data)\n"
+        "assert 'Recommended' in text, text\n"
+        "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'onnxscript') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""

@@ -1,0 +1,301 @@
+"""Quantize: per run, fp32 / fp16 / int8 variants measured on this device, and which to ship.
+
+Rendering is a pure function of the fetched rows (``render_detail``); the recommendation is
+recomputed here from the same rows with :func:`core.recommend.recommend`, so it follows the
+user's preference (fastest or smallest) and fills in as the worker's results arrive. Actions
+only queue jobs (export, re-benchmark); no torch or onnx is imported in this process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import DataTable, Static
+
+from tui.messages import StoreChanged
+from tui.widgets.bars import bar
+from tui.widgets.polling import PollingPanel
+
+ORDER = 30
+BUDGET_STEPS = (0.0, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class QuantizeData:
+    runs: list[dict]                       # finished runs (with a checkpoint), newest first
+    run_id: int | None
+    variants: list[dict] = field(default_factory=list)   # bench_rows() of the run's newest variants
+    baseline: dict = field(default_factory=dict)
+    job: dict | None = None                # the run's newest export/bench job
+
+
+def _ms(value) -> str:
+    return "–" if value is None else (f"{value * 1000:.0f}µs" if value < 0.1 else f"{value:.2f}ms")
+
+
+def _size(n) -> str:
+    if n is None:
+        return "–"
+    return f"{n / 1024:.0f}KB" if n < 1024 * 1024 else f"{n / 2**20:.1f}MB"
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def run_cells(run: dict, n_variants: int | None = None) -> tuple[str, ...]:
+    preset = (run.get("config") or {}).get("preset", "")
+    acc = (run.get("metrics") or {}).get("test_accuracy") or (run.get("metrics") or {}).get("val_accuracy")
+    return (str(run["id"]), f"{run['model']}" + (f"/{preset}" if preset else ""), _pct(acc))
+
+
+def _wrap(tokens: list[str], width: int, indent: str = "  ") -> list[str]:
+    lines, line = [], indent
+    for tok in tokens:
+        if len(line) + len(tok) + 1 > width and line.strip():
+            lines.append(line.rstrip())
+            line = indent
+        line += tok + "  "
+    if line.strip():
+        lines.append(line.rstrip())
+    return lines
+
+
+def table_lines(variants: list[dict], recommended: str | None, torch_ms: float | None) -> list[str]:
+    """One line per variant with what a user compares first: size, p50 at batch 1, accuracy."""
+    from rich.markup import escape
+
+    name_w = max([len(v["name"]) for v in variants] + [len("torch eager")])
+    lines = [f"[$text-muted]  {'variant':<{name_w}} {'size':>6} {'p50':>7} {'acc':>6}[/]"]
+    for v in variants:
+        star = "★ " if v["name"] == recommended else "  "
+        name = f"{escape(v['name']):<{name_w}}"
+        if v["name"] == recommended:
+            name = f"[b]{name}[/b]"
+        if v.get("status") == "failed":
+            lines.append(f"{star}{name} [$error]failed[/]")
+        elif v.get("latency_p50_ms") is None:
+            lines.append(f"{star}{name} {_size(v.get('size_bytes')):>6} [$text-muted]measuring…[/]")
+        else:
+            lines.append(f"{star}{name} {_size(v.get('size_bytes')):>6} {_ms(v['latency_p50_ms']):>7} {_pct(v.get('accuracy')):>6}")
+    if torch_ms is not None:
+        lines.append(f"  {'torch eager':<{name_w}} {'':>6} {_ms(torch_ms):>7} [$text-muted]baseline[/]")
+    return lines
+
+
+def variant_lines(v: dict, width: int) -> list[str]:
+    """The rest of one variant's figures (or why it failed), wrapped to ``width``."""
+    from rich.markup import escape
+
+    head = f"[b]{escape(v['name'])}[/b]"
+    if v.get("status") == "failed":
+        return [head, *[f"  [$error]{escape(line)}[/]" for line in
+                        _wrap([str(v.get("error") or "no reason recorded")], width, "")]]
+    if v.get("latency_p50_ms") is None:
+        return []
+    rest = [f"p95 {_ms(v.get('latency_p95_ms'))}", f"load {_ms(v.get('load_ms'))}",
+            f"agree {_pct(v.get('agreement'))}",
+            "max|Δ| " + ("–" if v.get("max_abs_logit_diff") is None else f"{v['max_abs_logit_diff']:.2g}"),
+            f"mem {v['peak_memory_mb']:.0f}MB" if v.get("peak_memory_mb") is not None else "",
+            f"{v['throughput_per_s'] / 1000:.0f}k/s at batch 8" if v.get("throughput_per_s") else ""]
+    return [head, *_wrap([t for t in rest if t], width)]
+
+
+def bar_lines(title: str, items: list[tuple[str, float | None, str]], width: int, *, invert: bool = False) -> list[str]:
+    """``title`` then one bar per (label, value, text), scaled to the largest value."""
+    shown = [(label, value, text) for label, value, text in items if value is not None]
+    if not shown:
+        return []
+    label_w = min(17, max(len(label) for label, _, _ in shown))
+    text_w = max(len(text) for _, _, text in shown)
+    bar_w = max(4, width - label_w - text_w - 3)
+    top = max(value for _, value, _ in shown) or 1.0
+    lines = [f"[b]{title}[/b]"]
+    for label, value, text in shown:
+        lines.append(f"{label[:label_w]:<{label_w}} [$accent]{bar(value / top, bar_w)}[/] {text:>{text_w}}")
+    return lines
+
+
+def render_detail(data: QuantizeData, *, width: int = 60, prefer: str = "latency", budget: float = 1.0) -> str:
+    """The selected run's comparison as content markup (pure: no app, no store)."""
+    from rich.markup import escape
+
+    from core.recommend import recommend
+
+    if data.run_id is None:
+        return ("No finished run to export yet. Train one on the Training panel (t); "
+                "then press e here to export and compare fp32, fp16 and int8 on this device.")
+    run = next((r for r in data.runs if r["id"] == data.run_id), None)
+    name = f"{run['model']} on {run.get('dataset_name', '?')}" if run else ""
+    lines = [f"[b]Run #{data.run_id}[/b] · {escape(name)}"]
+    job = data.job
+    if job and job["status"] in ("queued", "running"):
+        p = job.get("progress") or {}
+        step = f"{p.get('stage', 'starting')} {p.get('variant', '')}".strip()
+        lines.append(f"[$warning]{job['kind']} job {job['id']} {job['status']}: {escape(step)} "
+                     f"({p.get('done', 0)}/{p.get('total', '?')})[/]")
+    elif job and job["status"] == "failed":
+        lines.append(f"[$error]{job['kind']} job {job['id']} failed: {escape(str(job.get('error')))}[/]")
+    if not data.variants:
+        if not (job and job["status"] in ("queued", "running")):
+            lines.append("No variants yet: press e to export this run and benchmark each variant here.")
+        return "\n".join(lines)
+
+    torch_ms = data.baseline.get("torch_latency_p50_ms")
+    rec = recommend(data.variants, prefer=prefer, budget_points=budget, torch_latency_p50_ms=torch_ms)
+    threads = next((v.get("threads") for v in data.variants if v.get("threads")), None)
+    facts = [f"prefer {prefer}", f"budget {budget:g} pt"]
+    if threads:
+        facts.append(f"{threads} thread{'s' if threads > 1 else ''}")
+    lines.append(" · ".join(facts))
+    if rec.name:
+        chosen = next(v for v in data.variants if v["name"] == rec.name)
+        gain = f" · {torch_ms / chosen['latency_p50_ms']:.1f}× faster than torch" if torch_ms else ""
+        lines.append(f"[b $success]Recommended: {escape(rec.name)}[/]{gain}")
+    lines += ["", *table_lines(data.variants, rec.name, torch_ms)]
+    measured = [v for v in data.variants if v.get("latency_p50_ms") is not None]
+    if measured:
+        lines.append("")
+        lines += bar_lines("size", [(v["name"], v.get("size_bytes"), _size(v.get("size_bytes"))) for v in measured], width)
+        lat = [(v["name"], v["latency_p50_ms"], _ms(v["latency_p50_ms"])) for v in measured]
+        if torch_ms is not None:
+            lat.append(("torch eager", torch_ms, _ms(torch_ms)))
+        lines += bar_lines("p50 latency (batch 1)", lat, width)
+        lines += bar_lines("accuracy", [(v["name"], v.get("accuracy"), _pct(v.get("accuracy"))) for v in measured], width)
+    if rec.name:
+        lines += ["", "[b]Why[/b]", escape(rec.reason)]
+    details = [line for v in data.variants for line in variant_lines(v, width)]
+    if details:
+        lines += ["", *details]
+    return "\n".join(lines)
+
+
+class Panel(PollingPanel):
+    """Variants of a run measured on this device; export, re-benchmark, fastest or smallest."""
+
+    TITLE = "Quantize"
+    SHORT = "Quant"
+    KEY = "q"
+    BINDINGS = [
+        Binding("e", "export", "Export"),
+        Binding("b", "rebench", "Re-bench"),
+        Binding("z", "toggle_prefer", "Fast/Small"),
+        Binding("u", "budget", "Budget"),
+    ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runs: dict[int, dict] = {}
+        self.selected: int | None = None
+        self.prefer = "latency"
+        self.budget = 1.0
+        self.data: QuantizeData | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="panel-body"):
+            table = DataTable(id="quantize-runs", classes="panel-list", cursor_type="row", zebra_stripes=True)
+            for label, key in (("#", "id"), ("Model", "model"), ("Acc", "acc")):
+                table.add_column(label, key=key)
+            yield table
+            with VerticalScroll(id="quantize-detail", classes="panel-detail"):
+                yield Static("Loading runs…", id="quantize-view")
+
+    # -- polling ------------------------------------------------------------------------
+    def poll_args(self):
+        return self.selected
+
+    def fetch(self, db, selected) -> QuantizeData:
+        from core.export_job import baseline_of, bench_rows
+        from store import jobs as store_jobs
+        from store import runs as store_runs
+        from store import variants as store_variants
+
+        runs = [r for r in store_runs.list_all(db, limit=100) if r.get("checkpoint_path") or r["status"] == "done"]
+        with_variants = set(store_variants.runs_with_variants(db))
+        ids = [r["id"] for r in runs]
+        if selected not in ids:
+            selected = next((i for i in ids if i in with_variants), ids[0] if ids else None)
+        if selected is None:
+            return QuantizeData(runs, None)
+        rows = store_variants.latest_for_run(db, selected)
+        export_job = store_jobs.latest_for_run(db, selected, "export")
+        bench_job = store_jobs.latest_for_run(db, selected, "bench")
+        job = max((j for j in (export_job, bench_job) if j), key=lambda j: j["id"], default=None)
+        return QuantizeData(runs, selected, bench_rows(rows), baseline_of(rows), job)
+
+    def update_view(self, data: QuantizeData) -> None:
+        table = self.query_one("#quantize-runs", DataTable)
+        fresh = {r["id"]: r for r in data.runs}
+        if list(fresh) != list(self.runs):
+            table.clear()
+            for run_id, run in fresh.items():
+                table.add_row(*run_cells(run), key=str(run_id))
+        self.runs = fresh
+        if self.selected is None or self.selected not in fresh:
+            self.selected = data.run_id
+        if data.run_id != self.selected:
+            return  # the user picked another run meanwhile; the next poll fetches it
+        if self.selected is not None and str(self.selected) in table.rows:
+            index = table.get_row_index(str(self.selected))
+            if table.cursor_row != index:
+                table.move_cursor(row=index)
+        self.data = data
+        self.render_view()
+
+    def render_view(self) -> None:
+        if self.data is None:
+            return
+        width = self.query_one("#quantize-detail").content_size.width or 60
+        self.query_one("#quantize-view", Static).update(
+            render_detail(self.data, width=max(30, width - 1), prefer=self.prefer, budget=self.budget))
+
+    def on_resize(self) -> None:
+        self.render_view()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is None or event.row_key.value is None:
+            return
+        run_id = int(event.row_key.value)
+        if run_id != self.selected:
+            self.selected = run_id
+            self.poll_now()
+
+    # -- actions (intents only) ---------------------------------------------------------
+    def _queue(self, what: str, queue) -> None:
+        from core.errors import PocketopsError
+
+        if self.selected is None:
+            self.notify(f"No run selected to {what}.", severity="warning")
+            return
+        try:
+            job_id = queue(self.app.db, self.selected)
+        except PocketopsError as exc:
+            self.notify(str(exc), title=f"Not queued: {what}", severity="error", timeout=8)
+            return
+        self.notify(f"Run #{self.selected}: {what} queued (job {job_id}); results appear as the worker measures them.")
+        self.post_message(StoreChanged("variants"))
+        self.poll_now()
+
+    def action_export(self) -> None:
+        from core.export_job import queue_export
+
+        self._queue("export", lambda db, run_id: queue_export(db, run_id, prefer=self.prefer, budget_points=self.budget))
+
+    def action_rebench(self) -> None:
+        from core.export_job import queue_bench
+
+        self._queue("re-benchmark", queue_bench)
+
+    def action_toggle_prefer(self) -> None:
+        self.prefer = "size" if self.prefer == "latency" else "latency"
+        self.notify(f"Recommending the {'smallest' if self.prefer == 'size' else 'fastest'} variant within budget.")
+        self.render_view()
+
+    def action_budget(self) -> None:
+        """Cycle the allowed accuracy drop: 0 → 0.5 → 1 → 2 → 5 points."""
+        later = [b for b in BUDGET_STEPS if b > self.budget]
+        self.budget = later[0] if later else BUDGET_STEPS[0]
+        self.notify(f"Accuracy budget: {self.budget:g} point{'s' if self.budget != 1 else ''} below fp32.")
+        self.render_view()
