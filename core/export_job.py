@@ -176,7 +176,9 @@ def _build(ctx, req: ExportRequest, run: dict, ckpt_path: Path, model, ckpt: dic
 
     inp = ckpt.get("input") or {}
     shape, dtype = inp.get("shape") or list(data.X_test.shape[1:]), inp.get("dtype") or str(data.X_test.dtype)
-    torch = __import__("torch")
+    from core.optional import require
+
+    torch = require("torch", "ONNX export")
     total = len(req.variants)
     ctx.progress(stage="export", done=0, total=total, variant="fp32")
     fp32 = out_dir / "fp32.onnx"
@@ -254,7 +256,7 @@ def compare_variants(ctx, variants: list[dict], data: EvalData, threads: int, *,
     if not ok:
         return {}
     ctx.check()
-    ctx.progress(stage="compare", done=0, total=len(ok))
+    ctx.progress(stage="compare", done=0, total=len(ok), variant="all, in turns")
     config = bench.BenchConfig(threads=threads)
     extra, torch, before = {}, None, None
     if model is not None:
@@ -362,6 +364,8 @@ def queue_export(db, run_id: int, **options) -> int:
     run_row = store_runs.get(db, run_id)
     if run_row is None:
         raise ConfigError(f"no run {run_id}; see `pocketops runs list`")
+    if run_row["status"] in ("queued", "running"):
+        raise ConfigError(f"run {run_id} is still {run_row['status']}; export it when training has finished")
     checkpoint_for(run_row)
     active = jobs.latest_for_run(db, run_id, "export")
     if active and active["status"] in jobs.ACTIVE:
