@@ -192,3 +192,15 @@ def test_models_add_refuses_a_file_onnxruntime_cannot_load(trained, tmp_path, ca
     assert main(["--db", str(db_path), "models", "add", str(bad)]) == 1
     assert "onnxruntime cannot load this model" in capsys.readouterr().err
     assert store_variants.list_all(store.connect(db_path)) == []
+
+
+def test_a_run_still_training_is_not_exported(trained, tmp_path, capsys):  # noqa: F811
+    from store import runs
+
+    db_path = clone_store(trained, tmp_path)
+    db = store.connect(db_path)
+    run_id = trained.runs["mlp"]
+    runs.update(db, run_id, status="running")
+    assert main(["--db", str(db_path), "export", str(run_id)]) == 1
+    assert f"run {run_id} is still running; export it when training has finished" in capsys.readouterr().err
+    assert jobs.list_jobs(db) == []
