@@ -83,7 +83,8 @@ def fingerprint(raw: np.ndarray, y: np.ndarray, classes: list[str]) -> str:
 
 def _write_npz(path: Path, proc: _Processed) -> None:
     buf = io.BytesIO()
-    np.savez_compressed(buf, raw=proc.raw, y=proc.y, classes=np.array(proc.classes, dtype=str))
+    # Uncompressed: loads in a millisecond or two, and these arrays are small anyway.
+    np.savez(buf, raw=proc.raw, y=proc.y, classes=np.array(proc.classes, dtype=str))
     with atomic_open(path) as handle:
         handle.write(buf.getvalue())
 

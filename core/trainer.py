@@ -292,6 +292,7 @@ class Trainer:
         self.cb.on_start(epoch=st["epoch"], step=st["step"], resumed=resumed)
         wake = telemetry.wake_lock(True)
         self._writer = _Writer()
+        self._best_state = None
         try:
             self._loop(torch, F, model, opt, data, st)
         finally:
@@ -302,7 +303,11 @@ class Trainer:
                 if wake:
                     telemetry.wake_lock(False)
         # 4. the best epoch's weights on the held-out test split
-        best_model, _ = load_checkpoint(self.best_path) if self.best_path.exists() else (model, None)
+        if self._best_state is not None:  # this process trained the best epoch: no file read
+            model.load_state_dict(self._best_state)
+            best_model = model
+        else:
+            best_model = load_checkpoint(self.best_path)[0] if self.best_path.exists() else model
         test_acc, test_loss = self._evaluate(best_model, *data["test"])
         best = st["best"]
         return {
@@ -406,6 +411,7 @@ class Trainer:
             )
             if improved or st["best"]["epoch"] == 0:
                 st["best"] = {"epoch": epoch, "val_accuracy": val_acc, "val_loss": val_loss}
+                self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             entry = {"epoch": epoch, "step": st["step"], "val_accuracy": val_acc, "val_loss": val_loss,
                      "samples_per_s": round(seen / max(train_s, 1e-9), 1) if seen else None}
             st["history"] = list(st["history"]) + [entry]
