@@ -7,6 +7,7 @@ validate configs; ``Trainer.fit`` and ``load_checkpoint`` import it when they ru
 from __future__ import annotations
 
 import io
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
@@ -387,6 +388,9 @@ class Trainer:
                             sizes = torch.tensor([len(y_) for y_ in pt_targets], dtype=torch.float32)
                             loss_mean = float((torch.stack(pt_losses) * sizes).sum() / sizes.sum())
                             accuracy = float((torch.cat(pt_preds) == targets).float().mean())
+                            if not math.isfinite(loss_mean):
+                                raise ConfigError(f"training diverged: the loss became {loss_mean} at step {st['step']} "
+                                                  f"(epoch {epoch}); lower the learning rate (now {cfg.learning_rate:g})")
                             self.cb.on_train_point(st["step"], epoch, loss_mean, accuracy, len(targets) / max(t - pt_t, 1e-9))
                             pt_losses, pt_preds, pt_targets, pt_t = [], [], [], t
             except JobStopped:

@@ -144,3 +144,8 @@ def test_config_round_trips_and_rejects_unknown_settings():
         TrainConfig.from_dict({"dataset": "digits", "epoch_count": 3})
     with pytest.raises(ConfigError, match="batch_size must be"):
         cfg(batch_size=0).validate()
+
+
+def test_a_diverging_run_stops_with_the_reason(digits, tmp_path):
+    with pytest.raises(ConfigError, match=r"loss became (nan|inf) at step \d+ \(epoch 1\); lower the learning rate \(now 1e\+08\)"):
+        Trainer(cfg(epochs=1, preset="tiny", lr=1e8), digits, tmp_path / "ck").fit()
