@@ -1,12 +1,11 @@
 """Files the project wrote (datasets' arrays, checkpoints, ONNX, bundles), with sha256 and size."""
 from __future__ import annotations
 
-import sqlite_utils
 
-from store.db import dumps, loads, now, one, rows
+from store.db import Database, dumps, loads, now, one, rows
 
 
-def register(db: sqlite_utils.Database, *, kind: str, path: str, sha256: str, size_bytes: int,
+def register(db: Database, *, kind: str, path: str, sha256: str, size_bytes: int,
              run_id: int | None = None, meta: dict | None = None) -> int:
     """Insert or refresh the row for ``path`` (a rewritten checkpoint keeps one row)."""
     db.execute(
@@ -19,14 +18,14 @@ def register(db: sqlite_utils.Database, *, kind: str, path: str, sha256: str, si
     return one(db, "SELECT id FROM artifacts WHERE path = ?", (path,))["id"]
 
 
-def by_path(db: sqlite_utils.Database, path: str) -> dict | None:
+def by_path(db: Database, path: str) -> dict | None:
     row = one(db, "SELECT * FROM artifacts WHERE path = ?", (path,))
     if row:
         row["meta"] = loads(row["meta"], {})
     return row
 
 
-def for_run(db: sqlite_utils.Database, run_id: int) -> list[dict]:
+def for_run(db: Database, run_id: int) -> list[dict]:
     found = rows(db, "SELECT * FROM artifacts WHERE run_id = ? ORDER BY id", (run_id,))
     for row in found:
         row["meta"] = loads(row["meta"], {})

@@ -1,9 +1,8 @@
 """Registered datasets. The processed arrays live in an artifact file; this is the index."""
 from __future__ import annotations
 
-import sqlite_utils
 
-from store.db import dumps, loads, now, one, rows
+from store.db import Database, dumps, loads, now, one, rows
 
 _JSON = ("classes", "class_counts", "input_shape", "meta")
 
@@ -18,7 +17,7 @@ def _decode(row: dict | None) -> dict | None:
 
 
 def insert(
-    db: sqlite_utils.Database,
+    db: Database,
     *,
     name: str,
     kind: str,
@@ -43,19 +42,19 @@ def insert(
     return cur.lastrowid
 
 
-def by_name(db: sqlite_utils.Database, name: str) -> dict | None:
+def by_name(db: Database, name: str) -> dict | None:
     return _decode(one(db, "SELECT * FROM datasets WHERE name = ?", (name,)))
 
 
-def get(db: sqlite_utils.Database, dataset_id: int) -> dict | None:
+def get(db: Database, dataset_id: int) -> dict | None:
     return _decode(one(db, "SELECT * FROM datasets WHERE id = ?", (dataset_id,)))
 
 
-def list_all(db: sqlite_utils.Database) -> list[dict]:
+def list_all(db: Database) -> list[dict]:
     return [_decode(r) for r in rows(db, "SELECT * FROM datasets ORDER BY id")]
 
 
-def delete(db: sqlite_utils.Database, dataset_id: int) -> bool:
+def delete(db: Database, dataset_id: int) -> bool:
     """Remove a dataset's row. Refused (False) while runs refer to it."""
     if one(db, "SELECT 1 AS x FROM runs WHERE dataset_id = ? LIMIT 1", (dataset_id,)):
         return False

@@ -1,4 +1,10 @@
-"""Connections: WAL, busy timeout, explicit transactions, one connection per thread."""
+"""Connections: WAL, busy timeout, explicit transactions, one connection per thread.
+
+``connect`` returns a thin :class:`Database` over ``sqlite3`` rather than a
+``Database``: importing sqlite-utils pulls in numpy (~0.35 s and ~23 MB here),
+which the dashboard must not pay before its first frame. ``Database.utils`` gives the full
+sqlite-utils API (introspection, ``transform`` for migrations) when something needs it.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,9 +13,11 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
+
 
 BUSY_TIMEOUT_MS = 30_000
 _local = threading.local()
@@ -20,7 +28,40 @@ def now() -> float:
     return time.time()
 
 
-def connect(path: str | Path, *, migrate: bool = True) -> sqlite_utils.Database:
+class Database:
+    """A connection in autocommit mode plus the few helpers the store needs."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self._utils: sqlite_utils.Database | None = None
+
+    def execute(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    @property
+    def utils(self) -> "Database":
+        """sqlite-utils over the same connection (imported on first use)."""
+        if self._utils is None:
+            import sqlite_utils
+
+            self._utils = sqlite_utils.Database(self.conn)
+        return self._utils
+
+    def __getitem__(self, table: str):
+        """``db["name"]``: a sqlite-utils Table, as with ``sqlite_utils.Database``."""
+        return self.utils[table]
+
+    def __getattr__(self, name: str):
+        # Anything else (table_names, query, ...) is sqlite-utils' own API, loaded on demand.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.utils, name)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def connect(path: str | Path, *, migrate: bool = True) -> Database:
     """Open (and create or migrate) the database at ``path``.
 
     The connection is in autocommit mode: each statement commits on its own unless it runs
@@ -36,7 +77,7 @@ def connect(path: str | Path, *, migrate: bool = True) -> sqlite_utils.Database:
         raise sqlite3.OperationalError(f"{path}: could not switch to WAL journal mode (got {mode})")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
-    db = sqlite_utils.Database(conn)
+    db = Database(conn)
     if migrate:
         from store.migrations import migrate as run_migrations
 
@@ -44,9 +85,9 @@ def connect(path: str | Path, *, migrate: bool = True) -> sqlite_utils.Database:
     return db
 
 
-def thread_db(path: str | Path) -> sqlite_utils.Database:
+def thread_db(path: str | Path) -> Database:
     """The calling thread's connection to ``path``, opened on first use."""
-    cache: dict[str, sqlite_utils.Database] = getattr(_local, "dbs", None) or {}
+    cache: dict[str, Database] = getattr(_local, "dbs", None) or {}
     _local.dbs = cache
     key = str(Path(path).resolve())
     if key not in cache:
@@ -55,7 +96,7 @@ def thread_db(path: str | Path) -> sqlite_utils.Database:
 
 
 @contextlib.contextmanager
-def transaction(db: sqlite_utils.Database, *, immediate: bool = True) -> Iterator[sqlite_utils.Database]:
+def transaction(db: Database, *, immediate: bool = True) -> Iterator[Database]:
     """All statements inside commit together or not at all.
 
     ``BEGIN IMMEDIATE`` takes the write lock up front, so two writers never deadlock on an
@@ -85,13 +126,13 @@ def loads(text: str | None, default: Any = None) -> Any:
     return json.loads(text)
 
 
-def rows(db: sqlite_utils.Database, sql: str, params: tuple | dict = ()) -> list[dict]:
+def rows(db: Database, sql: str, params: tuple | dict = ()) -> list[dict]:
     """Run a query and return plain dicts."""
     cur = db.execute(sql, params)
     cols = [c[0] for c in cur.description]
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
-def one(db: sqlite_utils.Database, sql: str, params: tuple | dict = ()) -> dict | None:
+def one(db: Database, sql: str, params: tuple | dict = ()) -> dict | None:
     found = rows(db, sql, params)
     return found[0] if found else None

@@ -5,9 +5,8 @@ function name). Versions count up per line; rollback and supersede stay inside a
 """
 from __future__ import annotations
 
-import sqlite_utils
 
-from store.db import dumps, loads, now, one, rows
+from store.db import Database, dumps, loads, now, one, rows
 
 LIVE = ("deploying", "running", "sleeping")
 # Statuses of a release that once served and could serve again (rollback candidates).
@@ -24,7 +23,7 @@ def _decode(row: dict | None) -> dict | None:
     return row
 
 
-def create(db: sqlite_utils.Database, *, variant_id: int | None, target: str, name: str, status: str = "deploying",
+def create(db: Database, *, variant_id: int | None, target: str, name: str, status: str = "deploying",
            meta: dict | None = None) -> dict:
     """Insert the next release of the line (target, name); returns the row."""
     t = now()
@@ -37,17 +36,17 @@ def create(db: sqlite_utils.Database, *, variant_id: int | None, target: str, na
     return get(db, cur.lastrowid)
 
 
-def next_version(db: sqlite_utils.Database, target: str, name: str) -> int:
+def next_version(db: Database, target: str, name: str) -> int:
     row = one(db, """SELECT MAX(version) AS v FROM deployments
                      WHERE target = ? AND COALESCE(json_extract(meta, '$.name'), target) = ?""", (target, name))
     return int(row["v"] or 0) + 1
 
 
-def get(db: sqlite_utils.Database, deployment_id: int) -> dict | None:
+def get(db: Database, deployment_id: int) -> dict | None:
     return _decode(one(db, "SELECT * FROM deployments WHERE id = ?", (deployment_id,)))
 
 
-def update(db: sqlite_utils.Database, deployment_id: int, *, meta: dict | None = None, **fields) -> dict:
+def update(db: Database, deployment_id: int, *, meta: dict | None = None, **fields) -> dict:
     """Set columns (status, url, latencies, error, variant_id) and merge ``meta``; bumps updated_at."""
     unknown = set(fields) - _UPDATABLE
     if unknown:
@@ -65,7 +64,7 @@ def update(db: sqlite_utils.Database, deployment_id: int, *, meta: dict | None =
     return get(db, deployment_id)
 
 
-def list_all(db: sqlite_utils.Database, *, target: str | None = None, limit: int = 200) -> list[dict]:
+def list_all(db: Database, *, target: str | None = None, limit: int = 200) -> list[dict]:
     """Newest first."""
     if target:
         found = rows(db, "SELECT * FROM deployments WHERE target = ? ORDER BY id DESC LIMIT ?", (target, limit))
@@ -74,7 +73,7 @@ def list_all(db: sqlite_utils.Database, *, target: str | None = None, limit: int
     return [_decode(r) for r in found]
 
 
-def live(db: sqlite_utils.Database, target: str, name: str, *, exclude_id: int | None = None) -> dict | None:
+def live(db: Database, target: str, name: str, *, exclude_id: int | None = None) -> dict | None:
     """The release currently serving the line (running or sleeping), if any."""
     return _decode(one(
         db,
@@ -84,7 +83,7 @@ def live(db: sqlite_utils.Database, target: str, name: str, *, exclude_id: int |
     ))
 
 
-def previous_served(db: sqlite_utils.Database, target: str, name: str, before_id: int) -> dict | None:
+def previous_served(db: Database, target: str, name: str, before_id: int) -> dict | None:
     """The newest release of the line older than ``before_id`` that once served successfully."""
     marks = ", ".join("?" for _ in SERVED)
     return _decode(one(
@@ -96,7 +95,7 @@ def previous_served(db: sqlite_utils.Database, target: str, name: str, before_id
     ))
 
 
-def latest_per_line(db: sqlite_utils.Database) -> list[dict]:
+def latest_per_line(db: Database) -> list[dict]:
     """The newest release of every line, ordered by target then name (the Deploy panel's rows)."""
     found = rows(
         db,
@@ -108,7 +107,7 @@ def latest_per_line(db: sqlite_utils.Database) -> list[dict]:
     return [_decode(r) for r in found]
 
 
-def variant(db: sqlite_utils.Database, variant_id: int) -> dict | None:
+def variant(db: Database, variant_id: int) -> dict | None:
     """The variant row to deploy (meta and bench decoded)."""
     row = one(db, "SELECT * FROM variants WHERE id = ?", (variant_id,))
     if row is None:
@@ -119,7 +118,7 @@ def variant(db: sqlite_utils.Database, variant_id: int) -> dict | None:
     return row
 
 
-def variants(db: sqlite_utils.Database, limit: int = 100) -> list[dict]:
+def variants(db: Database, limit: int = 100) -> list[dict]:
     """Variants to offer in the deploy form, newest first."""
     found = rows(db, "SELECT id, run_id, name, size_bytes, status, meta FROM variants ORDER BY id DESC LIMIT ?", (limit,))
     for row in found:

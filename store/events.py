@@ -1,12 +1,11 @@
 """A log of what happened, for the dashboard and for post-mortems. Never holds secrets."""
 from __future__ import annotations
 
-import sqlite_utils
 
-from store.db import now, rows
+from store.db import Database, now, rows
 
 
-def log(db: sqlite_utils.Database, level: str, source: str, message: str, *, run_id: int | None = None, job_id: int | None = None) -> int:
+def log(db: Database, level: str, source: str, message: str, *, run_id: int | None = None, job_id: int | None = None) -> int:
     cur = db.execute(
         "INSERT INTO events (ts, level, source, message, run_id, job_id) VALUES (?, ?, ?, ?, ?, ?)",
         (now(), level, source, message, run_id, job_id),
@@ -14,7 +13,7 @@ def log(db: sqlite_utils.Database, level: str, source: str, message: str, *, run
     return cur.lastrowid
 
 
-def since(db: sqlite_utils.Database, after_id: int = 0, *, run_id: int | None = None, limit: int = 200) -> list[dict]:
+def since(db: Database, after_id: int = 0, *, run_id: int | None = None, limit: int = 200) -> list[dict]:
     if run_id is None:
         return rows(db, "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
     return rows(db, "SELECT * FROM events WHERE id > ? AND run_id = ? ORDER BY id LIMIT ?", (after_id, run_id, limit))

@@ -6,9 +6,8 @@ processes never take the same job. A running job whose heartbeat is older than
 """
 from __future__ import annotations
 
-import sqlite_utils
 
-from store.db import dumps, loads, now, one, rows
+from store.db import Database, dumps, loads, now, one, rows
 
 ACTIVE = ("queued", "running")
 FINAL = ("done", "failed", "cancelled")
@@ -24,7 +23,7 @@ def _decode(job: dict | None) -> dict | None:
     return job
 
 
-def enqueue(db: sqlite_utils.Database, kind: str, payload: dict | None = None, *, run_id: int | None = None) -> int:
+def enqueue(db: Database, kind: str, payload: dict | None = None, *, run_id: int | None = None) -> int:
     cur = db.execute(
         "INSERT INTO jobs (kind, payload, run_id, created_at) VALUES (?, ?, ?, ?)",
         (kind, dumps(payload or {}), run_id, now()),
@@ -32,12 +31,12 @@ def enqueue(db: sqlite_utils.Database, kind: str, payload: dict | None = None, *
     return cur.lastrowid
 
 
-def get(db: sqlite_utils.Database, job_id: int) -> dict | None:
+def get(db: Database, job_id: int) -> dict | None:
     return _decode(one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,)))
 
 
 def claim(
-    db: sqlite_utils.Database,
+    db: Database,
     worker_id: str,
     *,
     kinds: tuple[str, ...] | None = None,
@@ -69,7 +68,7 @@ def claim(
     return _decode(found[0]) if found else None
 
 
-def heartbeat(db: sqlite_utils.Database, job_id: int, worker_id: str, progress: dict | None = None) -> bool:
+def heartbeat(db: Database, job_id: int, worker_id: str, progress: dict | None = None) -> bool:
     """Refresh the claim; False if this worker no longer holds the job (taken over)."""
     if progress is None:
         cur = db.execute(
@@ -84,7 +83,7 @@ def heartbeat(db: sqlite_utils.Database, job_id: int, worker_id: str, progress: 
     return cur.rowcount == 1
 
 
-def request_cancel(db: sqlite_utils.Database, job_id: int) -> str | None:
+def request_cancel(db: Database, job_id: int) -> str | None:
     """Ask for a cancel. A queued job is cancelled at once; a running one when its worker sees it.
 
     Returns the job's status after the request, or None if there is no such job.
@@ -98,13 +97,13 @@ def request_cancel(db: sqlite_utils.Database, job_id: int) -> str | None:
     return found["status"] if found else None
 
 
-def cancel_requested(db: sqlite_utils.Database, job_id: int) -> bool:
+def cancel_requested(db: Database, job_id: int) -> bool:
     found = one(db, "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
     return bool(found and found["cancel_requested"])
 
 
 def finish(
-    db: sqlite_utils.Database,
+    db: Database,
     job_id: int,
     worker_id: str,
     status: str,
@@ -123,7 +122,7 @@ def finish(
     return cur.rowcount == 1
 
 
-def release(db: sqlite_utils.Database, job_id: int, worker_id: str) -> bool:
+def release(db: Database, job_id: int, worker_id: str) -> bool:
     """Give a running job back to the queue (worker shutting down); the next claim resumes it."""
     cur = db.execute(
         "UPDATE jobs SET status = 'queued', worker_id = NULL WHERE id = ? AND worker_id = ? AND status = 'running'",
@@ -132,7 +131,7 @@ def release(db: sqlite_utils.Database, job_id: int, worker_id: str) -> bool:
     return cur.rowcount == 1
 
 
-def list_jobs(db: sqlite_utils.Database, *, status: str | None = None, limit: int = 100) -> list[dict]:
+def list_jobs(db: Database, *, status: str | None = None, limit: int = 100) -> list[dict]:
     if status:
         found = rows(db, "SELECT * FROM jobs WHERE status = ? ORDER BY id DESC LIMIT ?", (status, limit))
     else:
@@ -140,7 +139,7 @@ def list_jobs(db: sqlite_utils.Database, *, status: str | None = None, limit: in
     return [_decode(j) for j in found]
 
 
-def latest_for_run(db: sqlite_utils.Database, run_id: int, kind: str | None = None) -> dict | None:
+def latest_for_run(db: Database, run_id: int, kind: str | None = None) -> dict | None:
     if kind:
         return _decode(one(db, "SELECT * FROM jobs WHERE run_id = ? AND kind = ? ORDER BY id DESC LIMIT 1", (run_id, kind)))
     return _decode(one(db, "SELECT * FROM jobs WHERE run_id = ? ORDER BY id DESC LIMIT 1", (run_id,)))

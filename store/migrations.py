@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-import sqlite_utils
 
-from store.db import transaction
+from store.db import Database, transaction
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -152,20 +151,20 @@ CREATE TABLE IF NOT EXISTS deployments (
 """
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: Database) -> None:
     for statement in SCHEMA_V1.split(";"):
         if statement.strip():
             db.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[Database], None]] = [_v1]
 
 
-def version(db: sqlite_utils.Database) -> int:
+def version(db: Database) -> int:
     return db.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(db: sqlite_utils.Database) -> int:
+def migrate(db: Database) -> int:
     """Bring the schema to the newest version; return it. Safe to call from many processes."""
     target = len(MIGRATIONS)
     current = version(db)

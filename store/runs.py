@@ -1,9 +1,8 @@
 """Training runs and their metric points (polled by cursor)."""
 from __future__ import annotations
 
-import sqlite_utils
 
-from store.db import dumps, loads, now, one, rows
+from store.db import Database, dumps, loads, now, one, rows
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 METRIC_FIELDS = ("run_id", "kind", "step", "epoch", "loss", "accuracy", "samples_per_s", "ts")
@@ -18,7 +17,7 @@ def _decode(row: dict | None) -> dict | None:
     return row
 
 
-def create(db: sqlite_utils.Database, *, dataset_id: int, model: str, config: dict, epochs_total: int,
+def create(db: Database, *, dataset_id: int, model: str, config: dict, epochs_total: int,
            params: int | None = None, size_bytes: int | None = None) -> int:
     cur = db.execute(
         """INSERT INTO runs (dataset_id, model, config, epochs_total, params, size_bytes, created_at)
@@ -28,11 +27,11 @@ def create(db: sqlite_utils.Database, *, dataset_id: int, model: str, config: di
     return cur.lastrowid
 
 
-def get(db: sqlite_utils.Database, run_id: int) -> dict | None:
+def get(db: Database, run_id: int) -> dict | None:
     return _decode(one(db, "SELECT * FROM runs WHERE id = ?", (run_id,)))
 
 
-def list_all(db: sqlite_utils.Database, limit: int = 200) -> list[dict]:
+def list_all(db: Database, limit: int = 200) -> list[dict]:
     return [
         _decode(r)
         for r in rows(
@@ -44,7 +43,7 @@ def list_all(db: sqlite_utils.Database, limit: int = 200) -> list[dict]:
     ]
 
 
-def update(db: sqlite_utils.Database, run_id: int, **fields) -> None:
+def update(db: Database, run_id: int, **fields) -> None:
     """Set columns of a run; ``metrics`` and ``config`` are JSON-encoded."""
     if not fields:
         return
@@ -55,7 +54,7 @@ def update(db: sqlite_utils.Database, run_id: int, **fields) -> None:
     db.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*fields.values(), run_id))
 
 
-def set_status(db: sqlite_utils.Database, run_id: int, status: str, *, error: str | None = None) -> None:
+def set_status(db: Database, run_id: int, status: str, *, error: str | None = None) -> None:
     if status not in STATUSES:
         raise ValueError(f"run status must be one of {STATUSES}, not {status!r}")
     t = now()
@@ -67,7 +66,7 @@ def set_status(db: sqlite_utils.Database, run_id: int, status: str, *, error: st
         db.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
 
 
-def add_metrics(db: sqlite_utils.Database, points: list[dict]) -> int:
+def add_metrics(db: Database, points: list[dict]) -> int:
     """Write a batch of metric points in one statement; a point already written is skipped.
 
     Each point has ``run_id``, ``kind`` ('train' or 'val'), ``step``, ``epoch`` and any of
@@ -85,7 +84,7 @@ def add_metrics(db: sqlite_utils.Database, points: list[dict]) -> int:
     return db.conn.total_changes - before
 
 
-def metrics_since(db: sqlite_utils.Database, run_id: int, after_id: int = 0, limit: int = 5000) -> list[dict]:
+def metrics_since(db: Database, run_id: int, after_id: int = 0, limit: int = 5000) -> list[dict]:
     """Points of a run newer than the cursor ``after_id`` (the last ``id`` the reader has)."""
     return rows(
         db,
@@ -94,12 +93,12 @@ def metrics_since(db: sqlite_utils.Database, run_id: int, after_id: int = 0, lim
     )
 
 
-def last_step(db: sqlite_utils.Database, run_id: int, kind: str = "train") -> int:
+def last_step(db: Database, run_id: int, kind: str = "train") -> int:
     found = one(db, "SELECT MAX(step) AS s FROM metrics WHERE run_id = ? AND kind = ?", (run_id, kind))
     return found["s"] or 0 if found else 0
 
 
-def count_metrics(db: sqlite_utils.Database, run_id: int, kind: str | None = None) -> int:
+def count_metrics(db: Database, run_id: int, kind: str | None = None) -> int:
     if kind:
         return one(db, "SELECT COUNT(*) AS n FROM metrics WHERE run_id = ? AND kind = ?", (run_id, kind))["n"]
     return one(db, "SELECT COUNT(*) AS n FROM metrics WHERE run_id = ?", (run_id,))["n"]

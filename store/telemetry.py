@@ -1,14 +1,13 @@
 """Device load samples (CPU, RAM, battery, temperature); unknown values stay NULL."""
 from __future__ import annotations
 
-import sqlite_utils
 
-from store.db import now, one, rows
+from store.db import Database, now, one, rows
 
 FIELDS = ("cpu_percent", "ram_used_mb", "ram_total_mb", "battery_percent", "charging", "temperature_c")
 
 
-def record(db: sqlite_utils.Database, source: str, sample: dict) -> int:
+def record(db: Database, source: str, sample: dict) -> int:
     values = [sample.get(f) for f in FIELDS]
     cur = db.execute(
         f"INSERT INTO telemetry (ts, source, {', '.join(FIELDS)}) VALUES (?, ?, {', '.join('?' * len(FIELDS))})",
@@ -19,9 +18,9 @@ def record(db: sqlite_utils.Database, source: str, sample: dict) -> int:
     return cur.lastrowid
 
 
-def latest(db: sqlite_utils.Database) -> dict | None:
+def latest(db: Database) -> dict | None:
     return one(db, "SELECT * FROM telemetry ORDER BY id DESC LIMIT 1")
 
 
-def since(db: sqlite_utils.Database, after_id: int = 0, limit: int = 500) -> list[dict]:
+def since(db: Database, after_id: int = 0, limit: int = 500) -> list[dict]:
     return rows(db, "SELECT * FROM telemetry WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))

@@ -1,9 +1,8 @@
 """Model variants (fp32, fp16, int8-…, or a model registered from elsewhere) and their benchmarks."""
 from __future__ import annotations
 
-import sqlite_utils
 
-from store.db import dumps, loads, now, one, rows
+from store.db import Database, dumps, loads, now, one, rows
 
 STATUSES = ("built", "benchmarked", "failed")
 
@@ -17,7 +16,7 @@ def _decode(row: dict | None) -> dict | None:
     return row
 
 
-def insert(db: sqlite_utils.Database, *, name: str, path: str, sha256: str, size_bytes: int,
+def insert(db: Database, *, name: str, path: str, sha256: str, size_bytes: int,
            run_id: int | None = None, meta: dict | None = None, status: str = "built", bench: dict | None = None) -> int:
     if status not in STATUSES:
         raise ValueError(f"variant status must be one of {STATUSES}, not {status!r}")
@@ -29,26 +28,26 @@ def insert(db: sqlite_utils.Database, *, name: str, path: str, sha256: str, size
     return cur.lastrowid
 
 
-def get(db: sqlite_utils.Database, variant_id: int) -> dict | None:
+def get(db: Database, variant_id: int) -> dict | None:
     return _decode(one(db, "SELECT * FROM variants WHERE id = ?", (variant_id,)))
 
 
-def by_path(db: sqlite_utils.Database, path: str) -> dict | None:
+def by_path(db: Database, path: str) -> dict | None:
     return _decode(one(db, "SELECT * FROM variants WHERE path = ? ORDER BY id DESC LIMIT 1", (path,)))
 
 
-def for_run(db: sqlite_utils.Database, run_id: int) -> list[dict]:
+def for_run(db: Database, run_id: int) -> list[dict]:
     """Every variant ever built for a run, oldest first."""
     return [_decode(r) for r in rows(db, "SELECT * FROM variants WHERE run_id = ? ORDER BY id", (run_id,))]
 
 
-def for_job(db: sqlite_utils.Database, job_id: int) -> list[dict]:
+def for_job(db: Database, job_id: int) -> list[dict]:
     """The variants an export job registered (``meta.job_id``), oldest first."""
     return [_decode(r) for r in rows(
         db, "SELECT * FROM variants WHERE json_extract(meta, '$.job_id') = ? ORDER BY id", (job_id,))]
 
 
-def latest_for_run(db: sqlite_utils.Database, run_id: int) -> list[dict]:
+def latest_for_run(db: Database, run_id: int) -> list[dict]:
     """The newest variant of each name for a run (what the Quantize panel compares)."""
     return [_decode(r) for r in rows(
         db,
@@ -58,7 +57,7 @@ def latest_for_run(db: sqlite_utils.Database, run_id: int) -> list[dict]:
     )]
 
 
-def list_all(db: sqlite_utils.Database, *, run_id: int | None = None, limit: int = 500) -> list[dict]:
+def list_all(db: Database, *, run_id: int | None = None, limit: int = 500) -> list[dict]:
     if run_id is None:
         found = rows(db, "SELECT * FROM variants ORDER BY id DESC LIMIT ?", (limit,))
     else:
@@ -66,21 +65,21 @@ def list_all(db: sqlite_utils.Database, *, run_id: int | None = None, limit: int
     return [_decode(r) for r in found]
 
 
-def runs_with_variants(db: sqlite_utils.Database) -> list[int]:
+def runs_with_variants(db: Database) -> list[int]:
     return [r["run_id"] for r in rows(db, "SELECT DISTINCT run_id FROM variants WHERE run_id IS NOT NULL ORDER BY run_id DESC")]
 
 
-def set_bench(db: sqlite_utils.Database, variant_id: int, bench: dict) -> None:
+def set_bench(db: Database, variant_id: int, bench: dict) -> None:
     """Store a benchmark's figures; the variant becomes 'benchmarked'."""
     db.execute("UPDATE variants SET bench = ?, status = 'benchmarked' WHERE id = ?", (dumps(bench), variant_id))
 
 
-def set_failed(db: sqlite_utils.Database, variant_id: int, error: str) -> None:
+def set_failed(db: Database, variant_id: int, error: str) -> None:
     """Mark a variant failed; the error goes into its ``bench`` so the panel can show it."""
     db.execute("UPDATE variants SET bench = ?, status = 'failed' WHERE id = ?", (dumps({"error": error}), variant_id))
 
 
-def update_meta(db: sqlite_utils.Database, variant_id: int, **values) -> None:
+def update_meta(db: Database, variant_id: int, **values) -> None:
     row = get(db, variant_id)
     if row is None:
         raise KeyError(f"no variant {variant_id}")

@@ -1,12 +1,11 @@
 """Worker processes: registration and liveness by heartbeat."""
 from __future__ import annotations
 
-import sqlite_utils
 
-from store.db import now, rows
+from store.db import Database, now, rows
 
 
-def register(db: sqlite_utils.Database, worker_id: str, pid: int, host: str) -> None:
+def register(db: Database, worker_id: str, pid: int, host: str) -> None:
     t = now()
     db.execute(
         "INSERT OR REPLACE INTO workers (id, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
@@ -14,15 +13,15 @@ def register(db: sqlite_utils.Database, worker_id: str, pid: int, host: str) -> 
     )
 
 
-def beat(db: sqlite_utils.Database, worker_id: str, job_id: int | None = None) -> None:
+def beat(db: Database, worker_id: str, job_id: int | None = None) -> None:
     db.execute("UPDATE workers SET heartbeat_at = ?, job_id = ? WHERE id = ?", (now(), job_id, worker_id))
 
 
-def stopped(db: sqlite_utils.Database, worker_id: str) -> None:
+def stopped(db: Database, worker_id: str) -> None:
     db.execute("UPDATE workers SET stopped_at = ?, job_id = NULL WHERE id = ?", (now(), worker_id))
 
 
-def alive(db: sqlite_utils.Database, *, within: float = 15.0) -> list[dict]:
+def alive(db: Database, *, within: float = 15.0) -> list[dict]:
     """Workers that have not stopped and beat within the last ``within`` seconds."""
     return rows(
         db,

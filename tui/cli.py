@@ -61,16 +61,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from tui.commands._common import open_db
-
-    db, db_path = open_db(args)
-    if not args.no_worker:
-        from core.worker import ensure_worker
-
-        ensure_worker(db_path)
+    # The app opens the store, registers the built-in data and starts the background worker
+    # itself, in a thread after its first frame: nothing here may delay that frame.
+    from core import paths
     from tui.app import run_dashboard  # the only place the CLI imports Textual
 
-    return run_dashboard(db_path) or 0
+    return run_dashboard(paths.db_path(args.db), start_worker=not args.no_worker) or 0
 
 
 if __name__ == "__main__":
