@@ -1,0 +1,115 @@
+"""The headless CLI end to end, in subprocesses: JSON shapes scripts rely on, exit codes, errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(home: Path, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "POCKETOPS_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "tui.cli", *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def last_json(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_train_wait_json_reaches_095_on_digits(tmp_path):
+    """`train --dataset digits --model cnn --epochs 10 --wait --json` streams JSON lines and ends with val_accuracy ≥ 0.95."""
+    proc = cli(tmp_path, "train", "--dataset", "digits", "--model", "cnn", "--epochs", "10", "--wait", "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    vals = [p for p in lines[:-1] if p.get("event") == "metric" and p["kind"] == "val"]
+    assert [p["epoch"] for p in vals] == sorted({p["epoch"] for p in vals}), "val points are streamed once each, in order"
+    assert len(vals) >= 3
+    summary = lines[-1]
+    assert set(summary) >= {"run_id", "status", "metrics"}
+    assert summary["status"] == "done"
+    assert summary["metrics"]["val_accuracy"] >= 0.95
+    assert "val_loss" in summary["metrics"]
+    shown = last_json(cli(tmp_path, "runs", "show", str(summary["run_id"]), "--json"))
+    assert shown["status"] == "done" and shown["epochs_done"] >= 1
+    assert shown["metrics"]["val_accuracy"] == summary["metrics"]["val_accuracy"]
+
+
+def test_queue_then_worker_once_then_show(tmp_path):
+    """Queued without --wait, run by `worker --once`, then `runs show` reports it done."""
+    queued = cli(tmp_path, "train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--json")
+    assert queued.returncode == 0, queued.stderr
+    out = last_json(queued)
+    assert out["status"] == "queued" and set(out) == {"run_id", "job_id", "status"}
+    shown = last_json(cli(tmp_path, "runs", "show", str(out["run_id"]), "--json"))
+    assert shown["status"] == "queued" and shown["epochs_done"] == 0
+    worker = cli(tmp_path, "worker", "--once", "--json")
+    assert worker.returncode == 0, worker.stderr
+    assert last_json(worker)["jobs_run"] == 1
+    shown = last_json(cli(tmp_path, "runs", "show", str(out["run_id"]), "--json"))
+    assert shown["status"] == "done" and shown["epochs_done"] == 2
+    assert 0 < shown["metrics"]["val_accuracy"] <= 1
+    listed = last_json(cli(tmp_path, "runs", "list", "--json"))["runs"]
+    assert [r["run_id"] for r in listed] == [out["run_id"]]
+
+
+def test_cancel_a_queued_run(tmp_path):
+    """`runs cancel` on a queued run cancels it at once; cancelling it again is an error."""
+    out = last_json(cli(tmp_path, "train", "--dataset", "digits", "--model", "mlp", "--json"))
+    cancelled = cli(tmp_path, "runs", "cancel", str(out["run_id"]), "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert last_json(cancelled)["status"] == "cancelled"
+    assert last_json(cli(tmp_path, "runs", "show", str(out["run_id"]), "--json"))["status"] == "cancelled"
+    again = cli(tmp_path, "runs", "cancel", str(out["run_id"]))
+    assert again.returncode != 0 and again.stderr.startswith("pocketops: ")
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (("train", "--dataset", "nope", "--model", "cnn"), "nope"),
+        (("runs", "show", "999"), "999"),
+        (("datasets", "show", "nope"), "known: digits"),
+        (("datasets", "add", "/no/such/file.csv"), "/no/such/file.csv"),
+    ],
+    ids=["unknown dataset", "unknown run", "unknown dataset show", "missing file"],
+)
+def test_errors_are_one_line_on_stderr(tmp_path, argv, needle):
+    """Failures exit non-zero with one line on stderr that names the bad input; no traceback."""
+    proc = cli(tmp_path, *argv)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pocketops: ")
+    assert needle in lines[0]
+
+
+def test_bad_csv_names_row_and_column_and_keeps_the_store(tmp_path):
+    """A malformed CSV is refused with file, row, column and the value found; nothing is added."""
+    good = tmp_path / "good.csv"
+    good.write_text("a,b,label\n" + "".join(f"{i},{i * 2},{'x' if i % 2 else 'y'}\n" for i in range(20)))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,label\n1,2,x\n3,4,y\n5,oops,x\n6,7,y\n")
+    assert cli(tmp_path, "datasets", "add", str(good), "--name", "good").returncode == 0
+    before = last_json(cli(tmp_path, "datasets", "list", "--json"))
+    proc = cli(tmp_path, "datasets", "add", str(bad), "--name", "bad")
+    assert proc.returncode == 1
+    line = proc.stderr.strip()
+    assert str(bad) in line and "row 4" in line and "'b'" in line and "oops" in line
+    assert last_json(cli(tmp_path, "datasets", "list", "--json")) == before
+    shown = last_json(cli(tmp_path, "datasets", "show", "good", "--json"))
+    assert shown["rows"] == 20 and shown["classes"] == ["x", "y"]
+
+
+def test_db_flag_overrides_home(tmp_path):
+    """`--db PATH` puts the store where asked, before or after the command name."""
+    target = tmp_path / "elsewhere" / "mine.db"
+    assert cli(tmp_path / "home", "--db", str(target), "runs", "list").returncode == 0
+    assert target.exists()
+    assert cli(tmp_path / "home", "datasets", "list", "--db", str(target), "--json").returncode == 0
+    assert not (tmp_path / "home" / "pocketops.db").exists()
