@@ -267,8 +267,6 @@ class Trainer:
         torch.set_num_threads(cfg.threads or auto_threads(self.sizes["params"], _TORCH_DEFAULT_THREADS))
         torch.manual_seed(cfg.seed)
         data, train_idx = self._tensors()
-        X_tr, y_tr = data["train"]
-        n_train = len(y_tr)
         # 2. model (tabular models carry the training split's standardisation) and optimizer
         self.model_args = models.model_args(cfg.model, a.input_shape, len(a.classes), cfg.preset, a.input_dtype)
         model = models.build_model(self.model_args)
