@@ -111,6 +111,17 @@ def build(db_path: str | Path, *, live_fraction: float = 0.5) -> dict:
             else:
                 _finish_job(db, job_id, status, t_now)
             ids[f"{status}-{rec['model']}-{rec['preset']}"] = run_id
+        # Quantize and Deploy panels: the finished cnn's variants (figures recorded by
+        # benchmarks/quantization.py) and a few releases of its int8 variant.
+        from demo_variants import seed as seed_variants
+
+        from deployers.demo import seed as seed_deployments
+
+        variant_ids = seed_variants(db, db_path, ids["done-cnn-small"])
+        from store import variants as store_variants
+
+        shipped = next((v["id"] for v in map(lambda i: store_variants.get(db, i), variant_ids) if v["name"] == "int8-static"), None)
+        seed_deployments(db, shipped)
         telemetry.record(db, DEMO_WORKER, {"cpu_percent": 87.0, "ram_used_mb": 2710.0, "ram_total_mb": 5650.0,
                                            "battery_percent": 64.0, "charging": 0, "temperature_c": 38.5})
     db.conn.close()
