@@ -53,6 +53,8 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/train_overhead.py
 	$(PY) benchmarks/dashboard_startup.py
+	$(PY) benchmarks/quantization.py
+	$(PY) benchmarks/cold_start.py
 
 screenshots: install
 	$(PY) scripts/screenshots.py
