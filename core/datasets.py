@@ -155,17 +155,21 @@ def add_dataset(db, db_path, path, *, name: str | None = None, kind: str | None 
     if not _NAME_RE.match(name):
         raise DatasetError(f"dataset name {name!r} is not usable", expected="letters, digits, '.', '_' or '-' (up to 64, starting with a letter or digit)",
                            found=repr(name), hint="Pass --name")
+    if kind == "images" and not path.is_dir():
+        raise DatasetError("an image dataset is a folder with one sub-folder per class", file=str(path), found="a file")
+    if kind != "images" and path.is_dir():
+        raise DatasetError(f"a {kind} dataset is a CSV file", file=str(path), found="a folder", hint="Pass --kind images for an image folder")
     if store_datasets.by_name(db, name) is not None:
         raise DatasetError(f"a dataset named {name!r} already exists", hint="Pick another name with --name, or delete the old one")
-    if kind == "images":
-        if not path.is_dir():
-            raise DatasetError("an image dataset is a folder with one sub-folder per class", file=str(path), found="a file")
-        proc = _parse_images(path, image_size)
-    else:
-        if path.is_dir():
-            raise DatasetError(f"a {kind} dataset is a CSV file", file=str(path), found="a folder", hint="Pass --kind images for an image folder")
-        header, body = _read_csv(path)
-        proc = _parse_text(path, header, body, label_column) if kind == "text" else _parse_csv(path, header, body, label_column)
+    try:
+        if kind == "images":
+            proc = _parse_images(path, image_size)
+        else:
+            header, body = _read_csv(path)
+            proc = _parse_text(path, header, body, label_column) if kind == "text" else _parse_csv(path, header, body, label_column)
+    except OSError as exc:  # unreadable file or folder (permissions, a vanished card, ...)
+        raise DatasetError(f"cannot be read: {exc.strerror or exc}", file=str(exc.filename or path),
+                           hint="Check that the file exists and that you may read it") from None
     _check_classes(path, proc)
     return _register(db, db_path, proc, name=name, source=str(path.resolve()), kind=kind)
 
@@ -205,11 +209,13 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
                            hint="Re-save the file as UTF-8") from None
     if not text.strip():
         raise DatasetError("the file is empty", file=str(path), expected="a header row and at least two data rows", found="nothing")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: a quote opened and never closed is an error, not one cell swallowing the rest of the file
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         records = [(reader.line_num, r) for r in reader]
     except csv.Error as exc:
-        raise DatasetError(f"is not valid CSV: {exc}", file=str(path), row=reader.line_num) from None
+        raise DatasetError(f"is not valid CSV: {exc}", file=str(path), row=reader.line_num,
+                           hint='Check for a quote (") that is opened but never closed, or text right after a closing quote') from None
     records = [(n, r) for n, r in records if any(c.strip() for c in r)]
     header_row, header = records[0]
     header = [h.strip() for h in header]

@@ -22,8 +22,9 @@ class DatasetError(PocketopsError):
         if column is not None:
             where.append(f"column {column!r}")
         text = (": ".join([", ".join(where), message]) if where else message)
-        if expected is not None or found is not None:
-            text += f" (expected {expected}, found {found})"
+        said = [f"{word} {value}" for word, value in (("expected", expected), ("found", found)) if value is not None]
+        if said:
+            text += f" ({', '.join(said)})"
         if hint:
             text += f". {hint}"
         super().__init__(text)

@@ -26,7 +26,7 @@ def _dataset(db, name: str) -> dict:
     if row is None:
         known = ", ".join(d["name"] for d in store_datasets.list_all(db)) or "none"
         raise DatasetError(f"no dataset named {name!r}", found=f"known datasets: {known}",
-                           hint="add one with `pocketops datasets add PATH`")
+                           hint="Add one with `pocketops datasets add PATH`")
     return row
 
 

@@ -18,11 +18,20 @@ _BATTERY_CACHE_S = 30.0
 _battery_cache: tuple[float, dict] | None = None
 
 
+_cpu_primed = False
+CPU_FIRST_INTERVAL_S = 0.2
+
+
 def _cpu_percent() -> float | None:
+    global _cpu_primed
     import psutil
 
     try:
-        return float(psutil.cpu_percent(interval=None))
+        # psutil measures since the previous call; a process's first call has none and says 0.0,
+        # so the first reading measures over a short interval instead.
+        value = psutil.cpu_percent(interval=None if _cpu_primed else CPU_FIRST_INTERVAL_S)
+        _cpu_primed = True
+        return float(value)
     except (PermissionError, OSError, RuntimeError):
         pass
     try:  # Android fallback: load average is readable where /proc/stat is not
@@ -56,11 +65,19 @@ def _termux_battery() -> dict:
         data = json.loads(out)
     except (subprocess.TimeoutExpired, OSError, ValueError):
         return {}
-    plugged = str(data.get("plugged", "")).upper()
-    status = str(data.get("status", "")).upper()
+    if not isinstance(data, dict):
+        return {}
+    plugged = str(data.get("plugged") or "").upper()
+    status = str(data.get("status") or "").upper()
+    if status in ("CHARGING", "FULL") or plugged.startswith("PLUGGED"):
+        charging: int | None = 1
+    elif status in ("DISCHARGING", "NOT_CHARGING") or plugged == "UNPLUGGED":
+        charging = 0
+    else:  # neither field says: unknown, so a low reading never pauses on a guess
+        charging = None
     return {
         "battery_percent": _num(data.get("percentage")),
-        "charging": int(status in ("CHARGING", "FULL") or (plugged not in ("", "UNPLUGGED"))),
+        "charging": charging,
         "temperature_c": _num(data.get("temperature")),
     }
 
@@ -93,11 +110,15 @@ def _num(value) -> float | None:
         return None
 
 
-def battery() -> dict:
-    """``battery_percent``, ``charging`` (0/1) and ``temperature_c``; each None when unknown."""
+def battery(max_age: float = _BATTERY_CACHE_S) -> dict:
+    """``battery_percent``, ``charging`` (0/1) and ``temperature_c``; each None when unknown.
+
+    A reading younger than ``max_age`` seconds is reused (the Termux call takes a while);
+    a paused run asks for fresher ones, so plugging in the charger resumes it promptly.
+    """
     global _battery_cache
     t = time.monotonic()
-    if _battery_cache and t - _battery_cache[0] < _BATTERY_CACHE_S:
+    if _battery_cache and t - _battery_cache[0] < max_age:
         return dict(_battery_cache[1])
     found = {"battery_percent": None, "charging": None, "temperature_c": None}
     found.update({k: v for k, v in _psutil_battery().items() if v is not None})

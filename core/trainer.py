@@ -247,7 +247,7 @@ class Trainer:
             while time.monotonic() < deadline:
                 self.cb.check()
                 time.sleep(PAUSE_CHECK_S)
-            reading = telemetry.battery()
+            reading = telemetry.battery(max_age=PAUSE_POLL_S / 2)
             if not _low(reading, cfg.min_battery + RESUME_MARGIN):
                 break
         self.cb.on_resume()
@@ -364,17 +364,21 @@ class Trainer:
                     xb, yb = X_tr[idx], y_tr[idx]
                     logits = model(xb)
                     loss = F.cross_entropy(logits, yb)
-                    (loss / accum if accum > 1 else loss).backward()
+                    if accum > 1:
+                        # Weigh each batch by its share of its group's samples, so a group of
+                        # ``accum`` batches steps with exactly the gradient of one batch of
+                        # ``accum × batch_size`` (a short last batch included).
+                        group = b - b % accum
+                        group_n = min((group + accum) * bs, n_train) - group * bs
+                        (loss * (len(yb) / group_n)).backward()
+                    else:
+                        loss.backward()
                     pending += 1
                     seen += len(yb)
                     pt_losses.append(loss.detach())
                     pt_preds.append(logits.detach().argmax(1))
                     pt_targets.append(yb)
                     if pending == accum or b == n_batches - 1:
-                        if pending != accum:  # a short last group: scale to the mean over it
-                            for p in model.parameters():
-                                if p.grad is not None:
-                                    p.grad.mul_(accum / pending)
                         opt.step()
                         opt.zero_grad(set_to_none=True)
                         pending = 0

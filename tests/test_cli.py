@@ -76,8 +76,12 @@ def test_cancel_a_queued_run(tmp_path):
         (("runs", "show", "999"), "999"),
         (("datasets", "show", "nope"), "known: digits"),
         (("datasets", "add", "/no/such/file.csv"), "/no/such/file.csv"),
+        (("train", "--dataset", "digits", "--model", "cnn", "--epochs", "0"), "--epochs: expected 1 or more, found 0"),
+        (("runs", "show", "abc"), "invalid int value: 'abc'"),
+        (("runs",), "required: ACTION"),
     ],
-    ids=["unknown dataset", "unknown run", "unknown dataset show", "missing file"],
+    ids=["unknown dataset", "unknown run", "unknown dataset show", "missing file", "bad flag value", "bad id",
+         "missing action"],
 )
 def test_errors_are_one_line_on_stderr(tmp_path, argv, needle):
     """Failures exit non-zero with one line on stderr that names the bad input; no traceback."""
@@ -85,8 +89,8 @@ def test_errors_are_one_line_on_stderr(tmp_path, argv, needle):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pocketops: ")
-    assert needle in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("pocketops")
+    assert needle in lines[0] and "None" not in lines[0]
 
 
 def test_bad_csv_names_row_and_column_and_keeps_the_store(tmp_path):

@@ -137,11 +137,13 @@ def _csv_cases(tmp: Path):
         "not utf-8": (write(tmp / "u.csv", b"f1,label\n1,a\n2,caf\xe9\n3,b\n"), {},
                       ["u.csv", "row 3", "UTF-8", "0xe9"]),
         "infinite value": (write(tmp / "i.csv", "f1,label\n1,a\ninf,a\n3,b\n4,b\n"), {}, ["row 3", "column 'f1'", "'inf'"]),
+        "unclosed quote": (write(tmp / "q.csv", 'f1,"f2,label\n1,2,a\n3,4,b\n' + good_tail), {},
+                           ["q.csv", "not valid CSV", "unexpected end of data", "quote"]),
     }
 
 
 @pytest.mark.parametrize("case", ["non-numeric cell", "missing label column", "ragged row", "empty file", "header only",
-                                  "lonely class", "not utf-8", "infinite value"])
+                                  "lonely class", "not utf-8", "infinite value", "unclosed quote"])
 def test_malformed_csv_is_refused_precisely_and_writes_nothing(db, tmp_path, case):
     db, db_path = db
     datasets.ensure_builtin(db, db_path)
@@ -151,7 +153,29 @@ def test_malformed_csv_is_refused_precisely_and_writes_nothing(db, tmp_path, cas
         datasets.add_dataset(db, db_path, path, **kwargs)
     for part in expected:
         assert part in str(err.value), f"{part!r} not in {err.value}"
+    assert "None" not in str(err.value)
     assert snapshot(db, db_path) == before
+
+
+def test_an_unreadable_file_is_a_dataset_error_naming_it(db, tmp_path, monkeypatch):
+    """A file that cannot be read (permissions, a removed SD card) gives one DatasetError, not a traceback."""
+    db, db_path = db
+    path = write(tmp_path / "locked.csv", "f1,label\n1,a\n2,a\n3,b\n4,b\n")
+    before = snapshot(db, db_path)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(DatasetError) as err:
+        datasets.add_dataset(db, db_path, path, kind="csv")
+    assert str(err.value).startswith(f"{path}: cannot be read: Permission denied")
+    assert snapshot(db, db_path) == before
+
+
+def test_an_error_with_only_a_found_part_does_not_print_expected_none():
+    text = str(DatasetError("no dataset named 'x'", found="known datasets: digits", hint="Add one"))
+    assert text == "no dataset named 'x' (found known datasets: digits). Add one"
 
 
 def test_non_numeric_error_carries_fields(db, tmp_path):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core import datasets, telemetry, trainer
+import os
+from dataclasses import replace
+
+from core import datasets, models, telemetry, trainer
 from core.errors import ConfigError, JobStopped
 from core.trainer import Callbacks, Trainer, TrainConfig, load_checkpoint
 from store import datasets as store_datasets
@@ -113,7 +116,7 @@ def test_resume_refuses_another_dataset_or_model(digits, tmp_path):
 def test_low_battery_pauses_until_charging(digits, tmp_path, monkeypatch):
     readings = iter([{"battery_percent": 12.0, "charging": 0}] * 2 + [{"battery_percent": 13.0, "charging": 1}])
     last = {"battery_percent": 13.0, "charging": 1}
-    monkeypatch.setattr(telemetry, "battery", lambda: next(readings, last))
+    monkeypatch.setattr(telemetry, "battery", lambda **_: next(readings, last))
     monkeypatch.setattr(trainer, "PAUSE_POLL_S", 0.05)
     rec = Recorder()
     summary = Trainer(cfg(epochs=1, preset="tiny", min_battery=20), digits, tmp_path / "ck", rec).fit()
@@ -149,3 +152,72 @@ def test_config_round_trips_and_rejects_unknown_settings():
 def test_a_diverging_run_stops_with_the_reason(digits, tmp_path):
     with pytest.raises(ConfigError, match=r"loss became (nan|inf) at step \d+ \(epoch 1\); lower the learning rate \(now 1e\+08\)"):
         Trainer(cfg(epochs=1, preset="tiny", lr=1e8), digits, tmp_path / "ck").fit()
+
+
+def _subset_with_short_last_group(digits, group: int, short: int):
+    """The first N digits, N chosen so the training split leaves ``short`` samples over a multiple of ``group``."""
+    for n in range(120, 400):
+        sub = replace(digits, X=digits.X[:n], y=digits.y[:n])
+        n_train = len(datasets.split_indices(sub.y)[0])
+        if n_train % group == short:
+            return sub, n_train
+    raise AssertionError("no subset found")
+
+
+def test_accumulation_steps_with_the_gradient_of_one_big_batch(digits, tmp_path, monkeypatch):
+    """batch 4 × accum 2 trains exactly like batch 8 (the last group: a batch of 4 and a batch of 1)."""
+    monkeypatch.setattr(models, "DROPOUT", 0.0)  # dropout masks differ between the two runs
+    sub, n_train = _subset_with_short_last_group(digits, group=8, short=5)
+    big = Trainer(cfg(epochs=1, batch_size=8, accum=1, preset="tiny"), sub, tmp_path / "big")
+    small = Trainer(cfg(epochs=1, batch_size=4, accum=2, preset="tiny"), sub, tmp_path / "small")
+    s_big, s_small = big.fit(), small.fit()
+    assert s_big["steps"] == s_small["steps"] == -(-n_train // 8)  # one optimizer step per group
+    a = trainer.read_checkpoint(tmp_path / "big" / "last.pt")["state_dict"]
+    b = trainer.read_checkpoint(tmp_path / "small" / "last.pt")["state_dict"]
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    plain = Trainer(cfg(epochs=1, batch_size=4, accum=1, preset="tiny"), sub, tmp_path / "plain").fit()
+    assert plain["steps"] == -(-n_train // 4)  # without accumulation: a step per batch
+
+
+def test_fake_termux_battery_pauses_and_charging_resumes(digits, tmp_path, monkeypatch):
+    """A `termux-battery-status` on PATH saying 12 %, unplugged pauses the run; 'CHARGING' resumes it within seconds."""
+    state = tmp_path / "battery.json"
+    state.write_text('{"percentage": 12, "plugged": "UNPLUGGED", "status": "DISCHARGING", "temperature": 31.5}')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "termux-battery-status"
+    fake.write_text(f"#!/bin/sh\ncat '{state}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    telemetry._termux_battery_cmd.cache_clear()
+    monkeypatch.setattr(telemetry, "_battery_cache", None)
+    monkeypatch.setattr(trainer, "PAUSE_POLL_S", 0.4)
+    assert telemetry.battery()["charging"] == 0 and telemetry.sample()["temperature_c"] == 31.5
+
+    class PlugInWhilePaused(Recorder):
+        def on_pause(self, reason):
+            super().on_pause(reason)
+            state.write_text('{"percentage": 12, "plugged": "PLUGGED_USB", "status": "CHARGING"}')
+
+    rec = PlugInWhilePaused()
+    try:
+        summary = Trainer(cfg(epochs=1, preset="tiny", min_battery=20), digits, tmp_path / "ck", rec).fit()
+    finally:
+        telemetry._termux_battery_cmd.cache_clear()
+    assert [e[0] for e in rec.events][:3] == ["start", "pause", "resume"]
+    assert rec.events[1][1] == "battery at 12% and not charging (minimum 20%)"
+    assert summary["epochs_done"] == 1
+
+
+def test_termux_battery_without_plug_fields_is_not_assumed_discharging(tmp_path, monkeypatch):
+    """A reading that does not say whether it charges never pauses a run on a guess."""
+    fake = tmp_path / "termux-battery-status"
+    fake.write_text("#!/bin/sh\necho '{\"percentage\": 5}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(telemetry, "_termux_battery_cmd", lambda: str(fake))
+    monkeypatch.setattr(telemetry, "_psutil_battery", lambda: {})
+    monkeypatch.setattr(telemetry, "_battery_cache", None)
+    reading = telemetry.battery()
+    assert reading["battery_percent"] == 5 and reading["charging"] is None
+    assert not trainer._low(reading, 20)

@@ -121,3 +121,54 @@ def _wait(cond, timeout: float = 10.0):
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+# -- device telemetry (what the worker records every few seconds) --------------------------
+
+def test_android_permission_errors_become_unknown_or_fallbacks(monkeypatch):
+    """Termux: /proc/stat denied, no battery sensors, no Termux:API. CPU falls back to the load
+    average; what nothing tells is None (shown as unknown); no PermissionError escapes."""
+    import psutil
+
+    from core import telemetry
+
+    def denied(*_a, **_k):
+        raise PermissionError(13, "Permission denied", "/proc/stat")
+
+    for name in ("cpu_percent", "virtual_memory", "sensors_battery"):
+        monkeypatch.setattr(psutil, name, denied)
+    monkeypatch.delattr(psutil, "sensors_temperatures", raising=False)  # absent on Android builds
+    monkeypatch.setattr(telemetry, "_termux_battery_cmd", lambda: None)
+    monkeypatch.setattr(telemetry, "_battery_cache", None)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    reading = telemetry.sample()
+    assert reading == {"cpu_percent": 25.0, "ram_used_mb": None, "ram_total_mb": None,
+                       "battery_percent": None, "charging": None, "temperature_c": None}
+
+
+def test_first_cpu_reading_is_measured_not_psutils_placeholder(monkeypatch):
+    """psutil's first cpu_percent(None) in a process is a meaningless 0.0: the first reading measures an interval."""
+    import psutil
+
+    from core import telemetry
+
+    calls = []
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None: calls.append(interval) or 37.0)
+    monkeypatch.setattr(telemetry, "_cpu_primed", False)
+    assert telemetry._cpu_percent() == 37.0 and telemetry._cpu_percent() == 37.0
+    assert calls[0] and calls[0] > 0 and calls[1] is None
+
+
+def test_a_hanging_termux_battery_call_times_out_as_unknown(tmp_path, monkeypatch):
+    """`termux-battery-status` can hang (Termux:API app not installed): it is cut off and reads as unknown."""
+    from core import telemetry
+
+    fake = tmp_path / "termux-battery-status"
+    fake.write_text("#!/bin/sh\nsleep 30\necho {}\n")  # a child process holds the pipe
+    fake.chmod(0o755)
+    monkeypatch.setattr(telemetry, "_termux_battery_cmd", lambda: str(fake))
+    monkeypatch.setattr(telemetry, "BATTERY_TIMEOUT_S", 0.3)
+    t0 = time.monotonic()
+    assert telemetry._termux_battery() == {}
+    assert time.monotonic() - t0 < 3

@@ -19,8 +19,15 @@ from tui import commands
 from tui.commands._common import CliError, add_global_options
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (the headless contract), not usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def _base_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pocketops",
         description="ML ops from the phone in your pocket. Without a command: open the dashboard.",
     )
