@@ -206,7 +206,7 @@ class CloudRunFunctionDeployer:
             notes=[f"function {name} in {project}/{region}, runtime {RUNTIME}, {DEFAULT_MEMORY}",
                    "public: anyone may call it" if options.get("public") else
                    "private: callers need `Authorization: Bearer $(gcloud auth print-identity-token)` "
-                   "(deploy with public=True for a public demo)",
+                   "(deploy with --public for a public demo)",
                    f"source zip {zipped} bytes",
                    f"cost assumes {estimate.assumptions}; free tier: "
                    f"{pricing.free_tier_requests(traffic):,.0f} requests/month at this latency",

@@ -73,12 +73,7 @@ class LocalDeployer:
             release = self._start(bundle.path, host, port, api_key, workdir)
         except DeployError as exc:
             if clash:
-                try:
-                    self._start(Path(prev_meta["bundle"]), prev_meta.get("host", host), port, api_key,
-                                Path(prev_meta.get("workdir") or workdir))
-                except DeployError as again:
-                    raise DeployError(f"{exc}; restarting the previous release also failed: {again}") from exc
-                raise DeployError(f"{exc} (the previous release was restarted on port {port})") from exc
+                raise self._restart(prev_meta, host, port, api_key, workdir, exc, "previous") from exc
             raise
         if prev_alive and not clash:
             _terminate(prev_meta["pid"])  # superseded: the new release serves on its own port now
@@ -87,32 +82,58 @@ class LocalDeployer:
     def status(self, deployment: dict) -> Release:
         meta = deployment.get("meta") or {}
         url = deployment.get("url")
-        if not _alive(meta.get("pid"), meta.get("bundle")):
-            return Release("stopped", url, {"reason": f"process {meta.get('pid')} is not running"})
+        members = _members(meta.get("pid"), meta.get("bundle"))
+        if not members:
+            return Release("stopped", url, {"reason": f"process {meta.get('pid')} is not running", "supervised": None})
+        # The supervisor may be gone (killed with signal 9) while its server still serves.
+        supervised = int(meta["pid"]) in members
+        reason = None if supervised else (f"its supervisor (pid {meta['pid']}) was killed: the server still answers "
+                                          "but is not restarted if it dies; deploy again or roll back to supervise it")
         try:
             _, ms = _request(url, "/health", timeout=3)
         except DeployError as exc:
-            return Release("failed", url, {"reason": str(exc)})
-        return Release("running", url, {}, health_latency_ms=ms)
+            return Release("failed", url, {"reason": str(exc), "supervised": supervised})
+        return Release("running", url, {"reason": reason, "supervised": supervised}, health_latency_ms=ms)
 
     def rollback(self, current: dict, previous: dict, previous_bundle: Bundle) -> Release:
         meta = current.get("meta") or {}
         host = meta.get("host") or DEFAULT_HOST
         port = int(meta.get("port") or (previous.get("meta") or {}).get("port") or DEFAULT_PORT)
-        api_key = os.environ.get(KEY_ENV) or _key_of(meta.get("server_pid")) or None
+        api_key = os.environ.get(KEY_ENV) or _key_of(meta.get("pid"), meta.get("server_pid")) or None
         if not is_loopback(host) and not api_key:
             raise DeployError(f"rolling back a server on {host} needs its API key: set {KEY_ENV}")
         _preflight(previous_bundle)
-        if _alive(meta.get("pid"), meta.get("bundle")):
-            _terminate(meta["pid"])
         workdir = Path((previous.get("meta") or {}).get("workdir") or tempfile.mkdtemp(prefix="pocketops-local-"))
-        return self._start(previous_bundle.path, host, port, api_key, workdir)
+        running = _alive(meta.get("pid"), meta.get("bundle"))
+        if running:
+            _terminate(meta["pid"])
+        try:
+            return self._start(previous_bundle.path, host, port, api_key, workdir)
+        except DeployError as exc:
+            if running and meta.get("bundle"):
+                raise self._restart(meta, host, port, api_key, workdir, exc, "current") from exc
+            raise
+
+    def _restart(self, meta: dict, host: str, port: int, api_key: str | None, workdir: Path,
+                 exc: DeployError, which: str) -> DeployError:
+        """Start the release that stepped aside again; the error to raise, carrying its new pid/port."""
+        try:
+            again = self._start(Path(meta["bundle"]), meta.get("host", host), port, api_key,
+                                Path(meta.get("workdir") or workdir))
+        except DeployError as failed:
+            return DeployError(f"{exc}; restarting the {which} release also failed: {failed}")
+        error = DeployError(f"{exc} (the {which} release was restarted on port {port})")
+        error.restored = again  # service records its new pid on that release's row
+        return error
 
     def stop(self, deployment: dict) -> Release:
         meta = deployment.get("meta") or {}
         if _alive(meta.get("pid"), meta.get("bundle")):
             _terminate(meta["pid"])
-        return Release("stopped", deployment.get("url"), {"stopped_pid": meta.get("pid")})
+        if _alive(meta.get("pid"), meta.get("bundle")):
+            raise DeployError(f"the server (process group {meta.get('pid')}) did not stop; kill it with "
+                              f"`kill -9 -{meta.get('pid')}`")
+        return Release("stopped", deployment.get("url"), {"stopped_pid": meta.get("pid"), "reason": None})
 
     # -- process -------------------------------------------------------------------------
     def _start(self, bundle_dir: Path, host: str, port: int, api_key: str | None, workdir: Path) -> Release:
@@ -222,71 +243,80 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _alive(pid, bundle: str | None = None) -> bool:
-    """True if ``pid`` runs and (where /proc tells) is a pocketops server, not a recycled pid."""
-    if not pid:
-        return False
-    pid = int(pid)
+def _members(pgid, bundle: str | None = None) -> list[int]:
+    """Pids of our server processes (supervisor, server) in process group ``pgid``.
+
+    A deploy starts the supervisor in a new session, so its pid is the group id; the server
+    it runs stays in that group even when the supervisor is killed (signal 9), which is how a
+    release remains visible and stoppable then. Pids are checked against the bundle in their
+    command line, so a recycled pid or group id is never taken for ours.
+    """
+    if not pgid:
+        return []
+    pgid = int(pgid)
     try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child (else it lingers as a zombie)
+        os.waitpid(pgid, os.WNOHANG)  # reap it if it is our own exited child (else it lingers as a zombie)
     except ChildProcessError:
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # someone else's process now holds that pid
-    proc = Path(f"/proc/{pid}")
-    if proc.exists():
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():  # no /proc: the kernel still knows the group
         try:
-            if (proc / "stat").read_text().split(")")[-1].split()[0] == "Z":
-                return False
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            return True
-        return "server.py" in cmdline and (bundle is None or str(bundle) in cmdline)
-    return True
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _ppid, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            if int(group) != pgid or state == "Z":
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except (OSError, ValueError):
+            continue  # exited meanwhile, or not ours to read
+        if "server.py" in cmdline and (bundle is None or str(bundle) in cmdline):
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid, bundle: str | None = None) -> bool:
+    """True if the release started as process group ``pid`` still has a server process of ours."""
+    return bool(_members(pid, bundle))
 
 
 def _terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the server's process group (supervisor + server), SIGKILL if it lingers."""
+    """SIGTERM the release's process group (supervisor + server), SIGKILL if it lingers."""
     pid = int(pid)
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return
-    if pgid != pid:
-        pgid = None  # not a group leader we started: signal only the pid itself
-    kill = (lambda sig: os.killpg(pgid, sig)) if pgid else (lambda sig: os.kill(pid, sig))
-    try:
-        kill(signal.SIGTERM)
-    except ProcessLookupError:
-        return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
+    for sig, until in ((signal.SIGTERM, deadline), (signal.SIGKILL, deadline + 2)):
+        if not _members(pid):
             return
-        time.sleep(0.02)
-    try:
-        kill(signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    while _alive(pid) and time.monotonic() < deadline + 2:
-        time.sleep(0.02)
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError as exc:
+            raise DeployError(f"not allowed to stop process group {pid} ({exc.strerror}); it is not ours") from None
+        while time.monotonic() < until:
+            if not _members(pid):
+                return
+            time.sleep(0.02)
 
 
-def _key_of(pid) -> str | None:
+def _key_of(*pids) -> str | None:
     """The API key a running server of ours got by environment (same user only; never stored)."""
-    if not pid:
-        return None
-    try:
-        raw = Path(f"/proc/{int(pid)}/environ").read_bytes()
-    except OSError:
-        return None
-    for item in raw.split(b"\0"):
-        if item.startswith(KEY_ENV.encode() + b"="):
-            return item.split(b"=", 1)[1].decode("utf-8", "replace")
+    for pid in [*pids, *(m for p in pids if p for m in _members(p))]:
+        if not pid:
+            continue
+        try:
+            raw = Path(f"/proc/{int(pid)}/environ").read_bytes()
+        except OSError:
+            continue
+        for item in raw.split(b"\0"):
+            if item.startswith(KEY_ENV.encode() + b"="):
+                return item.split(b"=", 1)[1].decode("utf-8", "replace")
     return None
 
 

@@ -82,7 +82,7 @@ def deploy(db, db_path, variant_id: int, target: str, options: dict, deployer: D
     name = line_name(target, options)
     row = store_deployments.create(db, variant_id=variant_id, target=target, name=name,
                                    meta={"options": public_options(options)})
-    events.log(db, "info", "deploy", f"deployment {row['id']}: {target} {name} v{row['version']} of variant {variant_id} started")
+    events.log(db, "info", "deploy", f"deployment {row['id']}: {label(row)} of variant {variant_id} started")
     previous = store_deployments.live(db, target, name, exclude_id=row["id"])
     try:
         bundle = build_bundle(db, db_path, variant_id)
@@ -116,17 +116,18 @@ def status(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
 def rollback(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
     """Serve the release before ``deployment_id`` again, as a new row (version + 1)."""
     current = _get(db, deployment_id)
+    _only_the_serving_release(db, current, "roll back")
     previous = store_deployments.previous_served(db, current["target"], current["name"], current["id"])
     if previous is None:
-        raise DeployError(f"deployment {deployment_id} ({current['target']} {current['name']} v{current['version']}) "
+        raise DeployError(f"deployment {deployment_id} ({label(current)}) "
                           f"has no earlier successful release to roll back to")
     deployer = deployer or registry.get(current["target"])
     previous_bundle = _bundle_of(db, previous)
     row = store_deployments.create(
         db, variant_id=previous["variant_id"], target=current["target"], name=current["name"],
         meta={"rolled_back_from": current["id"], "restores": previous["id"], "restores_version": previous["version"]})
-    events.log(db, "info", "deploy", f"deployment {row['id']}: rollback of {current['target']} {current['name']} "
-                                     f"v{current['version']} to v{previous['version']} started")
+    events.log(db, "info", "deploy", f"deployment {row['id']}: rollback of {label(current)} "
+                                     f"to v{previous['version']} started")
     try:
         release = deployer.rollback(current, previous, previous_bundle)
     except Exception as exc:
@@ -137,6 +138,7 @@ def rollback(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
 
 def stop(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
     row = _get(db, deployment_id)
+    _only_the_serving_release(db, row, "stop")
     deployer = deployer or registry.get(row["target"])
     try:
         release = deployer.stop(row)
@@ -144,12 +146,31 @@ def stop(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
         raise
     except Exception as exc:
         raise DeployError(f"stop of deployment {deployment_id} failed: {type(exc).__name__}: {scrub(str(exc))}") from exc
-    events.log(db, "info", "deploy", f"deployment {deployment_id}: {row['target']} {row['name']} v{row['version']} stopped")
+    events.log(db, "info", "deploy", f"deployment {deployment_id}: {label(row)} stopped")
     return store_deployments.update(db, deployment_id, status=release.status or "stopped",
                                     meta={**_clean_meta(release.meta), "stopped_from": row["status"]})
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+def label(row: dict) -> str:
+    """``local v3`` / ``spaces-static me/digits v2``: the target, its line name when it has one, the version."""
+    name = f" {row['name']}" if row.get("name") and row["name"] != row["target"] else ""
+    return f"{row['target']}{name} v{row['version']}"
+
+
+def _only_the_serving_release(db, row: dict, action: str) -> None:
+    """Refuse to act on an older row while another release of its line serves.
+
+    An old row still names the same Space, function or port: stopping it would pause the Space
+    or delete the function that serves the newer release; rolling it back would start a
+    second server beside the serving one.
+    """
+    serving = store_deployments.live(db, row["target"], row["name"])
+    if serving is not None and serving["id"] != row["id"]:
+        raise DeployError(f"deployment {row['id']} ({label(row)}) is {row['status']}, not the release serving "
+                          f"{row['name']}: #{serving['id']} v{serving['version']} is; {action} #{serving['id']} instead")
+
 
 def _get(db, deployment_id: int) -> dict:
     row = store_deployments.get(db, int(deployment_id))
@@ -180,7 +201,7 @@ def _succeeded(db, row: dict, release: Release, bundle: Bundle, *, superseded: l
                 store_deployments.update(db, old["id"], status="superseded", meta={"superseded_by": row["id"]})
         if rolled_back is not None:
             store_deployments.update(db, rolled_back["id"], status="rolled-back", meta={"rolled_back_by": row["id"]})
-    events.log(db, "info", "deploy", f"deployment {row['id']}: {row['target']} {row['name']} v{row['version']} "
+    events.log(db, "info", "deploy", f"deployment {row['id']}: {label(row)} "
                                      f"{release.status}" + (f" at {release.url}" if release.url else ""))
     return store_deployments.get(db, row["id"])
 
@@ -194,7 +215,12 @@ def _failed(db, row: dict, exc: BaseException, options: dict, serving: dict | No
         events.log(db, "error", "deploy", scrub(traceback.format_exc(), options))  # a bug: keep the whole trace
     reason = scrub(reason, options)
     store_deployments.update(db, row["id"], status="failed", error=reason)
+    restored = getattr(exc, "restored", None)
+    if restored is not None and serving is not None:
+        # The serving release stepped aside and was started again: record where it runs now.
+        store_deployments.update(db, serving["id"], status=restored.status, url=restored.url,
+                                 health_latency_ms=restored.health_latency_ms, meta=_clean_meta(restored.meta))
     tail = f"; v{serving['version']} keeps serving" if serving else ""
-    message = f"deployment {row['id']} ({row['target']} {row['name']} v{row['version']}) failed: {reason}{tail}"
+    message = f"deployment {row['id']} ({label(row)}) failed: {reason}{tail}"
     events.log(db, "error", "deploy", message)
     return DeployError(message)

@@ -130,7 +130,8 @@ class _SpaceDeployer:
             files = listing(Path(tmp))
         estimate = self._estimate(options)
         repo = options.get("repo_id") or options.get("space_id") or f"<your user>/{self.default_name}"
-        notes = [f"Space: {repo} (sdk: {self.sdk})", f"cost: {estimate.assumptions}"]
+        notes = [f"Space: {repo} (sdk: {self.sdk})", f"cost: {estimate.assumptions}"
+                 + (", plus the paid plan itself (not included)" if self.sdk == "docker" else "")]
         hub = self._hub_or_none()
         if hub is not None:
             notes.append("token: found" if (self._token or hub.get_token()) else f"token: none found; {LOGIN_HINT}")

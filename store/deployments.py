@@ -96,12 +96,14 @@ def previous_served(db: Database, target: str, name: str, before_id: int) -> dic
 
 
 def latest_per_line(db: Database) -> list[dict]:
-    """The newest release of every line, ordered by target then name (the Deploy panel's rows)."""
+    """One release per line, ordered by target then id (the Deploy panel's rows): the one serving
+    (running or sleeping) if any, else the newest. A failed attempt after it does not hide what serves."""
     found = rows(
         db,
         """SELECT d.* FROM deployments d JOIN (
-               SELECT MAX(id) AS id FROM deployments
-               GROUP BY target, COALESCE(json_extract(meta, '$.name'), target)) newest ON newest.id = d.id
+               SELECT COALESCE(MAX(CASE WHEN status IN ('running', 'sleeping') THEN id END), MAX(id)) AS id
+               FROM deployments
+               GROUP BY target, COALESCE(json_extract(meta, '$.name'), target)) pick ON pick.id = d.id
            ORDER BY d.target, d.id""",
     )
     return [_decode(r) for r in found]

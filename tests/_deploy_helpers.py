@@ -85,3 +85,91 @@ def digits_samples(n: int = 5, start: int = 0) -> np.ndarray:
 
     with np.load(BUILTIN_FILE) as data:
         return data["images"][start:start + n].astype(np.float32)[:, None]
+
+
+# -- a tabular and a text variant, through real datasets (for the static page and the server) --------
+
+FLOWERS = ("setosa", "versicolor", "virginica")
+FLOWER_CENTRES = ((5.0, 3.4, 1.5, 0.2), (5.9, 2.8, 4.3, 1.3), (6.6, 3.0, 5.5, 2.0))
+REVIEW_WORDS = {"neg": ("awful", "hate", "terrible", "bad", "sad"), "pos": ("great", "love", "wonderful", "nice", "happy")}
+
+
+def _register_variant(db, path: Path, name: str, dataset: str) -> int:
+    row = {"run_id": None, "name": name, "path": str(path), "sha256": sha256_file(path),
+           "size_bytes": path.stat().st_size, "status": "built", "bench": "{}",
+           "meta": json.dumps({"dataset": dataset}), "created_at": store.now()}
+    return db["variants"].insert(row).last_pk
+
+
+def make_tabular_variant(db, db_path: Path) -> int:
+    """A 4-feature, 3-class CSV dataset ("flowers") and a nearest-centre linear model of it."""
+    import csv
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from core.datasets import add_dataset
+
+    folder = Path(db_path).parent / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    with open(folder / "flowers.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sepal_len", "sepal_wid", "petal_len", "petal_wid", "species"])
+        for i in range(90):
+            centre = FLOWER_CENTRES[i % 3]
+            writer.writerow([round(c + rng.normal(0, 0.2), 2) for c in centre] + [FLOWERS[i % 3]])
+    add_dataset(db, db_path, folder / "flowers.csv", name="flowers", label_column="species")
+    C = np.array(FLOWER_CENTRES, dtype=np.float32)
+    W, b = (2 * C).T.copy(), -(C * C).sum(1)      # logits = -|x - c|^2 + |x|^2
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["input", "W", "b"], ["logits"])], "flowers",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(W, "W"), numpy_helper.from_array(b.astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = Path(db_path).parent / "models" / "flowers-fp32.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return _register_variant(db, path, "fp32", "flowers")
+
+
+def make_text_variant(db, db_path: Path) -> int:
+    """A text CSV dataset ("reviews", neg/pos) and a bag-of-bytes model: int64 token ids in, 2 logits out."""
+    import csv
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from core.datasets import add_dataset
+
+    folder = Path(db_path).parent / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    with open(folder / "reviews.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(60):
+            label = ("neg", "pos")[i % 2]
+            a, b = rng.choice(REVIEW_WORDS[label], 2, replace=False)
+            writer.writerow([f"it was {a} and {b}", label])
+    dataset = add_dataset(db, db_path, folder / "reviews.csv", name="reviews", kind="text")
+    max_len = int(dataset["meta"]["max_len"] if isinstance(dataset.get("meta"), dict) else json.loads(dataset["meta"])["max_len"])
+    # Each byte votes by how much more often it occurs in the positive words than in the negative ones.
+    share = {label: np.bincount(np.frombuffer("".join(words).encode(), np.uint8), minlength=256) / len("".join(words))
+             for label, words in REVIEW_WORDS.items()}
+    emb = np.zeros((258, 2), dtype=np.float32)
+    emb[1:257, 1] = 20 * (share["pos"] - share["neg"])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["E", "input"], ["votes"]),
+         helper.make_node("ReduceSum", ["votes", "axes"], ["logits"], keepdims=0)], "reviews",
+        [helper.make_tensor_value_info("input", TensorProto.INT64, ["batch", max_len])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(emb, "E"), numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = Path(db_path).parent / "models" / "reviews-fp32.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return _register_variant(db, path, "fp32", "reviews")

@@ -14,7 +14,7 @@ from deployers.bundle import build_bundle
 from deployers.runtime.predictor import InputError, Predictor
 from store import artifacts
 from store import deployments as store_deployments
-from tests._deploy_helpers import digits_samples, make_variant
+from tests._deploy_helpers import digits_samples, make_text_variant, make_variant
 
 
 @pytest.fixture()
@@ -97,3 +97,33 @@ def test_unknown_or_changed_variant_is_a_clear_error(tmp_path):
         handle.write(b"\0")
     with pytest.raises(DeployError, match="changed since it was built"):
         build_bundle(db, db_path, vid)
+
+
+def test_predictor_takes_digits_as_8x8_grids(built):
+    """A digit written as an 8x8 grid (no channel axis), or a batch of them, is what a person sends."""
+    _db, _p, _v, bundle = built
+    predictor = Predictor(bundle.path)
+    raw = digits_samples(3)                                    # (3, 1, 8, 8)
+    expected = predictor.predict(raw.tolist())
+    grids = predictor.predict(raw[:, 0].tolist())              # (3, 8, 8)
+    assert grids["probabilities"] == expected["probabilities"]
+    one = predictor.predict(raw[1, 0].tolist())                # (8, 8)
+    assert one["probabilities"] == expected["probabilities"][1:2]
+    with pytest.raises(InputError, match=r"expected \[1, 8, 8\], \[8, 8\] or 64 flat values"):
+        predictor.predict(np.zeros((3, 8, 7)).tolist())
+
+
+def test_text_predictor_takes_strings_and_measures_drift(tmp_path):
+    db_path = tmp_path / "t.db"
+    db = store.connect(db_path)
+    bundle = build_bundle(db, db_path, make_text_variant(db, db_path))
+    predictor = Predictor(bundle.path)
+    assert predictor.predict("happy nice")["labels"] == ["pos"]  # one text, not in a list
+    like = Predictor(bundle.path)
+    like.predict(["it was nice and great", "it was bad and sad"])
+    stats = like.stats()
+    # Texts like the training ones are near the reference; other bytes (digits, symbols) are far.
+    assert stats["distance"]["window"] == 2 and stats["distance"]["ratio"] is not None
+    other = Predictor(bundle.path)
+    other.predict(["0123456789 #$%&*+/<=>?@", "zzzz qqqq xxxx 9999 ...."])
+    assert stats["distance"]["ratio"] < 1.5 and other.stats()["distance"]["ratio"] > 3 * stats["distance"]["ratio"]

@@ -133,3 +133,16 @@ def test_worker_runs_deploy_jobs(home):
     stop = jobs.enqueue(db, "deploy", {"action": "stop", "deployment_id": done["result"]["deployment_id"]})
     Worker(db_path).run(once=True)
     assert jobs.get(db, stop)["result"]["status"] == "stopped"
+
+
+def test_two_models_served_side_by_side_with_names(home):
+    """--name starts another line: deploying a second model does not replace the first."""
+    one = json.loads(cli(home, "deploy", "1", "--target", "local", "--port", "0", "--json").stdout)
+    two = cli(home, "deploy", "2", "--target", "local", "--name", "int8-demo", "--port", "0", "--json")
+    assert two.returncode == 0, two.stderr
+    two = json.loads(two.stdout)
+    assert (two["version"], two["status"]) == (1, "running") and two["url"] != one["url"]
+    listed = {r["deployment_id"]: (r["name"], r["status"]) for r in json.loads(cli(home, "deployments", "list", "--json").stdout)}
+    assert listed == {one["deployment_id"]: ("local", "running"), two["deployment_id"]: ("int8-demo", "running")}
+    wrong = cli(home, "deploy", "1", "--target", "gcp", "--name", "x", "--dry-run")
+    assert wrong.returncode == 1 and "--name is for --target local" in wrong.stderr

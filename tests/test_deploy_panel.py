@@ -64,7 +64,8 @@ def test_detail_lines_mask_secrets_and_show_history(seeded):
     assert lines[-1] == "history: v2 running, v1 superseded"
     plan = {"target": "local", "files": [{"path": "a", "size_bytes": 2048}], "estimated_monthly_cost_usd": 0.0,
             "requirements": ["onnxruntime"], "notes": []}
-    assert render_plan(plan).splitlines()[:3] == ["local: 1 files, 2.0 KB", "cost ≈ $0.00/month", "needs: onnxruntime"]
+    assert render_plan(plan).splitlines()[:4] == ["local: 1 files, 2.0 KB", "  a  2.0 KB", "cost ≈ $0.00/month",
+                                                  "needs: onnxruntime"]
 
 
 @pytest.mark.parametrize("size", [PHONE, LAPTOP], ids=["40x20", "120x40"])
@@ -91,6 +92,7 @@ async def test_panel_lists_lines_and_stop_asks_first(seeded, size):
         assert deploy_jobs(db)[0]["payload"] == {"action": "stop", "deployment_id": cur["id"]}
         await pilot.press("r")
         await pilot.pause()
+        assert "Roll back local v2 to v1 (variant 1)?" in str(app.screen.query_one(".dialog-question").render())
         await pilot.click("#yes")  # a tap works as well as a key
         await wait_for(pilot, lambda: len(deploy_jobs(db)) == 2)
         assert deploy_jobs(db)[0]["payload"] == {"action": "rollback", "deployment_id": cur["id"]}
@@ -114,7 +116,11 @@ async def test_deploy_form_shows_the_plan_before_deploying(seeded):
         await wait_for(pilot, lambda: not dialog.query_one("#deploy-button").disabled, timeout=20)
         runner.join()
         plan_text = str(dialog.query_one("#plan").render())
-        assert "local: 5 files" in plan_text and "$0.00/month" in plan_text
+        assert "local: 5 files" in plan_text and "$0.00/month" in plan_text and "model.onnx" in plan_text
+        # All three buttons fit the phone's 40 columns, so each can be tapped.
+        for button in ("#plan-button", "#deploy-button", "#cancel"):
+            region = dialog.query_one(button).region
+            assert region.right <= PHONE[0] and region.width >= 4, (button, region)
         await pilot.click("#deploy-button")
         await wait_for(pilot, lambda: len(deploy_jobs(db)) == 2)
         assert deploy_jobs(db)[0]["payload"] == {"action": "deploy", "variant_id": 1, "target": "local", "options": {}}
@@ -126,3 +132,24 @@ def test_panel_imports_no_onnxruntime_torch_or_onnx():
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'deployers.service') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_a_failed_attempt_does_not_hide_the_release_that_serves(seeded):
+    """v3 failed after v2: the line shows v2 running (what to roll back or stop) and says why v3 failed."""
+    db, db_path, cur = seeded
+    failed = store_deployments.create(db, variant_id=cur["variant_id"], target="local", name="local")
+    store_deployments.update(db, failed["id"], status="failed", error="port 8765 is taken")
+    app = make_app(db_path, poll_interval=0.2, sample_device=False)
+    async with app.run_test(size=PHONE) as pilot:
+        await pilot.press("p")
+        panel = app.query_one("#panel-deploy")
+        await wait_for(pilot, lambda: len(panel.rows) == 2)
+        table = app.query_one("#deploy-table")
+        assert table.get_row_at(0)[:3] == ["local", "v2", "running"]
+        summary = str(app.query_one("#deploy-summary").render())
+        assert "last attempt v3 failed: port 8765 is taken" in summary
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_for(pilot, lambda: deploy_jobs(db))
+        assert deploy_jobs(db)[0]["payload"] == {"action": "stop", "deployment_id": cur["id"]}

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import store
 from deployers import service
 from deployers.base import DeployError
 from deployers.bundle import build_bundle
-from deployers.local import _alive
+from deployers.local import LocalDeployer, _alive, _members
 from deployers.runtime.predictor import Predictor
 from store import deployments as store_deployments
 from tests._deploy_helpers import digits_samples, make_variant
@@ -58,9 +59,20 @@ def test_server_answers_like_onnxruntime_and_survives_bad_requests(env, monkeypa
     samples = digits_samples(8, start=100)
     status, got = call(url, "POST", "/v1/predict", json.dumps({"inputs": samples.tolist()}).encode(), auth)
     assert status == 200
-    expected = Predictor(row["meta"]["bundle"]).predict(samples.tolist())
-    np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-6)
-    assert got["labels"] == expected["labels"]
+    # Equal to onnxruntime run in this process on the same model (pixels 0..16 scaled by 1/16).
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(Path(row["meta"]["bundle"]) / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": samples / np.float32(16)})[0].astype(np.float64)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(got["probabilities"], expected, atol=1e-6)
+    assert got["labels"] == [str(i) for i in expected.argmax(1)]
+    # Digits written as 8x8 grids, one or a batch, are taken as well.
+    status, grids = call(url, "POST", "/v1/predict", json.dumps({"inputs": samples[:3, 0].tolist()}).encode(), auth)
+    assert status == 200 and grids["labels"] == got["labels"][:3]
+    status, one = call(url, "POST", "/v1/predict", json.dumps({"inputs": samples[4, 0].tolist()}).encode(), auth)
+    assert status == 200 and one["labels"] == got["labels"][4:5]
 
     bad = [
         ("POST", "/v1/predict", b"{not json", auth, 400, "not valid JSON"),
@@ -70,6 +82,9 @@ def test_server_answers_like_onnxruntime_and_survives_bad_requests(env, monkeypa
         ("POST", "/v1/predict", json.dumps({"inputs": samples.tolist()}).encode(), {"X-API-Key": "wrong"}, 401, "X-API-Key"),
         ("GET", "/v1/stats", None, {}, 401, "X-API-Key"),
         ("GET", "/nope", None, auth, 404, "no route"),
+        ("GET", "/v1/predict", None, auth, 405, "use POST"),
+        ("PUT", "/v1/predict", b"{}", auth, 405, "not allowed"),
+        ("DELETE", "/health", None, auth, 405, "use GET"),
     ]
     for method, path, body, headers, code, message in bad:
         status, answer = call(url, method, path, body, headers)
@@ -80,7 +95,7 @@ def test_server_answers_like_onnxruntime_and_survives_bad_requests(env, monkeypa
     status, model = call(url, "GET", "/v1/model", headers=auth)
     assert status == 200 and model["labels"][0] == "0" and model["version"] == row["meta"]["bundle_version"]
     status, stats = call(url, "GET", "/v1/stats", headers=auth)
-    assert stats["errors"] >= 6 and stats["samples"] == 8 + 1  # + the deploy's own first prediction
+    assert stats["errors"] == len(bad) and stats["samples"] == 8 + 3 + 1 + 1  # + the deploy's own first prediction
     assert service.status(db, row["id"])["status"] == "running"
 
 
@@ -144,3 +159,62 @@ def test_supervisor_restarts_a_killed_server(env):
         except OSError:
             time.sleep(0.1)
     assert service.status(db, row["id"])["status"] == "running"
+
+
+def test_a_server_whose_supervisor_was_killed_stays_visible_and_stoppable(env):
+    """Signal 9 to the supervisor leaves its server serving: status says so, stop ends it, the port is free again."""
+    db, db_path, _ = env
+    vid = make_variant(db, db_path)
+    row = service.deploy(db, db_path, vid, "local", {"port": 0})
+    supervisor, server = row["meta"]["pid"], row["meta"]["server_pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while supervisor in _members(supervisor) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert call(row["url"], "GET", "/health")[0] == 200
+    checked = service.status(db, row["id"])
+    assert checked["status"] == "running" and checked["meta"]["supervised"] is False
+    assert "supervisor" in checked["meta"]["reason"]
+    stopped = service.stop(db, row["id"])
+    assert stopped["status"] == "stopped" and not _alive(supervisor)
+    assert server not in _members(supervisor)
+    with pytest.raises(OSError):
+        call(row["url"], "GET", "/health")
+    again = service.deploy(db, db_path, vid, "local", {"port": row["meta"]["port"]})  # the port is free
+    assert again["status"] == "running" and again["meta"].get("supervised") is not False
+
+
+def test_old_rows_cannot_stop_or_roll_back_the_serving_release(env):
+    """#1 (superseded) names the same port as #2: stopping or rolling back #1 would hit #2."""
+    db, db_path, _ = env
+    first = service.deploy(db, db_path, make_variant(db, db_path, name="fp32", seed=0), "local", {"port": 0})
+    second = service.deploy(db, db_path, make_variant(db, db_path, name="int8", seed=1), "local",
+                            {"port": first["meta"]["port"]})
+    for action in (service.stop, service.rollback):
+        with pytest.raises(DeployError, match=rf"not the release serving local: #{second['id']} v2 is"):
+            action(db, first["id"])
+    assert store_deployments.get(db, second["id"])["status"] == "running"
+    assert call(second["url"], "GET", "/health")[0] == 200
+
+
+def test_a_deploy_failing_after_the_old_server_stepped_aside_restarts_it_and_records_where(env):
+    """Same port: the old release stops first; when the new one fails to start, the old one is
+    started again and its row follows it (new pid), so status and stop still reach it."""
+    db, db_path, _ = env
+    v1 = make_variant(db, db_path, name="fp32", seed=0)
+    v2 = make_variant(db, db_path, name="int8", seed=1)
+    first = service.deploy(db, db_path, v1, "local", {"port": 0})
+
+    class NewOneWontStart(LocalDeployer):
+        def _start(self, bundle_dir, *args):
+            if Path(bundle_dir).resolve() != Path(first["meta"]["bundle"]).resolve():
+                raise DeployError("the local server exited with code 1: boom")
+            return super()._start(bundle_dir, *args)
+
+    with pytest.raises(DeployError, match="boom.*previous release was restarted.*v1 keeps serving"):
+        service.deploy(db, db_path, v2, "local", {"port": first["meta"]["port"]}, deployer=NewOneWontStart())
+    kept = store_deployments.get(db, first["id"])
+    assert kept["status"] == "running" and kept["meta"]["pid"] != first["meta"]["pid"] and _alive(kept["meta"]["pid"])
+    assert call(kept["url"], "GET", "/v1/model")[1]["variant"] == "fp32"
+    assert service.status(db, first["id"])["status"] == "running"
+    assert service.stop(db, first["id"])["status"] == "stopped" and not _alive(kept["meta"]["pid"])

@@ -23,7 +23,7 @@ import store
 from deployers.bundle import build_bundle
 from deployers.runtime.predictor import Predictor
 from deployers.static import ORT_FILES, build_static_site
-from tests._deploy_helpers import digits_samples, make_variant
+from tests._deploy_helpers import digits_samples, make_tabular_variant, make_text_variant, make_variant
 
 ROOT = Path(__file__).resolve().parent.parent
 ORT_DIR = Path(os.environ.get("POCKETOPS_ORT_DIR", ROOT / "build" / "web" / "node_modules" / "onnxruntime-web" / "dist"))
@@ -58,8 +58,7 @@ def bundle(tmp_path_factory):
     return build_bundle(db, tmp / "t.db", make_variant(db, tmp / "t.db"))
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, bundle):
+def _serve(tmp_path_factory, bundle):
     _require_browser()
     tmp = tmp_path_factory.mktemp("static")
     files = build_static_site(bundle, tmp / "site", vendor_ort=ORT_DIR)
@@ -71,7 +70,26 @@ def site(tmp_path_factory, bundle):
     httpd.server_close()
 
 
-def _run_page(site, query: dict) -> tuple[str, str]:
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, bundle):
+    yield from _serve(tmp_path_factory, bundle)
+
+
+@pytest.fixture(scope="module")
+def tabular_site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tabular")
+    db = store.connect(tmp / "t.db")
+    yield from _serve(tmp_path_factory, build_bundle(db, tmp / "t.db", make_tabular_variant(db, tmp / "t.db")))
+
+
+@pytest.fixture(scope="module")
+def text_site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("text")
+    db = store.connect(tmp / "t.db")
+    yield from _serve(tmp_path_factory, build_bundle(db, tmp / "t.db", make_text_variant(db, tmp / "t.db")))
+
+
+def _run_page(site, query: dict, *, dom: bool = False):
     url = site["url"] + "?" + urllib.parse.urlencode({k: json.dumps(v) for k, v in query.items()})
     profile = site["tmp"] / f"profile-{len(list(site['tmp'].glob('profile-*')))}"
     profile.mkdir()
@@ -80,7 +98,7 @@ def _run_page(site, query: dict) -> tuple[str, str]:
     status = re.search(r'<body[^>]*data-status="(\w+)"', out.stdout)
     result = re.search(r'<pre id="result">(.*?)</pre>', out.stdout, re.S)
     assert status and result, f"no page output; chromium exit {out.returncode}: {out.stderr[-500:]}"
-    return status.group(1), result.group(1)
+    return (status.group(1), result.group(1), out.stdout) if dom else (status.group(1), result.group(1))
 
 
 def test_page_prediction_equals_python(site):
@@ -116,3 +134,29 @@ def test_cdn_page_and_bad_vendor_dir(tmp_path, bundle):
     assert [f["path"] for f in files] == ["app.js", "index.html", "model.json", "model.onnx"]
     with pytest.raises(DeployError, match="missing ort.wasm.min.js"):
         build_static_site(bundle, tmp_path / "bad", vendor_ort=tmp_path)
+
+
+def test_tabular_page_has_a_field_per_feature_and_predicts_like_python(tabular_site):
+    """A visitor fills the four fields and taps Predict: the page shows Python's top class."""
+    status, result, dom = _run_page(tabular_site, {"fill": [5.9, 2.8, 4.3, 1.3]}, dom=True)
+    assert status == "done", result
+    assert re.findall(r"<label>(\w+)<input", dom) == ["sepal_len", "sepal_wid", "petal_len", "petal_wid"]
+    assert "<textarea" not in dom and "<canvas" not in dom
+    page = json.loads(result)
+    expected = Predictor(tabular_site["bundle"].path).predict([5.9, 2.8, 4.3, 1.3])
+    np.testing.assert_allclose(page["probabilities"], expected["probabilities"][0], atol=5e-5)
+    top = expected["top"][0][0]
+    assert page["shown"][0] == [top["label"], "", f"{100 * top['probability']:.1f}%"] and top["label"] == "versicolor"
+    assert page["status"] == "Top class: versicolor"
+
+
+@pytest.mark.parametrize("text, label", [("happy nice", "pos"), ("sad, bad and awful", "neg")])
+def test_text_page_has_a_textarea_and_predicts_like_python(text_site, text, label):
+    """A visitor types a text and taps Predict: the same tokens and probabilities as the Python predictor."""
+    status, result, dom = _run_page(text_site, {"fill": text}, dom=True)
+    assert status == "done", result
+    assert "<textarea" in dom and "<canvas" not in dom and "<input" not in dom
+    page = json.loads(result)
+    expected = Predictor(text_site["bundle"].path).predict([text])
+    np.testing.assert_allclose(page["probabilities"], expected["probabilities"][0], atol=5e-5)
+    assert expected["labels"] == [label] and page["shown"][0][0] == label

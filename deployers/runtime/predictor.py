@@ -24,6 +24,7 @@ LATENCY_WINDOW = 1000
 DISTANCE_WINDOW = 1000
 CONFIDENCE_BINS = 10
 TOP_K = 3
+TEXT_VOCAB = 258     # token ids: UTF-8 byte + 1, 0 = padding
 
 
 class InputError(ValueError):
@@ -102,21 +103,26 @@ class Predictor:
             return None, None
         with np.load(path) as data:
             ref = np.asarray(data["X"], dtype=np.float64)
-        if len(ref) < 2 or self.kind == "text":
+        if len(ref) < 2:
             return None, None
-        # Stored as raw values, like requests; compared in model-input space.
-        ref = preprocess(ref.reshape((len(ref), *self.sample_shape)), self.preprocessing).reshape(len(ref), -1)
+        # Stored as raw values, like requests; compared in model-input space (texts: as byte histograms).
+        ref = self.features(self.model_input(ref.reshape((len(ref), *self.sample_shape))))
         # The typical nearest-neighbour distance inside the training sample: served inputs
         # whose distance ratio drifts far above 1 no longer look like the training data.
         d = _pairwise(ref, ref)
         np.fill_diagonal(d, np.inf)
-        return ref, float(np.median(d.min(axis=1)))
+        # Duplicates (the same short text twice) have distance 0 and would make every ratio infinite.
+        nn = d.min(axis=1)
+        nn = nn[nn > 1e-5 * max(float(np.sqrt((ref * ref).sum(axis=1)).mean()), 1e-12)]  # float error of |a-b| for a == b
+        return ref, (float(np.median(nn)) if len(nn) else None)
 
     def validate(self, inputs) -> np.ndarray:
         """Raw request inputs -> a (batch, *sample_shape) array of raw values, or InputError."""
         if isinstance(inputs, np.ndarray):
             arr = inputs
         else:
+            if self.kind == "text" and isinstance(inputs, str):
+                inputs = [inputs]  # one text
             if not isinstance(inputs, (list, tuple)):
                 raise InputError(f"'inputs' must be a list of samples, found {type(inputs).__name__}")
             if self.kind == "text":
@@ -130,15 +136,18 @@ class Predictor:
             raise InputError(f"'inputs' must be numeric, found dtype {arr.dtype}")
         if arr.size == 0:
             raise InputError("'inputs' is empty: send at least one sample")
-        if arr.shape == self.sample_shape or (arr.ndim == 1 and arr.size == self.sample_size and self.sample_shape):
+        # One sample or a batch, as the sample shape, without its size-1 axes (an 8x8 digit for
+        # [1, 8, 8]: what a person writes), or flat.
+        squeezed = tuple(d for d in self.sample_shape if d != 1)
+        if arr.shape in (self.sample_shape, squeezed) or (arr.ndim == 1 and arr.size == self.sample_size and self.sample_shape):
             arr = arr.reshape((1, *self.sample_shape))
-        elif arr.shape[1:] == self.sample_shape:
-            pass
-        elif arr.ndim == 2 and arr.shape[1] == self.sample_size:
+        elif arr.ndim >= 2 and (arr.shape[1:] in (self.sample_shape, squeezed)
+                                or (arr.ndim == 2 and arr.shape[1] == self.sample_size)):
             arr = arr.reshape((arr.shape[0], *self.sample_shape))
         else:
-            raise InputError(f"wrong input shape: expected {list(self.sample_shape)} per sample "
-                             f"(or a batch [n, {', '.join(map(str, self.sample_shape))}], or flat {self.sample_size} values), "
+            alt = f", {list(squeezed)}" if squeezed != self.sample_shape and squeezed else ""
+            raise InputError(f"wrong input shape: expected {list(self.sample_shape)}{alt} or {self.sample_size} flat values "
+                             f"per sample (or a batch of them: [n, {', '.join(map(str, self.sample_shape))}]), "
                              f"found {list(arr.shape)}")
         if arr.shape[0] > self.max_batch:
             raise InputError(f"batch of {arr.shape[0]} samples is over the limit of {self.max_batch}; split the request")
@@ -153,6 +162,18 @@ class Predictor:
         if all(isinstance(t, str) for t in inputs):
             return [tokenize(t, self.preprocessing) for t in inputs]
         return list(inputs)
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """Model inputs as the vectors drift distances compare: flat values, or for texts the
+        share of each byte value (token order and padding left out, so length alone is no drift)."""
+        flat = x.reshape(len(x), -1)
+        if self.kind != "text":
+            return flat.astype(np.float64)
+        ids = np.clip(flat.astype(np.int64), 0, TEXT_VOCAB - 1)
+        counts = np.zeros((len(ids), TEXT_VOCAB))
+        np.add.at(counts, (np.repeat(np.arange(len(ids)), ids.shape[1]), ids.ravel()), 1.0)
+        counts[:, 0] = 0.0  # padding
+        return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
 
     def model_input(self, raw: np.ndarray) -> np.ndarray:
         if self.kind == "text":
@@ -193,8 +214,8 @@ class Predictor:
 
     def _record(self, elapsed_ms: float, probs: np.ndarray, top1: np.ndarray, x: np.ndarray) -> None:
         distances = None
-        if self.reference is not None and self.kind != "text":
-            distances = _pairwise(x.reshape(len(x), -1).astype(np.float64), self.reference).min(axis=1)
+        if self.reference is not None:
+            distances = _pairwise(self.features(x), self.reference).min(axis=1)
         with self._lock:
             self._requests += 1
             self._samples += len(probs)

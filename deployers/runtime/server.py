@@ -136,8 +136,30 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/v1/stats":
             if self._authorized():
                 self._send(200, self.server.predictor.stats())
+        elif path == "/v1/predict":
+            self._not_allowed(path)
         else:
             self._error(HTTPStatus.NOT_FOUND, f"no route GET {path}; try /health, /v1/model, /v1/stats, POST /v1/predict")
+
+    def _not_allowed(self, path: str) -> None:
+        allow = "POST" if path == "/v1/predict" else "GET"
+        self.server.predictor.record_error()
+        body = json.dumps({"error": f"{self.command} {path} is not allowed; use {allow} "
+                                    "(GET /health, /v1/model, /v1/stats; POST /v1/predict)", "status": 405}).encode()
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self.send_header("Allow", allow)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(body)))
+        self.send_header("Connection", "close")  # any body the client sent is left unread
+        self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _other_method(self) -> None:
+        self._not_allowed(self.path.split("?", 1)[0])
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other_method  # noqa: N815 - stdlib names
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]

@@ -14,6 +14,8 @@ def register(sub) -> None:
     p.add_argument("--target", required=True, choices=TARGETS)
     p.add_argument("--host", help="local: address to bind (default 127.0.0.1; anything else needs an API key)")
     p.add_argument("--port", type=int, help="local: port (default 8765; 0 picks a free one)")
+    p.add_argument("--name", help="local: name of the release line (default 'local'); give each model its own "
+                                  "name and --port to serve several side by side")
     p.add_argument("--api-key", help="local/docker: key clients send as X-API-Key (prefer $POCKETOPS_API_KEY: "
                                      "a command line is visible to other processes)")
     p.add_argument("--space", metavar="ID", help="Spaces: repo id, e.g. you/digits-demo")
@@ -39,6 +41,11 @@ def options_from(args) -> dict:
         "project": args.project, "region": args.region, "function_name": args.function_name,
         "vendor_ort": args.vendor_ort, "public": args.public or None, "wait_s": args.wait_s,
     }
+    if args.target == "local":
+        options["name"] = args.name
+    elif args.name:
+        raise CliError(f"--name is for --target local; {args.target} releases are named by "
+                       + ("--space" if args.target.startswith("spaces") else "--function"))
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -60,9 +60,19 @@ def detail_lines(row: dict, history: list[dict]) -> list[str]:
     if row.get("error"):
         lines.append(f"error: {row['error']}")
     lines.append(f"updated {time.strftime('%Y-%m-%d %H:%M', time.localtime(row['updated_at']))}")
+    newer = [h for h in history if h["id"] > row["id"]]
+    if newer and newer[0]["status"] == "failed":
+        # The line shows the release that serves; say that a later attempt failed, and why.
+        lines.append(f"last attempt v{newer[0]['version']} failed: {newer[0].get('error') or '?'}")
     if len(history) > 1:
         lines.append("history: " + ", ".join(f"v{h['version']} {h['status']}" for h in history[:6]))
     return lines
+
+
+def release_label(row: dict) -> str:
+    """``local v3`` or ``spaces-static me/digits v2`` (the line name only when it says more)."""
+    name = f" {row['name']}" if row.get("name") and row["name"] != row["target"] else ""
+    return f"{row['target']}{name} v{row['version']}"
 
 
 def job_line(job: dict) -> str:
@@ -136,7 +146,8 @@ class Panel(PollingPanel):
             label = SHORT_TARGET.get(row["target"], row["target"])
             if targets.count(row["target"]) > 1:  # several lines on one target: tell them apart, briefly
                 label = f"{label} {row['name'].split('/')[-1][:8]}"
-            table.add_row(label, f"v{row['version']}", row["status"], fmt_ms(row.get("health_latency_ms")),
+            health = row.get("health_latency_ms") if row["status"] in ("running", "sleeping") else None  # not stale
+            table.add_row(label, f"v{row['version']}", row["status"], fmt_ms(health),
                           fmt_ms(row.get("cold_start_ms")), key=key)
         self.rows = fresh
         if self.selected not in fresh:
@@ -211,21 +222,37 @@ class Panel(PollingPanel):
         def answered(ok: bool | None) -> None:
             if ok:
                 job_id = self._enqueue({"action": action, "deployment_id": row["id"]})
-                self.notify(f"{yes} of {row['target']} v{row['version']} queued (job {job_id}).")
+                self.notify(f"{yes} of {release_label(row)} queued (job {job_id}).")
 
-        self.app.push_screen(ConfirmDialog(question.format(**row), yes=yes), answered)
+        self.app.push_screen(ConfirmDialog(question.format(label=release_label(row)), yes=yes), answered)
 
     def action_rollback(self) -> None:
-        self._confirmed("rollback", "Roll back {target} {name} v{version} to the previous release?", "Rollback")
+        from store import deployments
+
+        row = self.rows.get(self.selected or "")
+        to = "the previous release"
+        if row is not None:
+            previous = deployments.previous_served(self.app.db, row["target"], row["name"], row["id"])
+            if previous is None:
+                self.notify(f"{release_label(row)} has no earlier release to roll back to.", severity="warning")
+                return
+            to = f"v{previous['version']} (variant {previous.get('variant_id') or '–'})"
+        self._confirmed("rollback", f"Roll back {{label}} to {to}?", "Rollback")
 
     def action_stop(self) -> None:
-        self._confirmed("stop", "Stop {target} {name} v{version}? It stops serving.", "Stop")
+        self._confirmed("stop", "Stop {label}? It stops serving.", "Stop")
 
 
 class DeployDialog(ModalScreen["dict | None"]):
     """Pick a variant and a target, see the plan (computed by the worker), then deploy."""
 
     BINDINGS = [Binding("escape", "close", "Close")]
+    # Three buttons side by side in 40 columns (each as wide as its label, not the default 16),
+    # docked so that a long plan scrolls under them and Deploy stays one tap away.
+    DEFAULT_CSS = """
+    DeployDialog .dialog-buttons { dock: bottom; margin-top: 0; padding-top: 1; background: $surface; }
+    DeployDialog .dialog-buttons Button { min-width: 0; width: auto; margin-right: 1; }
+    """
     PLAN_POLL_S = 0.3
 
     def __init__(self, db_path, variants: list[dict]):
@@ -246,7 +273,7 @@ class DeployDialog(ModalScreen["dict | None"]):
                 yield Label("Target")
                 yield Select(TARGETS, value="local", allow_blank=False, id="target", compact=True)
                 yield Label("Name")
-                yield Input(placeholder="Space id / function (optional)", id="name", compact=True)
+                yield Input(placeholder="line / Space id / function", id="name", compact=True)
                 yield Label("Port")
                 yield Input(placeholder="local: 8765", id="port", compact=True, type="integer")
             yield Static("Press Plan to see files, cost and requirements.", id="plan")
@@ -320,8 +347,13 @@ class DeployDialog(ModalScreen["dict | None"]):
 def render_plan(plan: dict) -> str:
     """The plan for the form: total size, cost per month, requirements, notes (pure)."""
     total = sum(f["size_bytes"] for f in plan["files"])
-    lines = [f"{plan['target']}: {len(plan['files'])} files, {total / 1024:.1f} KB",
-             f"cost ≈ ${plan['estimated_monthly_cost_usd']:.2f}/month"]
+    lines = [f"{plan['target']}: {len(plan['files'])} files, {total / 1024:.1f} KB"]
+    lines += [f"  {f['path']}  {_size(f['size_bytes'])}" for f in plan["files"]]
+    lines.append(f"cost ≈ ${plan['estimated_monthly_cost_usd']:.2f}/month")
     lines += [f"needs: {r}" for r in plan.get("requirements", [])]
     lines += [f"note: {n}" for n in plan.get("notes", [])]
     return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else (f"{n / 1024:.1f} KB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.1f} MB")

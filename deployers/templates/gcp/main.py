@@ -58,7 +58,11 @@ def handle(request):
         return _json(PREDICTOR.model_info())
     if request.method == "GET" and path == "/v1/stats":
         return _json(PREDICTOR.stats())
-    if path != "/v1/predict" or request.method != "POST":
+    routes = {"/": "GET", "/health": "GET", "/v1/model": "GET", "/v1/stats": "GET", "/v1/predict": "POST"}
+    if path in routes and request.method != routes[path]:
+        body, status, headers = _error(405, f"{request.method} {path} is not allowed; use {routes[path]}")
+        return body, status, {**headers, "Allow": routes[path]}
+    if path != "/v1/predict":
         return _error(404, f"no route {request.method} {path}; try /health, /v1/model, /v1/stats, POST /v1/predict")
     size = request.content_length
     if size is not None and size > MAX_BODY_BYTES:

@@ -1,8 +1,11 @@
 // pocketops static page: run the bundle's model in the visitor's browser with onnxruntime-web.
 // Image models: draw on a grid (tap a cell, or press and move; a tap on a lit cell erases).
 // Tabular models: one field per feature. Text models: a textarea.
-// Test hook: ?sample=<JSON raw input> predicts that sample once the model loads and writes the
-// probabilities as JSON into #result, then sets <body data-status="done">.
+// Test hooks (each writes JSON into #result, then sets <body data-status="done">):
+//   ?sample=<JSON raw input>   predicts that sample directly: the probabilities;
+//   ?fill=<JSON values|text>   types into the fields / textarea like a visitor and taps Predict:
+//                              the probabilities and the top classes the page shows;
+//   ?taps=[[row, col], ...]    taps those cells of the drawing grid, then predicts.
 (async function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
@@ -111,7 +114,7 @@
   }
 
   // -- inputs per kind -----------------------------------------------------------------------
-  let read;
+  let read, fillInputs = null;
   if (spec.kind === "image" && shape.length >= 2) {
     const h = shape[shape.length - 2], w = shape[shape.length - 1];
     const max = Number((spec.value_range || [0, 1])[1]);
@@ -172,6 +175,7 @@
     area.rows = 4; area.placeholder = "Type some text";
     $("inputs").append(area);
     read = () => tokenize(area.value);
+    fillInputs = (text) => { area.value = String(text); area.dispatchEvent(new Event("input", { bubbles: true })); };
     setStatus("Type, then Predict");
   } else {
     const names = spec.features || Array.from({ length: size }, (_, i) => "feature " + (i + 1));
@@ -185,10 +189,30 @@
       return input;
     });
     read = () => fields.map((f) => Number(f.value || 0));
+    fillInputs = (values) => values.forEach((v, i) => {
+      fields[i].value = String(v);
+      fields[i].dispatchEvent(new Event("input", { bubbles: true }));
+    });
     setStatus("Fill the fields, then Predict");
   }
-  button("Predict", () => run(read()));
+  let lastRun = null;
+  const predictButton = button("Predict", () => { lastRun = run(read()); lastRun.catch(() => {}); });
   document.body.dataset.status = "ready";
+
+  const fill = params.get("fill");
+  if (fill !== null && fillInputs) {
+    try {
+      fillInputs(JSON.parse(fill));
+      predictButton.click();
+      const probs = await lastRun;
+      const shown = Array.from($("top").children, (row) => Array.from(row.children, (c) => c.textContent));
+      $("result").textContent = JSON.stringify({ probabilities: probs, shown: shown, status: $("status").textContent });
+      document.body.dataset.status = "done";
+    } catch (err) {
+      $("result").textContent = "error: " + err;
+      document.body.dataset.status = "error";
+    }
+  }
 
   const taps = params.get("taps");
   if (taps !== null && window.__pocketopsTap) {
