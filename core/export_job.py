@@ -149,10 +149,15 @@ def _require_tools(names: list[str]) -> None:
     from core.export import require_export_tools
     from core.quantize import require_quantize_tools
 
+    from core.optional import require
+
     require_export_tools("ONNX export")
     if any(n != "fp32" for n in names):
         require_quantize_tools("Quantization")
-    from core.optional import require
+    if "fp16" in names:
+        from core.quantize import require_fp16_tools
+
+        require_fp16_tools()
 
     require("onnxruntime", "benchmarking the variants")
 
@@ -191,6 +196,7 @@ def _build(ctx, req: ExportRequest, run: dict, ckpt_path: Path, model, ckpt: dic
         ctx.progress(stage="quantize", done=i, total=total, variant=name)
         b = quantize.build(name, fp32, out_dir / f"{name}.onnx", X_train=data.X_train, X_check=data.X_val, config=qcfg)
         built.append((b, quantize.op_types(b.path)))
+    ctx.check()  # a cancel that came while the last variant was building: register nothing
     common = {"job_id": ctx.job_id, "run_id": req.run_id, "source": "export", "dataset": data.dataset,
               "dataset_fingerprint": data.fingerprint, "split": data.split, "classes": data.classes,
               "input": {"shape": shape, "dtype": dtype}, "checkpoint": str(ckpt_path), "model": run["model"]}
@@ -229,7 +235,8 @@ def bench_variants(ctx, variants: list[dict], threads: int, *, only_unmeasured: 
         ref = None
         if reference_row is not None and Path(reference_row["path"]).exists():
             session = bench.open_session(reference_row["path"], threads)
-            ref = bench.logits(session, bench.check_input(session, reference_row["path"], data.X_test), data.X_test)
+            ref = bench.logits(session, bench.check_model(session, reference_row["path"], data.X_test, len(data.classes)),
+                               data.X_test, path=reference_row["path"])
         for v in members:
             ctx.check()
             if only_unmeasured and v["status"] == "benchmarked":
@@ -237,6 +244,8 @@ def bench_variants(ctx, variants: list[dict], threads: int, *, only_unmeasured: 
                 continue
             ctx.progress(stage="bench", done=done, total=len(variants), variant=v["name"])
             try:
+                if v is not reference_row:  # a model made for other data is refused with its shapes, not timed
+                    bench.check_model(bench.open_session(v["path"], threads), v["path"], data.X_test, len(data.classes))
                 figures = bench.benchmark_isolated(v["path"], data.X_test, data.y_test, reference=ref,
                                                    config=bench.BenchConfig(threads=threads))
             except PocketopsError as exc:  # one unreadable file must not hide the others' figures
@@ -382,6 +391,27 @@ def queue_bench(db, run_id: int, *, threads: int = 1) -> int:
     if int(threads) < 1:
         raise ConfigError(f"threads must be 1 or more, not {threads}")
     return jobs.enqueue(db, "bench", {"run_id": run_id, "threads": int(threads)}, run_id=run_id)
+
+
+def cancel(db, run_id: int) -> dict:
+    """Cancel the run's export or re-benchmark job that is queued or running (an intent).
+
+    A queued job is cancelled at once; a running one stops at its next safe point (between
+    variants): files of an export still building are removed, variants already registered
+    stay (re-benchmark them later). Returns ``{"run_id", "job_id", "kind", "status"}``.
+    """
+    from store import jobs
+
+    active = [j for j in (jobs.latest_for_run(db, run_id, "export"), jobs.latest_for_run(db, run_id, "bench"))
+              if j and j["status"] in jobs.ACTIVE]
+    if not active:
+        if store_runs.get(db, run_id) is None:
+            raise ConfigError(f"no run {run_id}; see `pocketops runs list`")
+        raise ConfigError(f"run {run_id} has no export or re-benchmark queued or running; nothing to cancel")
+    job = max(active, key=lambda j: j["id"])
+    status = jobs.request_cancel(db, job["id"])
+    return {"run_id": run_id, "job_id": job["id"], "kind": job["kind"],
+            "status": "cancelled" if status == "cancelled" else "cancelling"}
 
 
 def _by_data(variants: list[dict]) -> list[list[dict]]:

@@ -54,6 +54,13 @@ def require_quantize_tools(purpose: str = "Quantization") -> None:
     require("onnxruntime.quantization", purpose)
 
 
+def require_fp16_tools(purpose: str = "The fp16 variant"):
+    """onnxconverter-common's float16 converter, or a message naming the pip package (not the module path)."""
+    require("onnx", purpose)
+    require("onnxconverter_common", purpose)
+    return require("onnxconverter_common.float16", purpose)
+
+
 def check_names(names: list[str]) -> list[str]:
     """Validate variant names, keep the user's order, drop repeats."""
     unknown = [n for n in names if n not in ALL_VARIANTS]
@@ -110,8 +117,8 @@ def _preprocess(src: Path, tmp: Path) -> Path:
 
 
 def build_fp16(fp32: Path, out: Path) -> Built:
-    onnx = require("onnx", "the fp16 variant")
-    float16 = require("onnxconverter_common.float16", "the fp16 variant")
+    onnx = require("onnx", "The fp16 variant")
+    float16 = require_fp16_tools()
     with _quiet():
         model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
     write_bytes(out, model.SerializeToString())

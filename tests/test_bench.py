@@ -89,7 +89,53 @@ def test_bench_needs_neither_torch_nor_onnx(trained, exported):  # noqa: F811
     import json
 
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert [m["name"] for m in out["models"]] == ["fp32", "fp32"]
+    assert [m["name"] for m in out["models"]] == ["cnn/fp32", "mlp/fp32"], "two fp32.onnx files keep distinct names"
     assert out["reference"].endswith("cnn/fp32.onnx")
     assert all(m["latency_method"] == "interleaved" for m in out["models"])
-    assert out["recommended"]["name"] == "fp32"
+    assert out["recommended"]["name"] in ("cnn/fp32", "mlp/fp32")
+    assert out["recommended"]["name"] in out["recommended"]["reason"]
+
+
+def _linear_onnx(path, n_in: int, n_out: int, *, fixed_batch: bool = False):
+    """A tiny Linear model exported elsewhere (a laptop): dynamic batch axis unless ``fixed_batch``."""
+    import torch
+
+    from core import export as core_export
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n_in, n_out)).eval()
+    if fixed_batch:
+        with core_export._quiet():
+            torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, input_names=["x"])
+        return path
+    return core_export.export_onnx(model, (1, 8, 8), path)
+
+
+def test_a_model_for_other_data_is_one_clear_error_not_a_traceback(trained, tmp_path, capsys):  # noqa: F811
+    """Wrong number of classes, a fixed batch axis, the wrong input type: each named, with what to do."""
+    from tui.cli import main
+
+    db = ["--db", str(trained.db_path)]
+    five = _linear_onnx(tmp_path / "five.onnx", 64, 5)
+    assert main([*db, "bench", str(five), "--dataset", "digits"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "five.onnx" in err and "[5] per sample, expected [10]" in err
+
+    fixed = _linear_onnx(tmp_path / "fixed.onnx", 64, 10, fixed_batch=True)
+    assert main([*db, "bench", str(fixed), "--dataset", "digits"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fixed batch size of 1" in err and "dynamic batch axis" in err
+
+    session = bench.open_session(five)
+    with pytest.raises(PocketopsError, match=r"expects tensor\(float\) \(float32\).*int64"):
+        bench.check_input(session, five, np.zeros((2, 1, 8, 8), dtype=np.int64))
+
+
+def test_memory_is_read_while_serving_not_during_the_accuracy_pass(trained, exported):  # noqa: F811
+    """The transformer's batch-256 accuracy pass and the profiler raise the process peak; the figure
+    a user reads is what serving at batch 1 and 8 takes, and the whole-run peak is kept beside it."""
+    _, _, X_test, y_test = digits_split(trained.db_path)
+    r = bench.benchmark_isolated(exported["transformer"], X_test, y_test, config=QUICK)
+    assert "serving" in r["memory_method"]
+    assert 0 < r["peak_memory_mb"] < r["run_peak_memory_mb"] < r["process_peak_mb"]
+    assert r["peak_memory_mb"] < 0.6 * r["run_peak_memory_mb"], r

@@ -204,3 +204,97 @@ def test_a_run_still_training_is_not_exported(trained, tmp_path, capsys):  # noq
     assert main(["--db", str(db_path), "export", str(run_id)]) == 1
     assert f"run {run_id} is still running; export it when training has finished" in capsys.readouterr().err
     assert jobs.list_jobs(db) == []
+
+
+def test_models_add_refuses_a_model_made_for_other_data(trained, tmp_path, capsys):  # noqa: F811
+    """`models add X.onnx --dataset digits` checks one logit per class and a dynamic batch axis; nothing is copied."""
+    from tests.test_bench import _linear_onnx
+
+    db_path = clone_store(trained, tmp_path)
+    five = _linear_onnx(tmp_path / "five.onnx", 64, 5)
+    assert main(["--db", str(db_path), "models", "add", str(five), "--dataset", "digits"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "[5] per sample, expected [10]" in err
+    fixed = _linear_onnx(tmp_path / "fixed.onnx", 64, 10, fixed_batch=True)
+    assert main(["--db", str(db_path), "models", "add", str(fixed), "--dataset", "digits"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fixed batch size of 1" in err
+    assert store_variants.list_all(store.connect(db_path)) == []
+    assert not (db_path.parent / "t-files" / "models").exists() or not any((db_path.parent / "t-files" / "models").iterdir())
+
+
+def test_a_bench_job_fails_only_the_variant_made_for_other_data(trained, exported, tmp_path, capsys):  # noqa: F811
+    """A registered model whose outputs do not match the dataset is marked failed with the reason; the others are measured."""
+    from tests.test_bench import _linear_onnx
+
+    db_path = clone_store(trained, tmp_path)
+    db = store.connect(db_path)
+    good = main(["--db", str(db_path), "models", "add", str(exported["mlp"]), "--dataset", "digits", "--json"])
+    assert good == 0
+    good_id = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["variant_id"]
+    five = _linear_onnx(tmp_path / "five.onnx", 64, 5)
+    bad_id = store_variants.insert(db, name="five", path=str(five), sha256=sha256_file(five), size_bytes=five.stat().st_size,
+                                   meta={"dataset": "digits", "split": {"seed": 0, "val": 0.15, "test": 0.15}})
+    job_id = jobs.enqueue(db, "bench", {"variant_ids": [good_id, bad_id]})
+    assert Worker(db_path).run_one(job_id)
+    assert jobs.get(db, job_id)["status"] == "done", jobs.get(db, job_id)["error"]
+    assert store_variants.get(db, good_id)["status"] == "benchmarked"
+    bad = store_variants.get(db, bad_id)
+    assert bad["status"] == "failed" and "[5] per sample, expected [10]" in bad["bench"]["error"]
+
+
+def test_export_cancel_from_the_cli(trained, tmp_path, capsys):  # noqa: F811
+    """`export RUN --cancel`: a queued export is cancelled at once; with nothing to cancel, one line says so."""
+    db_path = clone_store(trained, tmp_path)
+    run_id = trained.runs["mlp"]
+    assert main(["--db", str(db_path), "export", str(run_id), "--cancel"]) == 1
+    assert f"run {run_id} has no export or re-benchmark queued or running" in capsys.readouterr().err
+    assert main(["--db", str(db_path), "export", str(run_id), "--json"]) == 0
+    job_id = json.loads(capsys.readouterr().out.strip())["job_id"]
+    assert main(["--db", str(db_path), "export", str(run_id), "--cancel", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip()) == {"run_id": run_id, "job_id": job_id, "kind": "export",
+                                                          "status": "cancelled"}
+    db = store.connect(db_path)
+    assert jobs.get(db, job_id)["status"] == "cancelled"
+    assert not Worker(db_path).run_one(job_id), "a cancelled job is never claimed"
+    assert store_variants.list_all(db) == []
+
+
+def test_cancel_while_building_removes_the_files_and_registers_nothing(trained, tmp_path):  # noqa: F811
+    """A cancel seen between variants (here after fp16) ends the job 'cancelled' with no rows and no files."""
+    from core import export_job
+    from core.worker import JobContext
+
+    db_path = clone_store(trained, tmp_path)
+    db = store.connect(db_path)
+    run_id = trained.runs["mlp"]
+    job_id = export_job.queue_export(db, run_id, variants=["fp32", "fp16", "int8-dynamic"])
+    assert export_job.cancel(db, run_id)["status"] == "cancelled"  # queued: at once
+
+    job_id = export_job.queue_export(db, run_id, variants=["fp32", "fp16", "int8-dynamic"])
+
+    class CancelAfterFp16(JobContext):
+        def progress(self, **values):
+            super().progress(**values)
+            if values.get("stage") == "quantize" and values.get("variant") == "int8-dynamic":
+                self._cancelled.set()  # what the heartbeat thread does when it sees the request
+
+    job = jobs.claim(db, "test-worker", job_id=job_id)
+    ctx = CancelAfterFp16(db_path=db_path, job=job, worker_id="test-worker", db=db)
+    from core.errors import JobCancelled
+
+    with pytest.raises(JobCancelled):
+        export_job.run(ctx)
+    assert store_variants.list_all(db) == [] and artifacts.for_run(db, run_id) == []
+    assert not (tmp_path / "t-files" / "runs" / str(run_id) / "onnx" / f"job-{job_id}").exists()
+
+
+def test_missing_fp16_converter_fails_at_once_naming_the_pip_package(trained, tmp_path):  # noqa: F811
+    """Without onnxconverter-common, asking for fp16 fails before a job exists, naming the pip package."""
+    db_path = clone_store(trained, tmp_path)
+    proc = cli(db_path, "export", str(trained.runs["cnn"]), "--variants", "fp32,fp16",
+               prelude="sys.modules['onnxconverter_common'] = None")
+    assert proc.returncode == 1
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "'onnxconverter-common'" in err and "pocketops[export]" in err, err
+    assert jobs.list_jobs(store.connect(db_path)) == []

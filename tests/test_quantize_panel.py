@@ -160,3 +160,84 @@ def test_the_panel_and_its_fetch_import_neither_torch_nor_onnx(compared):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+async def test_results_fill_in_as_the_worker_stores_them(compared):
+    """While an export runs, unmeasured variants say 'measuring…'; each stored figure appears on the next poll."""
+    from store import variants as store_variants
+    from tui.app import make_app
+
+    db, db_path, run_id = compared
+    rows = store_variants.latest_for_run(db, run_id)
+    recorded = {v["name"]: v["bench"] for v in rows}
+    for v in rows:
+        db.execute("UPDATE variants SET status = 'built', bench = '{}' WHERE id = ?", (v["id"],))
+    job_id = jobs.enqueue(db, "export", {"run_id": run_id}, run_id=run_id)
+    jobs.claim(db, "elsewhere", job_id=job_id)
+    app = make_app(db_path, panel="q", sample_device=False, poll_interval=0.1)
+    async with app.run_test(size=PHONE) as pilot:
+        view = app.query_one("#quantize-view")
+        await wait_for(pilot, lambda: "measuring…" in str(view.render()))
+        assert str(view.render()).count("measuring…") == len(rows)
+        assert "export job" in str(view.render()) and "running" in str(view.render())
+        first = rows[0]
+        store_variants.set_bench(db, first["id"], recorded[first["name"]])
+        await wait_for(pilot, lambda: str(view.render()).count("measuring…") == len(rows) - 1)
+        for v in rows[1:]:
+            store_variants.set_bench(db, v["id"], recorded[v["name"]])
+        jobs.finish(db, job_id, "elsewhere", "done", result={})
+        await wait_for(pilot, lambda: f"Recommended: {RECORDED['recommended']['name']}" in str(view.render()))
+        assert "measuring…" not in str(view.render())
+
+
+async def test_cancel_key_cancels_the_running_export_and_unmeasured_variants_say_so(compared):
+    """`x` requests a cancel of the run's running export; afterwards variants without figures read 'not measured'."""
+    from store import variants as store_variants
+    from tui.app import make_app
+
+    db, db_path, run_id = compared
+    last = store_variants.latest_for_run(db, run_id)[-1]
+    db.execute("UPDATE variants SET status = 'built', bench = '{}' WHERE id = ?", (last["id"],))
+    job_id = jobs.enqueue(db, "export", {"run_id": run_id}, run_id=run_id)
+    jobs.claim(db, "elsewhere", job_id=job_id)
+    app = make_app(db_path, panel="q", sample_device=False, poll_interval=0.1)
+    async with app.run_test(size=LAPTOP) as pilot:
+        view = app.query_one("#quantize-view")
+        await wait_for(pilot, lambda: "measuring…" in str(view.render()))
+        await pilot.press("x")
+        await wait_for(pilot, lambda: jobs.cancel_requested(db, job_id))
+        assert any("cancel requested" in m for _, m in app.notices)
+        jobs.finish(db, job_id, "elsewhere", "cancelled", error="cancelled by the user")
+        await wait_for(pilot, lambda: "not measured" in str(view.render()))
+        text = str(view.render())
+        assert f"export job {job_id} cancelled" in text and "press b" in text and "measuring…" not in text
+        await pilot.press("x")
+        await wait_for(pilot, lambda: any("nothing to cancel" in m for _, m in app.notices))
+
+
+async def test_phone_portrait_40x20_keeps_table_lines_unwrapped(compared):
+    """At 40×20 the variant table (with the torch baseline) fits the detail's width: no wrapped rows."""
+    from tui.app import make_app
+
+    _db, db_path, _run_id = compared
+    app = make_app(db_path, panel="q", sample_device=False, poll_interval=0.1)
+    async with app.run_test(size=(40, 20)) as pilot:
+        view = app.query_one("#quantize-view")
+        await wait_for(pilot, lambda: "Recommended" in str(view.render()))
+        detail = app.query_one("#quantize-detail")
+        width = detail.content_size.width
+        plain = view.render()
+        lines = str(plain).splitlines() if not hasattr(plain, "plain") else plain.plain.splitlines()
+        table = [line for line in lines if line.startswith(("  ", "★ ")) and (
+            "torch eager" in line or any(line[2:].startswith(v["name"][:10]) for v in RECORDED["variants"]))]
+        assert table and all(len(line) <= width for line in table), (width, [t for t in table if len(t) > width])
+
+
+def test_throughput_and_memory_read_well_at_any_size():
+    from tui.panels.quantize import variant_lines
+
+    v = {"name": "big", "status": "benchmarked", "latency_p50_ms": 3.0, "latency_p95_ms": 4.0, "load_ms": 50,
+         "agreement": 1.0, "max_abs_logit_diff": 0.0, "peak_memory_mb": 0.4, "throughput_per_s": 420.0}
+    text = "\n".join(variant_lines(v, 60))
+    assert "420/s at batch 8" in text and "mem 0.4MB" in text
+    assert "7.5k/s" in "\n".join(variant_lines({**v, "throughput_per_s": 7520.0}, 60))

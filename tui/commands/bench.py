@@ -24,8 +24,10 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _name(path: Path) -> str:
-    return path.stem
+def _names(paths: list[Path]) -> dict[Path, str]:
+    """A short distinct name per file: its stem, or parent/stem where stems repeat (two fp32.onnx)."""
+    stems = [p.stem for p in paths]
+    return {p: (p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}/{p.stem}") for p in paths}
 
 
 def run(args) -> int:
@@ -46,14 +48,18 @@ def run(args) -> int:
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
     reference_path = args.reference or next((p for p in args.models if "fp32" in p.name), args.models[0])
+    names = _names(list(dict.fromkeys([*args.models, reference_path])))
     config = bench.BenchConfig(threads=args.threads)
     try:
         session = bench.open_session(reference_path, args.threads)
-        reference = bench.logits(session, bench.check_input(session, reference_path, data.X_test), data.X_test)
+        reference = bench.logits(session, bench.check_model(session, reference_path, data.X_test, len(data.classes)),
+                                 data.X_test, path=reference_path)
         results = []
         for path in args.models:
+            if path != reference_path:  # a wrong file is one clear line before any timing starts
+                bench.check_model(bench.open_session(path, args.threads), path, data.X_test, len(data.classes))
             figures = bench.benchmark_isolated(path, data.X_test, data.y_test, reference=reference, config=config)
-            results.append({"name": _name(path), "path": str(path), **figures})
+            results.append({"name": names[path], "path": str(path), **figures})
         if len(results) > 1:  # same conditions for all: re-time in turns
             timed = bench.compare_latency({i: r["path"] for i, r in enumerate(results)}, data.X_test, config)
             for i, r in enumerate(results):
@@ -62,7 +68,7 @@ def run(args) -> int:
     except PocketopsError as exc:
         raise CliError(str(exc)) from exc
     rec = recommend.recommend(results, prefer=args.prefer, budget_points=args.budget,
-                              reference_name=_name(reference_path)) if len(results) > 1 else None
+                              reference_name=names[reference_path]) if len(results) > 1 else None
     summary = {"dataset": args.dataset, "threads": args.threads, "reference": str(reference_path),
                "models": results, "recommended": rec.as_dict() if rec else None}
     if args.json:
@@ -71,7 +77,7 @@ def run(args) -> int:
     from tui.commands.export import describe
 
     for r in results:
-        print(describe(r) + f"  peak mem {r.get('peak_memory_mb')} MB  {r.get('throughput_per_s')} samples/s at batch {r.get('throughput_batch')}")
+        print(describe(r))
     print(f"measured with {args.threads} thread(s) on {len(data.X_test)} test samples of {args.dataset}")
     if rec:
         print(f"recommended: {rec.name} — {rec.reason}")

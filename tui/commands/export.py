@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--prefer", choices=("latency", "size"), default="latency", help="what the recommendation optimises")
     p.add_argument("--budget", type=float, default=1.0, metavar="POINTS", help="allowed accuracy drop vs fp32, in points")
     p.add_argument("--wait", action="store_true", help="run now (or wait for a worker) and stream progress")
+    p.add_argument("--cancel", action="store_true",
+                   help="cancel the run's queued or running export (or re-benchmark) instead of starting one")
     p.set_defaults(func=run)
 
 
@@ -43,6 +45,8 @@ def run(args) -> int:
     from core.export_job import _require_tools, queue_export
 
     out = sys.stdout  # the exporter silences sys.stdout while it runs in our thread; keep ours
+    if args.cancel:
+        return cancel(args, out)
     req = request_from_args(args)
     db, db_path = open_db(args)
     from store import runs
@@ -62,6 +66,21 @@ def run(args) -> int:
     return stream(args, out, db_path, req.run_id, job_id)
 
 
+def cancel(args, out) -> int:
+    """`export RUN_ID --cancel`: {"run_id", "job_id", "kind", "status": "cancelled" | "cancelling"}."""
+    from core.errors import PocketopsError
+    from core.export_job import cancel as cancel_job
+
+    db, _ = open_db(args)
+    try:
+        done = cancel_job(db, args.run_id)
+    except PocketopsError as exc:
+        raise CliError(str(exc)) from exc
+    _emit(args, out, done, f"run {args.run_id}: {done['kind']} job {done['job_id']} " + (
+        "cancelled" if done["status"] == "cancelled" else "cancel requested; the worker stops after the current variant"))
+    return 0
+
+
 def _emit(args, out, data: dict, text: str | None = None) -> None:
     import json
 
@@ -78,7 +97,8 @@ def describe(v: dict) -> str:
 
     return (f"{v['name']:<18} {fmt_bytes(v.get('size_bytes')):>9}  load {num('load_ms', '.1f')} ms  "
             f"p50 {num('latency_p50_ms', '.3f')} ms  p95 {num('latency_p95_ms', '.3f')} ms  "
-            f"acc {num('accuracy', '.3f')}  agree {num('agreement', '.3f')}  max|Δ| {num('max_abs_logit_diff', '.2g')}")
+            f"acc {num('accuracy', '.3f')}  agree {num('agreement', '.3f')}  max|Δ| {num('max_abs_logit_diff', '.2g')}  "
+            f"{num('throughput_per_s', '.0f')}/s at batch 8  mem {num('peak_memory_mb', '.1f')} MB")
 
 
 def stream(args, out, db_path, run_id: int, job_id: int) -> int:

@@ -50,8 +50,8 @@ def add_cmd(args) -> int:
                 "outputs": [o.name for o in session.get_outputs()]}
         if args.dataset:
             data = eval_data(db, args.dataset)
-            bench.check_input(session, src, data.X_test[:2])
-            bench.logits(session, inp.name, data.X_test[:2])  # it must run on this data, not just load
+            # It must run on this data, not just load: input shape and type, batch axis, one logit per class.
+            bench.check_model(session, src, data.X_test, len(data.classes))
             meta.update(dataset=data.dataset, dataset_fingerprint=data.fingerprint, split=data.split, classes=data.classes)
     except (ConfigError, PocketopsError) as exc:
         raise CliError(str(exc)) from exc

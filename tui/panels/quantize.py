@@ -41,6 +41,13 @@ def _size(n) -> str:
     return f"{n / 1024:.0f}KB" if n < 1024 * 1024 else f"{n / 2**20:.1f}MB"
 
 
+def _rate(per_s: float) -> str:
+    """Samples per second, short: 850/s, 7.5k/s, 120k/s."""
+    if per_s < 1000:
+        return f"{per_s:.0f}/s"
+    return f"{per_s / 1000:.1f}k/s" if per_s < 10_000 else f"{per_s / 1000:.0f}k/s"
+
+
 def _pct(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
@@ -63,25 +70,35 @@ def _wrap(tokens: list[str], width: int, indent: str = "  ") -> list[str]:
     return lines
 
 
-def table_lines(variants: list[dict], recommended: str | None, torch_ms: float | None) -> list[str]:
-    """One line per variant with what a user compares first: size, p50 at batch 1, accuracy."""
+def table_lines(variants: list[dict], recommended: str | None, torch_ms: float | None, *,
+                active: bool = True, width: int = 60) -> list[str]:
+    """One line per variant with what a user compares first: size, p50 at batch 1, accuracy.
+
+    ``active``: a job is still measuring; otherwise a variant without figures was not measured
+    (its job was cancelled or failed) and says so.
+    """
     from rich.markup import escape
 
-    name_w = max([len(v["name"]) for v in variants] + [len("torch eager")])
+    # Columns after the name take 22 cells; on a phone long names (int8-dynamic-conv) are cut with "…".
+    name_w = max(len("torch eager"), min(max(len(v["name"]) for v in variants), width - 2 - 22))
     lines = [f"[$text-muted]  {'variant':<{name_w}} {'size':>6} {'p50':>7} {'acc':>6}[/]"]
     for v in variants:
         star = "★ " if v["name"] == recommended else "  "
-        name = f"{escape(v['name']):<{name_w}}"
+        short = v["name"] if len(v["name"]) <= name_w else v["name"][:name_w - 1] + "…"
+        name = f"{escape(short):<{name_w}}"
         if v["name"] == recommended:
             name = f"[b]{name}[/b]"
         if v.get("status") == "failed":
             lines.append(f"{star}{name} [$error]failed[/]")
         elif v.get("latency_p50_ms") is None:
-            lines.append(f"{star}{name} {_size(v.get('size_bytes')):>6} [$text-muted]measuring…[/]")
+            state = "measuring…" if active else "not measured"
+            lines.append(f"{star}{name} {_size(v.get('size_bytes')):>6} [$text-muted]{state}[/]")
         else:
             lines.append(f"{star}{name} {_size(v.get('size_bytes')):>6} {_ms(v['latency_p50_ms']):>7} {_pct(v.get('accuracy')):>6}")
     if torch_ms is not None:
-        lines.append(f"  {'torch eager':<{name_w}} {'':>6} {_ms(torch_ms):>7} [$text-muted]baseline[/]")
+        # "baseline" only where it fits: a wrapped table line is harder to read than a shorter one.
+        tail = " [$text-muted]baseline[/]" if 2 + name_w + 16 + len(" baseline") <= width else ""
+        lines.append(f"  {'torch eager':<{name_w}} {'':>6} {_ms(torch_ms):>7}{tail}")
     return lines
 
 
@@ -98,8 +115,8 @@ def variant_lines(v: dict, width: int) -> list[str]:
     rest = [f"p95 {_ms(v.get('latency_p95_ms'))}", f"load {_ms(v.get('load_ms'))}",
             f"agree {_pct(v.get('agreement'))}",
             "max|Δ| " + ("–" if v.get("max_abs_logit_diff") is None else f"{v['max_abs_logit_diff']:.2g}"),
-            f"mem {v['peak_memory_mb']:.0f}MB" if v.get("peak_memory_mb") is not None else "",
-            f"{v['throughput_per_s'] / 1000:.0f}k/s at batch 8" if v.get("throughput_per_s") else ""]
+            f"mem {v['peak_memory_mb']:.{0 if v['peak_memory_mb'] >= 10 else 1}f}MB" if v.get("peak_memory_mb") is not None else "",
+            f"{_rate(v['throughput_per_s'])} at batch 8" if v.get("throughput_per_s") else ""]
     return [head, *_wrap([t for t in rest if t], width)]
 
 
@@ -138,6 +155,8 @@ def render_detail(data: QuantizeData, *, width: int = 60, prefer: str = "latency
                      f"({p.get('done', 0)}/{p.get('total', '?')})[/]")
     elif job and job["status"] == "failed":
         lines.append(f"[$error]{job['kind']} job {job['id']} failed: {escape(str(job.get('error')))}[/]")
+    elif job and job["status"] == "cancelled":
+        lines.append(f"[$warning]{job['kind']} job {job['id']} cancelled[/]")
     if not data.variants:
         if not (job and job["status"] in ("queued", "running")):
             lines.append("No variants yet: press e to export this run and benchmark each variant here.")
@@ -154,7 +173,10 @@ def render_detail(data: QuantizeData, *, width: int = 60, prefer: str = "latency
         chosen = next(v for v in data.variants if v["name"] == rec.name)
         gain = f" · {torch_ms / chosen['latency_p50_ms']:.1f}× faster than torch" if torch_ms else ""
         lines.append(f"[b $success]Recommended: {escape(rec.name)}[/]{gain}")
-    lines += ["", *table_lines(data.variants, rec.name, torch_ms)]
+    active = bool(job and job["status"] in ("queued", "running"))
+    lines += ["", *table_lines(data.variants, rec.name, torch_ms, active=active, width=width)]
+    if not active and any(v.get("latency_p50_ms") is None and v.get("status") != "failed" for v in data.variants):
+        lines.append("[$text-muted]Some variants were not measured: press b to benchmark them on this device.[/]")
     measured = [v for v in data.variants if v.get("latency_p50_ms") is not None]
     if measured:
         lines.append("")
@@ -183,6 +205,7 @@ class Panel(PollingPanel):
         Binding("b", "rebench", "Re-bench"),
         Binding("z", "toggle_prefer", "Fast/Small"),
         Binding("u", "budget", "Budget"),
+        Binding("x", "cancel", "Cancel"),
     ]
 
     def __init__(self, *args, **kwargs):
@@ -287,6 +310,23 @@ class Panel(PollingPanel):
         from core.export_job import queue_bench
 
         self._queue("re-benchmark", queue_bench)
+
+    def action_cancel(self) -> None:
+        """Cancel the selected run's export or re-benchmark (an intent: the worker stops between variants)."""
+        from core.errors import PocketopsError
+        from core.export_job import cancel
+
+        if self.selected is None:
+            self.notify("No run selected.", severity="warning")
+            return
+        try:
+            done = cancel(self.app.db, self.selected)
+        except PocketopsError as exc:
+            self.notify(str(exc), title="Nothing cancelled", severity="warning")
+            return
+        what = "cancelled" if done["status"] == "cancelled" else "cancel requested; the worker stops after the current variant"
+        self.notify(f"Run #{self.selected}: {done['kind']} job {done['job_id']} {what}.")
+        self.poll_now()
 
     def action_toggle_prefer(self) -> None:
         self.prefer = "size" if self.prefer == "latency" else "latency"
