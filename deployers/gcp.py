@@ -122,7 +122,12 @@ class CloudRunFunctionDeployer:
         exceptions = require("google.auth.exceptions", "Deploying to Google Cloud")
         try:
             credentials, project = google_auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-        except exceptions.DefaultCredentialsError:
+        except exceptions.DefaultCredentialsError as exc:
+            pointed = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+            if pointed:  # the variable is set, so its file is what is wrong: say which and why
+                first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                raise DeployError(f"GOOGLE_APPLICATION_CREDENTIALS={pointed} is not usable ({first}); "
+                                  f"fix or unset it, or {LOGIN_HINT.removeprefix('run ')}") from None
             raise DeployError(f"no Google credentials found: {LOGIN_HINT}") from None
         return credentials, self.project or project
 

@@ -90,7 +90,8 @@ def deploy(db, db_path, variant_id: int, target: str, options: dict, deployer: D
         release = deployer.deploy(bundle, options, previous)
     except Exception as exc:
         raise _failed(db, row, exc, options, previous) from exc
-    return _succeeded(db, row, release, bundle, superseded=[previous] if previous else [])
+    # Every older release still marked live: also one whose Space was building when we last looked.
+    return _succeeded(db, row, release, bundle, superseded=store_deployments.current(db, target, name, exclude_id=row["id"]))
 
 
 def status(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
@@ -132,7 +133,8 @@ def rollback(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
         release = deployer.rollback(current, previous, previous_bundle)
     except Exception as exc:
         raise _failed(db, row, exc, {}, current if current["status"] in ("running", "sleeping") else None) from exc
-    others = [r for r in (store_deployments.live(db, current["target"], current["name"], exclude_id=row["id"]),) if r]
+    others = [r for r in store_deployments.current(db, current["target"], current["name"], exclude_id=row["id"])
+              if r["id"] != current["id"]]
     return _succeeded(db, row, release, previous_bundle, superseded=others, rolled_back=current)
 
 

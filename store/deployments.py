@@ -9,8 +9,9 @@ from __future__ import annotations
 from store.db import Database, dumps, loads, now, one, rows
 
 LIVE = ("deploying", "running", "sleeping")
-# Statuses of a release that once served and could serve again (rollback candidates).
-SERVED = ("running", "sleeping", "superseded", "rolled-back", "stopped")
+# Statuses of a release that once served and could serve again (rollback candidates), with
+# meta.served set when its deploy went through: "deploying" is a Space still building it.
+SERVED = ("running", "sleeping", "deploying", "superseded", "rolled-back", "stopped")
 _UPDATABLE = {"status", "url", "health_latency_ms", "cold_start_ms", "error", "variant_id"}
 
 
@@ -81,6 +82,18 @@ def live(db: Database, target: str, name: str, *, exclude_id: int | None = None)
            AND status IN ('running', 'sleeping') AND id != ? ORDER BY id DESC LIMIT 1""",
         (target, name, exclude_id or -1),
     ))
+
+
+def current(db: Database, target: str, name: str, *, exclude_id: int | None = None) -> list[dict]:
+    """Every release of the line still marked deploying, running or sleeping (a new release supersedes them all)."""
+    marks = ", ".join("?" for _ in LIVE)
+    found = rows(
+        db,
+        f"""SELECT * FROM deployments WHERE target = ? AND COALESCE(json_extract(meta, '$.name'), target) = ?
+            AND status IN ({marks}) AND id != ? ORDER BY id DESC""",
+        (target, name, *LIVE, exclude_id or -1),
+    )
+    return [_decode(r) for r in found]
 
 
 def previous_served(db: Database, target: str, name: str, before_id: int) -> dict | None:

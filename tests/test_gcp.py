@@ -151,6 +151,10 @@ def test_missing_credentials_and_project_are_login_hints(cloud, bundles, monkeyp
     monkeypatch.setenv("NO_GCE_CHECK", "True")                          # do not probe the metadata server
     with pytest.raises(DeployError, match=r"no Google credentials found: run `gcloud auth application-default login`"):
         CloudRunFunctionDeployer(api_endpoint=cloud.url).deploy(bundles[0], {}, None)
+    # A GOOGLE_APPLICATION_CREDENTIALS that points nowhere is named, not reported as "none found".
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    with pytest.raises(DeployError, match=r"GOOGLE_APPLICATION_CREDENTIALS=.*missing\.json is not usable .*was not found"):
+        CloudRunFunctionDeployer(api_endpoint=cloud.url).deploy(bundles[0], {}, None)
     no_project = CloudRunFunctionDeployer(api_endpoint=cloud.url, credentials=AnonymousCredentials())
     with pytest.raises(DeployError, match="no Google Cloud project: pass --project"):
         no_project.deploy(bundles[0], {}, None)

@@ -296,3 +296,29 @@ def test_rollback_finds_the_previous_commit_by_its_title_when_none_was_recorded(
     assert back.meta["restored_by"] == "copy" and back.meta["restored_commit"] == first.meta["commit"]
     assert hub.files(REPO) == v1_files
     assert ("GET", f"/api/spaces/{REPO}/commits/main") in hub.requests
+
+
+def test_releases_still_building_are_superseded_and_rolled_back_to(hub, tmp_path, monkeypatch):
+    """Without --wait a Space answers BUILDING after the push: the row is "deploying". The next
+    release must still supersede it, and rollback must find it (it did serve, once built)."""
+    import store
+    from deployers import service
+    from store import deployments as store_deployments
+    from tests._deploy_helpers import make_variant
+
+    monkeypatch.setenv("POCKETOPS_HOME", str(tmp_path / "home"))
+    db_path = tmp_path / "t.db"
+    db = store.connect(db_path)
+    v1, v2 = make_variant(db, db_path, seed=0), make_variant(db, db_path, name="int8-static", seed=1)
+    hub.stage_after_commit = "BUILDING"
+    deployer = StaticSpaceDeployer(endpoint=hub.url, token=TOKEN, poll_s=0.01)
+    options = {"repo_id": "tester/digits"}
+    first = service.deploy(db, db_path, v1, "spaces-static", options, deployer=deployer)
+    v1_model = hub.files("tester/digits")["model.onnx"]
+    second = service.deploy(db, db_path, v2, "spaces-static", options, deployer=deployer)
+    assert (first["status"], second["status"]) == ("deploying", "deploying")
+    assert store_deployments.get(db, first["id"])["status"] == "superseded"
+    back = service.rollback(db, second["id"], deployer=deployer)
+    assert back["meta"]["restores"] == first["id"] and back["variant_id"] == v1
+    assert hub.files("tester/digits")["model.onnx"] == v1_model != hub.repos["tester/digits"].commits[1].files["model.onnx"]
+    assert store_deployments.get(db, second["id"])["status"] == "rolled-back"
