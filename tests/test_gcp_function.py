@@ -97,6 +97,8 @@ def test_function_refuses_bad_requests_and_keeps_serving(function):
     assert _request(url + "/v1/predict", data=b'{"inputs": []}', headers={"X-API-Key": "wrong"})[0] == 401
     assert _request(url + "/v1/predict", data=b" " * (2 << 20), headers=key)[0] == 413
     assert _request(url + "/v1/nothing", headers=key)[0] == 404
+    status, answer = _request(url + "/v1/predict", headers=key)  # a GET: predictions are POSTed
+    assert status == 405 and "use POST" in answer["error"]
     status, stats = _request(url + "/v1/stats", headers=key)
     assert status == 200 and stats["errors"] >= 4
     status, _ = _request(url + "/v1/predict", data=json.dumps({"inputs": [[0, 0, 0, 0]]}).encode(), headers=key)
