@@ -1,8 +1,8 @@
-"""Which variant wins on this device? Digits CNN and transformer: fp32, fp16, int8 vs torch eager.
+"""Which variant wins on this device? Digits MLP, CNN and transformer: fp32, fp16, int8 vs torch eager.
 
     python benchmarks/quantization.py [--threads 1] [--record scripts/demo_variants.json]
 
-Trains both models in-process with the real Trainer, runs the real export job (the same code as
+Trains the three models in-process with the real Trainer, runs the real export job (the same code as
 the worker, the CLI and the Quantize panel) and prints, for each variant, its size ratio to
 fp32, its p50 latency ratio to torch eager (batch 1, fixed threads, medians over repeats, all
 contenders timed in turns) and its accuracy delta, then one line per model:
@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 MODELS = {
     # family: (preset, epochs, variants) — int8-dynamic-conv shows what ConvInteger costs on this CPU.
+    "mlp": ("small", 8, ["fp32", "fp16", "int8-dynamic", "int8-static"]),
     "cnn": ("small", 12, ["fp32", "fp16", "int8-dynamic", "int8-static", "int8-dynamic-conv"]),
     "transformer": ("tiny", 10, ["fp32", "fp16", "int8-dynamic", "int8-static"]),
 }

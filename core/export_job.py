@@ -26,7 +26,7 @@ from store.db import transaction
 
 SUMMARY_FIELDS = ("variant_id", "name", "path", "size_bytes", "load_ms", "latency_p50_ms", "latency_p95_ms",
                   "accuracy", "agreement", "max_abs_logit_diff")
-EXTRA_FIELDS = ("throughput_per_s", "peak_memory_mb", "threads", "status")
+EXTRA_FIELDS = ("throughput_per_s", "peak_memory_mb", "threads", "status", "error")
 
 
 @dataclass
@@ -228,7 +228,9 @@ def bench_variants(ctx, variants: list[dict], threads: int, *, only_unmeasured: 
         dataset, split = members[0]["meta"]["dataset"], members[0]["meta"].get("split") or {}
         if data is None or data.dataset != dataset or data.split != {**data.split, **split}:
             data = eval_data(ctx.db, dataset, split)
-        reference_row = next((v for v in members if v["name"] == "fp32"), None)
+        # The reference for agreement and max |Δlogit|: the fp32 variant (or a registered model named like one).
+        reference_row = (next((v for v in members if v["name"] == "fp32"), None)
+                         or next((v for v in members if "fp32" in v["name"]), None))
         if reference_row is None and members[0].get("run_id"):
             reference_row = next((v for v in store_variants.latest_for_run(ctx.db, members[0]["run_id"])
                                   if v["name"] == "fp32"), None)

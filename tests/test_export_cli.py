@@ -298,3 +298,23 @@ def test_missing_fp16_converter_fails_at_once_naming_the_pip_package(trained, tm
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and "'onnxconverter-common'" in err and "pocketops[export]" in err, err
     assert jobs.list_jobs(store.connect(db_path)) == []
+
+
+def test_models_bench_measures_registered_models_and_stores_the_figures(trained, exported, tmp_path, capsys):  # noqa: F811
+    """`models add` twice, then `models bench ID ID --json`: figures stored, agreement against the fp32-named one."""
+    db_path = clone_store(trained, tmp_path)
+    ids = []
+    for name, path in (("laptop-fp32", exported["cnn"]), ("other-mlp", exported["mlp"])):
+        assert main(["--db", str(db_path), "models", "add", str(path), "--dataset", "digits", "--name", name, "--json"]) == 0
+        ids.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["variant_id"])
+    assert main(["--db", str(db_path), "models", "bench", *map(str, ids), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) >= {"run_id", "variants", "baseline", "recommended"}
+    rows = {v["name"]: v for v in result["variants"]}
+    assert rows["laptop-fp32"]["agreement"] == 1.0 and rows["laptop-fp32"]["max_abs_logit_diff"] == 0.0
+    assert 0 < rows["other-mlp"]["agreement"] < 1.0, "a different model disagrees on some samples"
+    assert result["recommended"]["name"] in rows
+    db = store.connect(db_path)
+    assert all(store_variants.get(db, i)["status"] == "benchmarked" for i in ids)
+    assert main(["--db", str(db_path), "models", "bench", "999"]) == 1
+    assert "no variant 999" in capsys.readouterr().err

@@ -216,7 +216,8 @@ async def test_cancel_key_cancels_the_running_export_and_unmeasured_variants_say
 
 
 async def test_phone_portrait_40x20_keeps_table_lines_unwrapped(compared):
-    """At 40×20 the variant table (with the torch baseline) fits the detail's width: no wrapped rows."""
+    """At 40×20 the variant table (with the torch baseline) fits the detail's width, and every action's
+    footer button is on screen (a phone has no keyboard shortcut to fall back on)."""
     from tui.app import make_app
 
     _db, db_path, _run_id = compared
@@ -231,6 +232,9 @@ async def test_phone_portrait_40x20_keeps_table_lines_unwrapped(compared):
         table = [line for line in lines if line.startswith(("  ", "★ ")) and (
             "torch eager" in line or any(line[2:].startswith(v["name"][:10]) for v in RECORDED["variants"]))]
         assert table and all(len(line) <= width for line in table), (width, [t for t in table if len(t) > width])
+        shown = {k.key: k.region for k in app.query("FooterKey")}
+        for key in ("e", "b", "z", "u", "x"):
+            assert key in shown and shown[key].right <= 40, f"footer button {key} must be tappable at 40 columns"
 
 
 def test_throughput_and_memory_read_well_at_any_size():

@@ -1,4 +1,4 @@
-"""`pocketops models add MODEL.onnx [--dataset NAME] [--name N]` and `pocketops models list`.
+"""`pocketops models add MODEL.onnx [--dataset NAME] [--name N]`, `models bench ID ...` and `models list`.
 
 ``add`` registers a model exported elsewhere (a laptop with ``onnx``): it is checked with
 onnxruntime, copied beside the database and recorded as a variant, so the phone can benchmark
@@ -21,6 +21,10 @@ def register(sub) -> None:
     a.add_argument("--dataset", default=None, help="dataset it was trained on (needed to benchmark it)")
     a.add_argument("--name", default=None, help="variant name, e.g. int8-static (default: custom)")
     a.set_defaults(func=add_cmd)
+    b = add_parser(actions, "bench", "benchmark registered variants on this device and store the figures (onnxruntime only)")
+    b.add_argument("ids", nargs="+", type=int, metavar="VARIANT_ID")
+    b.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    b.set_defaults(func=bench_cmd)
     ls = add_parser(actions, "list", "list model variants, newest first")
     ls.add_argument("--run", type=int, default=None, metavar="RUN_ID", help="only this run's variants")
     ls.set_defaults(func=list_cmd)
@@ -67,6 +71,49 @@ def add_cmd(args) -> int:
            "dataset": meta.get("dataset")}
     hint = "" if args.dataset else " (add --dataset NAME to benchmark it)"
     emit(args, out, f"registered {name} as variant {variant_id}: {dest} ({fmt_bytes(size)}){hint}")
+    return 0
+
+
+def bench_cmd(args) -> int:
+    """Queue a bench job for registered variants and wait for it (run here when no worker is alive).
+
+    With ``--json`` the last line is ``{"run_id": null, "variants": [...], "baseline", "recommended"}``,
+    the same shape as ``export --json``.
+    """
+    from core.export_job import summary
+    from core.optional import require
+    from store import jobs, variants
+    from tui.commands._common import wait_for_job
+
+    if args.threads < 1:
+        raise CliError(f"--threads must be 1 or more, not {args.threads}")
+    require("onnxruntime", "pocketops models bench")
+    db, db_path = open_db(args)
+    found = [variants.get(db, i) for i in args.ids]
+    missing = [str(i) for i, v in zip(args.ids, found) if v is None]
+    if missing:
+        raise CliError(f"no variant {', '.join(missing)}; see `pocketops models list`")
+    unbound = [str(v["id"]) for v in found if not v["meta"].get("dataset")]
+    if unbound:
+        raise CliError(f"variant {', '.join(unbound)} has no dataset to be measured on; "
+                       "register it again with `pocketops models add MODEL.onnx --dataset NAME`")
+    job_id = jobs.enqueue(db, "bench", {"variant_ids": list(dict.fromkeys(args.ids)), "threads": args.threads})
+    job = wait_for_job(db_path, job_id)
+    if job["status"] != "done":
+        raise CliError(f"bench job {job_id} {job['status']}: {job.get('error') or 'no reason recorded'}")
+    fresh = [variants.get(db, i) for i in dict.fromkeys(args.ids)]
+    result = summary(None, fresh)
+    if args.json:
+        emit(args, result)
+        return 0
+    from tui.commands.export import describe
+
+    for v in result["variants"]:
+        line = describe(v)
+        print(line if v.get("status") != "failed" else f"{v['name']:<18} failed: {(v.get('error') or '')}")
+    rec = result["recommended"]
+    if rec["name"] and len(fresh) > 1:
+        print(f"recommended: {rec['name']} (variant {rec['variant_id']}) — {rec['reason']}")
     return 0
 
 

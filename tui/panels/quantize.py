@@ -201,11 +201,12 @@ class Panel(PollingPanel):
     SHORT = "Quant"
     KEY = "q"
     BINDINGS = [
-        Binding("e", "export", "Export"),
-        Binding("b", "rebench", "Re-bench"),
-        Binding("z", "toggle_prefer", "Fast/Small"),
-        Binding("u", "budget", "Budget"),
-        Binding("x", "cancel", "Cancel"),
+        # Short labels: all five footer buttons must fit (and be tappable) at 40 columns.
+        Binding("e", "export", "Export", tooltip="export the run to ONNX, build and benchmark the variants"),
+        Binding("b", "rebench", "Bench", tooltip="re-benchmark the run's variants on this device"),
+        Binding("z", "toggle_prefer", "Pref", tooltip="recommend the fastest or the smallest variant"),
+        Binding("u", "budget", "Budget", tooltip="allowed accuracy drop: 0, 0.5, 1, 2, 5 points"),
+        Binding("x", "cancel", "Stop", tooltip="cancel the run's export or re-benchmark"),
     ]
 
     def __init__(self, *args, **kwargs):
