@@ -5,6 +5,8 @@ cancel request); a worker does the training (:mod:`core.train_job`).
 """
 from __future__ import annotations
 
+import socket
+
 from core import models
 from core.datasets import model_input
 from core.errors import ConfigError, DatasetError, PocketopsError
@@ -12,6 +14,7 @@ from core.trainer import TrainConfig
 from store import datasets as store_datasets
 from store import events, jobs
 from store import runs as store_runs
+from store.db import now as store_now
 from store.db import transaction
 
 FINAL = ("done", "failed", "cancelled")
@@ -53,16 +56,26 @@ def _run(db, run_id: int) -> dict:
 
 
 def cancel_run(db, run_id: int) -> str:
-    """Cancel a run: 'cancelled' at once when queued, 'cancelling' while its worker finishes a batch."""
+    """Cancel a run: 'cancelled' at once when queued (or its worker is gone), 'cancelling' while
+    its worker finishes a batch."""
+    from core import worker as core_worker  # no torch: the job loop's liveness rules
+
     run = _run(db, run_id)
     if run["status"] in FINAL:
         raise RunError(f"run {run_id} is already {run['status']}; nothing to cancel")
     job = jobs.latest_for_run(db, run_id, "train")
-    status = jobs.request_cancel(db, job["id"]) if job else "cancelled"
+    was_running = bool(job and job["status"] == "running")
+    if was_running:
+        # A worker killed with signal 9 never sees the request: give back what a dead process on
+        # this host holds, and treat a claim whose heartbeat went stale as abandoned.
+        core_worker.reap_dead(db, socket.gethostname())
+    stale_before = store_now() - core_worker.STALE_AFTER_S
+    status = jobs.request_cancel(db, job["id"], stale_before=stale_before) if job else "cancelled"
     if status == "cancelled":
         with transaction(db):
             store_runs.set_status(db, run_id, "cancelled", error="cancelled by the user")
-            events.log(db, "info", "runs", f"run {run_id} cancelled before it started", run_id=run_id)
+            how = "its worker had stopped" if was_running else "before it started"
+            events.log(db, "info", "runs", f"run {run_id} cancelled ({how})", run_id=run_id)
         return "cancelled"
     events.log(db, "info", "runs", f"run {run_id}: cancel requested", run_id=run_id, job_id=job["id"])
     return "cancelling"

@@ -247,7 +247,10 @@ class Worker:
 
 
 def alive_workers(db_path: str | Path) -> list[dict]:
-    return workers.alive(storedb.connect(db_path), within=WORKER_ALIVE_S)
+    """Workers with a recent heartbeat, less those on this host whose process is gone (signal 9)."""
+    host = socket.gethostname()
+    found = workers.alive(storedb.connect(db_path), within=WORKER_ALIVE_S)
+    return [w for w in found if w["host"] != host or w["pid"] == os.getpid() or pid_alive(w["pid"])]
 
 
 def spawn_background(db_path: str | Path, log_path: str | Path | None = None) -> int:

@@ -83,14 +83,16 @@ def heartbeat(db: Database, job_id: int, worker_id: str, progress: dict | None =
     return cur.rowcount == 1
 
 
-def request_cancel(db: Database, job_id: int) -> str | None:
-    """Ask for a cancel. A queued job is cancelled at once; a running one when its worker sees it.
+def request_cancel(db: Database, job_id: int, *, stale_before: float | None = None) -> str | None:
+    """Ask for a cancel. A queued job is cancelled at once; a running one when its worker sees it,
+    or at once if its heartbeat is older than ``stale_before`` (its worker is gone: nobody would see it).
 
     Returns the job's status after the request, or None if there is no such job.
     """
     db.execute(
-        "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished_at = ? WHERE id = ? AND status = 'queued'",
-        (now(), job_id),
+        """UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished_at = :t, worker_id = NULL
+           WHERE id = :id AND (status = 'queued' OR (status = 'running' AND heartbeat_at < :stale))""",
+        {"t": now(), "id": job_id, "stale": stale_before if stale_before is not None else float("-inf")},
     )
     db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,))
     found = one(db, "SELECT status FROM jobs WHERE id = ?", (job_id,))

@@ -145,6 +145,11 @@ def test_run_summary_and_cells_say_what_a_user_needs():
     series = RunSeries(run_id=4, last_step=450, samples_per_s=812.0)
     text = summary_text(run, series, {}, workers=1)
     assert "Run #4" in text and "epoch 3/10" in text and "812 samples/s" in text and "38,000 params" in text
-    assert run_cells(run) == ("4", "digits cnn/small", "running", "3/10", "91%")
+    assert "best val acc 91.3%" in text
+    assert run_cells(run) == ("4", "running", "3/10", "91%", "digits cnn/small")  # the name last: phones cut it
     queued = dict(run, status="queued")
     assert "No worker is running" in summary_text(queued, RunSeries(), {}, workers=0)
+    orphan = summary_text(run, RunSeries(), {}, workers=0)  # its worker was killed (signal 9)
+    assert "No worker is running" in orphan and "resumes from its checkpoint" in orphan
+    paused = summary_text(run, series, {"paused": "battery at 12% and not charging (minimum 20%)"}, workers=1)
+    assert "Paused: battery at 12% and not charging (minimum 20%)" in paused

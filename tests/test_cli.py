@@ -117,3 +117,50 @@ def test_db_flag_overrides_home(tmp_path):
     assert target.exists()
     assert cli(tmp_path / "home", "datasets", "list", "--db", str(target), "--json").returncode == 0
     assert not (tmp_path / "home" / "pocketops.db").exists()
+
+
+def test_train_wait_reports_a_battery_pause_and_a_kill_requeues_the_run(tmp_path):
+    """With a fake `termux-battery-status` (12 %, unplugged) `train --wait --json` says it paused;
+    SIGTERM then checkpoints and requeues the run with a one-line reason, and a worker finishes it."""
+    import signal
+
+    state = tmp_path / "battery.json"
+    state.write_text('{"percentage": 12, "plugged": "UNPLUGGED", "status": "DISCHARGING"}')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "termux-battery-status").write_text(f"#!/bin/sh\ncat '{state}'\n")
+    (bin_dir / "termux-battery-status").chmod(0o755)
+    env = {**os.environ, "POCKETOPS_HOME": str(tmp_path), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "train", "--dataset", "digits", "--model", "cnn",
+                             "--preset", "tiny", "--epochs", "1", "--wait", "--json"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(proc.stdout.readline())
+        assert first == {"event": "paused", "run_id": 1, "reason": "battery at 12% and not charging (minimum 20%)"}
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert stderr.strip().splitlines() == [
+        "pocketops: interrupted: run 1 is queued; `pocketops worker` resumes it from its checkpoint, "
+        "`pocketops runs cancel 1` drops it"]
+    assert last_json(cli(tmp_path, "runs", "show", "1", "--json"))["status"] == "queued"
+    state.write_text('{"percentage": 12, "plugged": "PLUGGED_AC", "status": "CHARGING"}')
+    worker = subprocess.run([sys.executable, "-m", "tui.cli", "worker", "--once"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 0, worker.stderr
+    assert last_json(cli(tmp_path, "runs", "show", "1", "--json"))["status"] == "done"
+
+
+def test_train_flags_reach_the_run_config(tmp_path):
+    """--accum, --lr, --patience and --min-battery are stored in the run's config (0 % = never pause)."""
+    out = last_json(cli(tmp_path, "train", "--dataset", "digits", "--model", "mlp", "--accum", "4", "--lr", "0.01",
+                        "--patience", "2", "--min-battery", "0", "--batch-size", "4", "--json"))
+    assert out["status"] == "queued" and set(out) == {"run_id", "job_id", "status"}
+    config = last_json(cli(tmp_path, "runs", "show", str(out["run_id"]), "--json"))["config"]
+    assert (config["accum"], config["lr"], config["patience"], config["batch_size"]) == (4, 0.01, 2, 4)
+    assert config["pause_on_low_battery"] is False
+    bad = cli(tmp_path, "train", "--dataset", "digits", "--model", "mlp", "--min-battery", "120")
+    assert bad.returncode == 2 and "expected 0–100, found 120" in bad.stderr

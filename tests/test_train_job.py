@@ -203,3 +203,32 @@ def test_cancel_stops_a_running_job_within_seconds(digits_db):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_cancel_of_a_run_whose_worker_was_killed_ends_it_at_once(digits_db):
+    """Signal 9 left the run 'running' with nobody to see a cancel request: cancelling ends it now
+    (dead pid on this host, or a heartbeat older than the takeover limit elsewhere)."""
+    import socket
+
+    from store import workers
+
+    db, _ = digits_db
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run_id, job_id = runs.new_run(db, dataset="digits", model="cnn", epochs=3)
+    workers.register(db, "killed", dead.pid, socket.gethostname())
+    jobs.claim(db, "killed", job_id=job_id)
+    store_runs.set_status(db, run_id, "running")
+    assert core_worker.alive_workers(db_path=digits_db[1]) == []  # a dead pid is not a live worker
+    assert runs.cancel_run(db, run_id) == "cancelled"
+    assert store_runs.get(db, run_id)["status"] == "cancelled" and jobs.get(db, job_id)["status"] == "cancelled"
+
+    run2, job2 = runs.new_run(db, dataset="digits", model="cnn", epochs=3)
+    workers.register(db, "other-host", 1, "another-phone")
+    jobs.claim(db, "other-host", job_id=job2)
+    store_runs.set_status(db, run2, "running")
+    assert runs.cancel_run(db, run2) == "cancelling"  # fresh heartbeat: its worker will see the flag
+    assert jobs.get(db, job2)["status"] == "running" and jobs.cancel_requested(db, job2)
+    db.execute("UPDATE jobs SET heartbeat_at = heartbeat_at - ? WHERE id = ?", (core_worker.STALE_AFTER_S + 1, job2))
+    assert runs.cancel_run(db, run2) == "cancelled"  # stale: nobody holds it any more
+    assert jobs.get(db, job2)["status"] == "cancelled"

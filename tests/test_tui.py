@@ -276,6 +276,9 @@ async def test_queued_run_is_cancelled_at_once_and_can_be_resumed(db_path, db):
         await pilot.press("x", "y")
         await wait_for(pilot, lambda: panel.runs[run_id]["status"] == "cancelled")
         assert jobs.get(db, job_id)["status"] == "cancelled"
+        table = app.query_one("#runs-table")
+        assert table.get_cell(str(run_id), "status") == "cancelled"
+        assert table.columns["status"].content_width >= len("cancelled")  # grew from "queued", not cut
         await pilot.press("r")
         await wait_for(pilot, lambda: panel.runs[run_id]["status"] == "queued")
         assert jobs.latest_for_run(db, run_id)["id"] != job_id

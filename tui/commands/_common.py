@@ -88,6 +88,7 @@ def wait_for_job(db_path: Path, job_id: int, *, tick=None, interval: float = 0.2
     ``tick(db)`` is called on every poll from this thread (for progress output). Ctrl-C asks
     the job to checkpoint and stop; it goes back to the queue for a later worker.
     """
+    import signal
     import threading
 
     import store
@@ -109,6 +110,11 @@ def wait_for_job(db_path: Path, job_id: int, *, tick=None, interval: float = 0.2
 
         thread = threading.Thread(target=run_inline, name=f"job-{job_id}", daemon=True)
         thread.start()
+
+    def terminate(_signum, _frame):  # `kill PID` (or the phone closing the session): stop as Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         while True:
             if tick:
@@ -131,7 +137,10 @@ def wait_for_job(db_path: Path, job_id: int, *, tick=None, interval: float = 0.2
             time.sleep(interval)
     except KeyboardInterrupt:
         if runner is not None:
-            runner.request_stop()
+            runner.request_stop()  # checkpoint at the next batch and give the job back to the queue
             if thread:
                 thread.join(timeout=60)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -16,6 +16,10 @@ def register(sub) -> None:
     p.add_argument("--accum", type=_positive, default=1, help="gradient accumulation steps")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: per model family)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=_positive, default=5,
+                   help="stop early after this many epochs without a better validation accuracy (default 5)")
+    p.add_argument("--min-battery", type=_percent, default=20.0, metavar="PCT",
+                   help="pause below this battery %% unless charging (default 20; 0 never pauses)")
     p.add_argument("--wait", action="store_true", help="run now (or wait for a worker) and stream progress")
     p.set_defaults(func=run)
 
@@ -32,6 +36,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _percent(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage, found {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected 0–100, found {value:g}")
+    return value
+
+
 def run(args) -> int:
     from core.errors import ConfigError, DatasetError
     from core.runs import new_run
@@ -40,7 +56,8 @@ def run(args) -> int:
     try:
         run_id, job_id = new_run(
             db, dataset=args.dataset, model=args.model, preset=args.preset, epochs=args.epochs,
-            batch_size=args.batch_size, accum=args.accum, lr=args.lr, seed=args.seed,
+            batch_size=args.batch_size, accum=args.accum, lr=args.lr, seed=args.seed, patience=args.patience,
+            min_battery=args.min_battery, pause_on_low_battery=args.min_battery > 0,
         )
     except (ConfigError, DatasetError) as exc:
         raise CliError(str(exc)) from exc
@@ -56,7 +73,9 @@ def stream(args, db_path, run_id: int, job_id: int) -> int:
     from core.runs import run_summary
     from store import runs
 
-    cursor = {"id": 0}
+    from store import jobs
+
+    cursor = {"id": 0, "paused": None}
     show_bar = not args.json and sys.stdout.isatty()
     progress = task = None
     if show_bar:
@@ -68,6 +87,14 @@ def stream(args, db_path, run_id: int, job_id: int) -> int:
         task = progress.add_task("starting", total=None, run=run_id)
 
     def tick(db) -> None:
+        paused = ((jobs.get(db, job_id) or {}).get("progress") or {}).get("paused")
+        if paused != cursor["paused"]:  # the battery paused (or resumed) training: say so at once
+            cursor["paused"] = paused
+            if args.json:
+                emit(args, {"event": "paused" if paused else "resumed", "run_id": run_id, "reason": paused})
+            else:
+                message = f"run {run_id}: paused, {paused}; resumes when charging" if paused else f"run {run_id}: training again"
+                (progress.console.print if show_bar else print)(message)
         points = runs.metrics_since(db, run_id, cursor["id"])
         for point in points:
             cursor["id"] = point["id"]
@@ -91,6 +118,15 @@ def stream(args, db_path, run_id: int, job_id: int) -> int:
 
     try:
         job = wait_for_job(db_path, job_id, tick=tick)
+    except KeyboardInterrupt:
+        import store
+
+        state = (jobs.get(store.connect(db_path), job_id) or {}).get("status")
+        if state == "running":  # a background worker has it: only our watching stopped
+            raise CliError(f"stopped watching; run {run_id} goes on in the background worker "
+                           f"(`pocketops runs show {run_id}`)", code=130) from None
+        raise CliError(f"interrupted: run {run_id} is {state}; `pocketops worker` resumes it from its checkpoint, "
+                       f"`pocketops runs cancel {run_id}` drops it", code=130) from None
     finally:
         if progress is not None:
             progress.stop()

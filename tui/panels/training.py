@@ -91,15 +91,20 @@ def fmt_size(n) -> str:
     return f"{n:.1f} GB"
 
 
+# The run's name comes last: on a phone the table is wider than the screen, and status,
+# epoch and accuracy are what a glance needs.
+COLUMNS = (("#", "id"), ("Status", "status"), ("Ep", "epoch"), ("Acc", "acc"), ("Run", "run"))
+
+
 def run_cells(run: dict) -> tuple[str, ...]:
-    """The runs table's cells for one run."""
+    """The runs table's cells for one run, in ``COLUMNS`` order."""
     preset = (run.get("config") or {}).get("preset", "")
     return (
         str(run["id"]),
-        f"{run.get('dataset_name', '?')} {run['model']}" + (f"/{preset}" if preset else ""),
         run["status"],
         f"{run['epochs_done']}/{run['epochs_total']}",
         _pct((run.get("metrics") or {}).get("val_accuracy")),
+        f"{run.get('dataset_name', '?')} {run['model']}" + (f"/{preset}" if preset else ""),
     )
 
 
@@ -113,6 +118,9 @@ def summary_text(run: dict | None, series: RunSeries, progress: dict, workers: i
     lines = [f"[b]Run #{run['id']}[/b] · {escape(run.get('dataset_name', '?'))} · {run['model']}"
              + (f"/{preset}" if preset else "") + f" · [b]{run['status']}[/b]"]
     facts = [f"epoch {run['epochs_done']}/{run['epochs_total']}"]
+    best = (run.get("metrics") or {}).get("val_accuracy")
+    if best is not None:
+        facts.append(f"best val acc {100 * best:.1f}%")
     if series.last_step:
         facts.append(f"step {series.last_step:,}")
     if series.samples_per_s is not None and run["status"] == "running":
@@ -120,8 +128,11 @@ def summary_text(run: dict | None, series: RunSeries, progress: dict, workers: i
     if run.get("params"):
         facts.append(f"{run['params']:,} params · {fmt_size(run.get('size_bytes'))}")
     lines.append(" · ".join(facts))
-    if run["status"] == "queued" and workers == 0:
-        lines.append("[$warning]No worker is running: start one with `pocketops worker`.[/]")
+    if run["status"] == "running" and progress.get("paused"):
+        lines.append(f"[$warning]Paused: {escape(str(progress['paused']))}. It resumes when charging.[/]")
+    if run["status"] in ACTIVE and workers == 0:
+        lines.append("[$warning]No worker is running: start one with `pocketops worker`"
+                     + (" (the run resumes from its checkpoint)" if run["status"] == "running" else "") + ".[/]")
     if run.get("error"):
         lines.append(f"[$error]{escape(str(run['error']))}[/]")
     return "\n".join(lines)
@@ -152,7 +163,7 @@ class Panel(PollingPanel):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="panel-body"):
             table = DataTable(id="runs-table", classes="panel-list", cursor_type="row", zebra_stripes=True)
-            for label, key in (("#", "id"), ("Run", "run"), ("Status", "status"), ("Ep", "epoch"), ("Acc", "acc")):
+            for label, key in COLUMNS:
                 table.add_column(label, key=key)
             yield table
             with VerticalScroll(id="run-detail", classes="panel-detail"):
@@ -230,9 +241,9 @@ class Panel(PollingPanel):
         else:
             for run_id, run in fresh.items():
                 old = run_cells(self.runs[run_id])
-                for key, before, after in zip(("id", "run", "status", "epoch", "acc"), old, run_cells(run)):
-                    if before != after:
-                        table.update_cell(str(run_id), key, after)
+                for (_, key), before, after in zip(COLUMNS, old, run_cells(run)):
+                    if before != after:  # "queued" → "cancelled" is wider: the column grows
+                        table.update_cell(str(run_id), key, after, update_width=True)
         self.runs = fresh
 
     def show_summary(self) -> None:
