@@ -164,3 +164,11 @@ def test_train_flags_reach_the_run_config(tmp_path):
     assert config["pause_on_low_battery"] is False
     bad = cli(tmp_path, "train", "--dataset", "digits", "--model", "mlp", "--min-battery", "120")
     assert bad.returncode == 2 and "expected 0–100, found 120" in bad.stderr
+
+
+def test_datasets_show_bars_are_scaled_to_the_largest_class():
+    """90 vs 10 rows: the small class's bar is a ninth of the big one's, with the shares printed."""
+    from tui.commands.datasets import balance_lines
+
+    big, small = balance_lines(["big", "small"], [90, 10], width=27)
+    assert big == "  big     90  90.0%  " + "█" * 27 and small == "small     10  10.0%  " + "█" * 3

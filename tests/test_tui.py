@@ -386,3 +386,69 @@ async def test_tab_titles_shorten_on_a_phone_and_grow_back(db_path):
         await pilot.resize_terminal(100, 30)
         await pilot.pause()
         assert str(tab.render()) == "Training" and app.screen.has_class("-wide")
+
+
+async def test_escape_asks_then_quits_and_stay_keeps_the_dashboard(db_path):
+    """At 40×20 Escape (on Termux's extra-keys row) asks first; 'Stay' keeps the app, 'Quit' (a tap) exits."""
+    app = app_for(db_path, panel="training")
+    async with app.run_test(size=PHONE) as pilot:
+        await pilot.pause()
+        await pilot.press("escape")
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.click("#no")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmDialog) and app.is_running
+        await pilot.press("n")  # Escape inside a form closes only the form
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, (NewRunDialog, ConfirmDialog))
+        await pilot.press("escape")
+        await pilot.click("#yes")
+        await pilot.pause()
+    assert app.return_code == 0 and not app.is_running
+
+
+async def test_new_run_form_fits_a_phone_and_works_by_taps_alone(db_path, db):
+    """At 40×20: tap the footer's New, tap Model → mlp and Size → tiny in their lists, tap Start."""
+    from textual.widgets._footer import FooterKey
+
+    app = app_for(db_path, panel="training")
+    async with app.run_test(size=PHONE) as pilot:
+        await pilot.pause()
+        await pilot.click(next(k for k in app.query(FooterKey) if k.key == "n"))
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, NewRunDialog)
+        for field in ("#dataset", "#model", "#preset", "#epochs", "#batch", "#accum", "#lr", "#estimate", "#start"):
+            assert dialog.region.contains_region(dialog.query_one(field).region), f"{field} is off screen at 40×20"
+
+        async def pick(select_id: str, row: int) -> None:
+            await pilot.click(select_id)
+            await pilot.pause()
+            overlay = next(o for o in app.screen.query("SelectOverlay") if o.region.width)
+            await pilot.click(overlay, offset=(2, row))
+            await pilot.pause()
+
+        await pick("#model", 0)   # mlp, cnn, transformer
+        await pick("#preset", 0)  # tiny, small, base
+        assert (dialog.query_one("#model").value, dialog.query_one("#preset").value) == ("mlp", "tiny")
+        assert "parameters" in str(dialog.query_one("#estimate").render())
+        await pilot.click("#start")
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunDialog))
+    [run] = store_runs.list_all(db)
+    assert (run["model"], run["config"]["preset"], run["status"]) == ("mlp", "tiny", "queued")
+
+
+async def test_add_dataset_form_fits_a_phone(db_path):
+    """At 40×20 every field and both buttons of the add-dataset form are on screen (tappable)."""
+    app = app_for(db_path)
+    async with app.run_test(size=PHONE) as pilot:
+        await pilot.pause()
+        await pilot.press("n")
+        dialog = app.screen
+        assert isinstance(dialog, AddDatasetDialog)
+        for field in ("#path", "#kind", "#name", "#label", "#add", "#cancel"):
+            assert dialog.region.contains_region(dialog.query_one(field).region), f"{field} is off screen at 40×20"
+        await pilot.click("#cancel")
+        await pilot.pause()
+        assert not isinstance(app.screen, AddDatasetDialog)

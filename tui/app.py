@@ -63,7 +63,8 @@ class PocketopsApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "pocketops"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
-    BINDINGS = _panel_bindings()
+    # Escape is on Termux's extra-keys row (ctrl+q needs two taps there): it asks before quitting.
+    BINDINGS = _panel_bindings() + [Binding("escape", "ask_quit", "Quit", show=False)]
 
     def __init__(self, db_path: str | os.PathLike, *, poll_interval: float = DEFAULT_INTERVAL_S,
                  panel: str | None = None, sample_device: bool = True, start_worker: bool = False):
@@ -157,6 +158,17 @@ class PocketopsApp(App):
         self.ready = True
         for panel in self.query(PollingPanel):
             panel.start_polling()
+
+    def action_ask_quit(self) -> None:
+        """Quit after a yes; training and other jobs go on in the background worker."""
+        from tui.dialogs import ConfirmDialog
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        self.push_screen(ConfirmDialog("Quit the dashboard? Jobs go on in the background worker.",
+                                       yes="Quit", no="Stay"), answered)
 
     # -- panels ---------------------------------------------------------------------------
     @staticmethod

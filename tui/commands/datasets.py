@@ -78,11 +78,8 @@ def show_cmd(args) -> int:
         return 0
     out = console()
     out.print(f"[bold]{row['name']}[/]  {row['kind']}, {row['rows']} rows, input {'×'.join(map(str, row['input_shape']))}")
-    total = max(1, sum(row["class_counts"]))
-    width = max(len(str(c)) for c in row["classes"])
-    for name, count in zip(row["classes"], row["class_counts"]):
-        bar = "█" * max(1, round(30 * count / total * len(row["classes"]) / 2))
-        out.print(f"  {str(name):>{width}} {count:>6}  {bar[:40]}")
+    for line in balance_lines(row["classes"], row["class_counts"]):
+        out.print("  " + line)
     from core.datasets import preview
 
     for sample in preview(row, n=3):
@@ -95,6 +92,16 @@ def show_cmd(args) -> int:
         elif sample.get("text"):
             out.print("  " + sample["text"][:76])
     return 0
+
+
+def balance_lines(classes, counts, width: int = 30) -> list[str]:
+    """One line per class: name, count, share and a bar scaled to the largest class."""
+    total = max(1, sum(counts))
+    biggest = max(1, max(counts, default=1))
+    name_w = min(20, max((len(str(c)) for c in classes), default=1))
+    return [f"{str(name)[:name_w]:>{name_w}} {count:>6} {100 * count / total:5.1f}%  "
+            + "█" * max(1 if count else 0, round(width * count / biggest))
+            for name, count in zip(classes, counts)]
 
 
 def _blocks(image) -> list[str]:

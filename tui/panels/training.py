@@ -208,7 +208,13 @@ class Panel(PollingPanel):
                 from core.telemetry import sample
 
                 device, source = sample(), "this process"
-        return TrainingData(runs, selected, points, device, source, len(store_workers.alive(db)), progress)
+        import socket
+
+        from core.worker import pid_alive
+
+        host = socket.gethostname()  # a worker killed with signal 9 still has a recent heartbeat
+        alive = [w for w in store_workers.alive(db) if w["host"] != host or pid_alive(w["pid"])]
+        return TrainingData(runs, selected, points, device, source, len(alive), progress)
 
     def update_view(self, data: TrainingData) -> None:
         self.alive_workers = data.workers
