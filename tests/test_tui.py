@@ -452,3 +452,114 @@ async def test_add_dataset_form_fits_a_phone(db_path):
         await pilot.click("#cancel")
         await pilot.pause()
         assert not isinstance(app.screen, AddDatasetDialog)
+
+
+def test_pocketops_starts_a_worker_and_closing_the_dashboard_leaves_the_run_training(tmp_path):
+    """`pocketops` (no arguments) in a terminal starts a background worker; hanging up the terminal
+    ends the dashboard, not the worker, which finishes the run it was training."""
+    import fcntl
+    import pty
+    import signal
+    import struct
+    import termios
+    import threading
+
+    from core import worker as core_worker
+
+    home = tmp_path / "home"
+    env = {**os.environ, "POCKETOPS_HOME": str(home), "TERM": "xterm-256color"}
+    queued = subprocess.run([sys.executable, "-m", "tui.cli", "train", "--dataset", "digits", "--model", "cnn",
+                             "--preset", "tiny", "--epochs", "40", "--patience", "40", "--json"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    run_id = json.loads(queued.stdout)["run_id"]
+    db_path = home / "pocketops.db"
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 40, 0, 0))
+    drain = threading.Thread(target=lambda: _drain(master), daemon=True)
+    drain.start()
+    dashboard = subprocess.Popen([sys.executable, "-m", "tui.cli"], cwd=ROOT, env=env, stdin=slave, stdout=slave,
+                                 stderr=slave, start_new_session=True)
+    os.close(slave)
+    conn = store.connect(db_path)
+    worker_pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not store_runs.count_metrics(conn, run_id, "train"):
+            assert dashboard.poll() is None, "the dashboard exited on its own"
+            time.sleep(0.1)
+        assert store_runs.count_metrics(conn, run_id, "train"), "no worker trained the queued run"
+        [worker] = core_worker.alive_workers(db_path)
+        worker_pid = worker["pid"]
+        assert worker_pid != dashboard.pid
+        os.killpg(dashboard.pid, signal.SIGHUP)  # the terminal goes away (Termux session closed)
+        os.close(master)
+        assert dashboard.wait(timeout=20) is not None
+        assert store_runs.get(conn, run_id)["status"] == "running"
+        before = store_runs.count_metrics(conn, run_id, "train")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and store_runs.count_metrics(conn, run_id, "train") <= before:
+            time.sleep(0.1)
+        assert store_runs.count_metrics(conn, run_id, "train") > before, "training stopped with the dashboard"
+        assert core_worker.pid_alive(worker_pid)
+    finally:
+        if dashboard.poll() is None:
+            dashboard.kill()
+        if worker_pid and core_worker.pid_alive(worker_pid):
+            os.kill(worker_pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and core_worker.pid_alive(worker_pid):
+                time.sleep(0.1)
+        conn.conn.close()
+
+
+def _drain(fd: int) -> None:
+    """Read the dashboard's terminal output so it never blocks on a full pty buffer."""
+    while True:
+        try:
+            if not os.read(fd, 65536):
+                return
+        except OSError:
+            return
+
+
+def test_the_dashboard_stays_torch_free_while_used(tmp_path):
+    """After adding a dataset, queueing runs (form and quick start), cancelling and visiting every
+    panel, the dashboard process has still not imported torch or onnx (training is the worker's)."""
+    csv = tmp_path / "mini.csv"
+    csv.write_text("x1,x2,label\n" + "".join(f"{i},{i % 3},{'ab'[i % 2]}\n" for i in range(20)))
+    code = f"""
+import asyncio, sys
+from tui.app import make_app, PANELS
+
+async def main():
+    app = make_app({str(tmp_path / 'd.db')!r}, poll_interval=0.1, sample_device=True)
+    async with app.run_test(size=(40, 20)) as pilot:
+        for _ in range(100):
+            if app.ready:
+                break
+            await pilot.pause(0.05)
+        await pilot.press("n")
+        app.screen.query_one("#path").value = {str(csv)!r}
+        await pilot.click("#add")
+        for _ in range(100):
+            if app.screen is app.screen_stack[0]:
+                break
+            await pilot.pause(0.05)
+        await pilot.press("t", "n")
+        await pilot.click("#start")
+        await pilot.pause(0.2)
+        await pilot.press("s", "x", "y")
+        await pilot.pause(0.3)
+        for info in PANELS:
+            await pilot.press(info.key)
+            await pilot.pause(0.3)
+    import store
+    from store import runs
+    print(len(runs.list_all(store.connect({str(tmp_path / 'd.db')!r}))), sorted(m for m in ('torch', 'onnx') if m in sys.modules))
+
+asyncio.run(main())
+"""
+    env = {**os.environ, "POCKETOPS_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "2 []", proc.stdout  # two runs queued, no torch, no onnx
