@@ -335,7 +335,7 @@ class Trainer:
         X_tr, y_tr = data["train"]
         n_train, bs, accum = len(y_tr), cfg.batch_size, cfg.accum
         n_batches = (n_train + bs - 1) // bs
-        if st["stopped_early"] and cfg.epochs <= st["epoch"]:
+        if st["stopped_early"]:  # a run that stopped early is finished, even if re-run after a kill
             return
         model.train()
         self._wait_for_power()

@@ -221,3 +221,21 @@ def test_termux_battery_without_plug_fields_is_not_assumed_discharging(tmp_path,
     reading = telemetry.battery()
     assert reading["battery_percent"] == 5 and reading["charging"] is None
     assert not trainer._low(reading, 20)
+
+
+def test_early_stopping_ends_after_patience_epochs_without_improvement(digits, tmp_path):
+    """patience=2: the run stops two epochs after its best one, keeps the best weights, and a
+    re-run after a kill (same checkpoint) trains nothing more."""
+    config = cfg(model="mlp", preset="tiny", epochs=40, patience=2, batch_size=32)
+    rec = Recorder()
+    summary = Trainer(config, digits, tmp_path / "ck", rec).fit()
+    assert summary["stopped_early"] and summary["epochs_done"] < 40
+    assert summary["epochs_done"] - summary["best_epoch"] == 2
+    vals = [m["val_accuracy"] for _, m in rec.epochs]
+    best = summary["best_epoch"]
+    assert vals[best - 1] == summary["val_accuracy"] == max(vals)
+    assert all(v <= vals[best - 1] for v in vals[best:])  # no better epoch after the best one
+    assert trainer.read_checkpoint(tmp_path / "ck" / "best.pt")["epoch"] == best
+    again = Recorder()
+    s2 = Trainer(config, digits, tmp_path / "ck", again).fit()
+    assert again.epochs == [] and s2["epochs_done"] == summary["epochs_done"]
