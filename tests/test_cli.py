@@ -172,3 +172,39 @@ def test_datasets_show_bars_are_scaled_to_the_largest_class():
 
     big, small = balance_lines(["big", "small"], [90, 10], width=27)
     assert big == "  big     90  90.0%  " + "█" * 27 and small == "small     10  10.0%  " + "█" * 3
+
+
+def test_image_folder_and_text_csv_end_to_end(tmp_path):
+    """add an image folder → train cnn and transformer → done; add a text CSV → train transformer → done."""
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    with np.load(ROOT / "core" / "data" / "digits.npz") as data:
+        images, labels = data["images"], data["labels"]
+    folder = tmp_path / "shapes"
+    for digit, name in ((0, "zero"), (1, "one"), (7, "seven")):
+        (folder / name).mkdir(parents=True)
+        for k, i in enumerate(np.flatnonzero(labels == digit)[:40]):  # 8x8 0..16 → 24x24 RGB PNGs
+            pixels = (images[i] * 15).astype(np.uint8)
+            Image.fromarray(pixels).convert("RGB").resize((24, 24)).save(folder / name / f"{k}.png")
+    rng = random.Random(0)
+    good, bad = ["great", "lovely", "superb", "fun"], ["awful", "boring", "dreadful", "dull"]
+    rows = ["text,label"]
+    for i in range(160):
+        label = "pos" if i % 2 else "neg"
+        rows.append(f"\"the film was {rng.choice(good if label == 'pos' else bad)}, {rng.choice(['truly', 'quite'])}\",{label}")
+    (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n")
+
+    added = last_json(cli(tmp_path, "datasets", "add", str(folder), "--json"))
+    assert (added["kind"], added["classes"], added["input_shape"]) == ("images", ["one", "seven", "zero"], [1, 16, 16])
+    text = last_json(cli(tmp_path, "datasets", "add", str(tmp_path / "reviews.csv"), "--json"))
+    assert (text["kind"], text["class_counts"]) == ("text", [80, 80])
+    for dataset, model, floor in (("shapes", "cnn", 0.85), ("shapes", "transformer", 0.7), ("reviews", "transformer", 0.9)):
+        proc = cli(tmp_path, "train", "--dataset", dataset, "--model", model, "--preset", "tiny", "--epochs", "6",
+                   "--wait", "--json")
+        assert proc.returncode == 0, proc.stderr
+        summary = last_json(proc)
+        assert summary["status"] == "done", summary
+        assert summary["metrics"]["val_accuracy"] >= floor, (dataset, model, summary["metrics"])

@@ -563,3 +563,19 @@ asyncio.run(main())
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "2 []", proc.stdout  # two runs queued, no torch, no onnx
+
+
+async def test_new_run_form_shows_samples_per_step_and_the_default_lr(db_path):
+    """Batch 4 × accum 4 reads '16 samples per step'; the lr field shows the family's default."""
+    app = app_for(db_path, panel="training")
+    async with app.run_test(size=PHONE) as pilot:
+        await pilot.press("n")
+        dialog = app.screen
+        dialog.query_one("#batch").value = "4"
+        dialog.query_one("#accum").value = "4"
+        await pilot.pause()
+        assert "16 samples per step" in str(dialog.query_one("#estimate").render())
+        assert dialog.query_one("#lr").placeholder == "default 0.002"
+        dialog.query_one("#model").value = "transformer"
+        await pilot.pause()
+        assert dialog.query_one("#lr").placeholder == "default 0.0005"

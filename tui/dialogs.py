@@ -227,6 +227,7 @@ class NewRunDialog(ModalScreen["tuple[int, int] | None"]):
         self.dismiss(None)
 
     @on(Select.Changed)
+    @on(Input.Changed, "#batch, #accum")
     def _changed(self) -> None:
         self.update_estimate()
 
@@ -234,7 +235,7 @@ class NewRunDialog(ModalScreen["tuple[int, int] | None"]):
         """Parameters and fp32 size of the chosen config; the error (and no Start) if it cannot run."""
         from core.datasets import model_input
         from core.errors import ConfigError
-        from core.models import check_config
+        from core.models import DEFAULT_LR, check_config
 
         name = self.query_one("#dataset", Select).value
         model = self.query_one("#model", Select).value
@@ -251,7 +252,15 @@ class NewRunDialog(ModalScreen["tuple[int, int] | None"]):
             except ConfigError as exc:
                 estimate.update(str(exc))
             else:
-                estimate.update(f"{self.estimate['params']:,} parameters · {fmt_size(self.estimate['size_bytes'])} (fp32)")
+                text = f"{self.estimate['params']:,} parameters · {fmt_size(self.estimate['size_bytes'])} (fp32)"
+                try:  # what one optimizer step sees
+                    batch = parse_int("Batch size", self.query_one("#batch", Input).value, high=65_536)
+                    text += f" · {batch * parse_int('Grad accum', self.query_one('#accum', Input).value, high=1_024)} samples per step"
+                except ValueError:
+                    pass  # read_form names the bad field on Start
+                estimate.update(text)
+        if model in DEFAULT_LR:
+            self.query_one("#lr", Input).placeholder = f"default {DEFAULT_LR[model]:g}"
         estimate.set_class(self.estimate is None, "-invalid")
         self.query_one("#start", Button).disabled = self.estimate is None
         return self.estimate
