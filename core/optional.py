@@ -32,13 +32,24 @@ KNOWN: dict[str, Extra] = {
 }
 
 
+def _lookup(module: str) -> Extra:
+    """The entry for ``module`` or its nearest known parent (``onnxconverter_common.float16``
+    is the ``onnxconverter-common`` package); unknown modules are named as they are."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        found = KNOWN.get(".".join(parts[:end]))
+        if found is not None:
+            return found
+    return Extra(parts[0], "all", f"pip install {parts[0]}")
+
+
 class MissingDependency(RuntimeError):
     """An optional package is not installed; ``str()`` says what to install where."""
 
     def __init__(self, module: str, purpose: str):
         self.module = module
         self.purpose = purpose
-        info = KNOWN.get(module, Extra(module, "all", f"pip install {module}"))
+        info = _lookup(module)
         super().__init__(
             f"{purpose} needs the Python package '{info.package}', which is not installed. "
             f"On Linux: pip install 'pocketops[{info.extra}]' (or make install). "

@@ -55,9 +55,8 @@ def require_quantize_tools(purpose: str = "Quantization") -> None:
 
 
 def require_fp16_tools(purpose: str = "The fp16 variant"):
-    """onnxconverter-common's float16 converter, or a message naming the pip package (not the module path)."""
+    """onnxconverter-common's float16 converter, or a message naming the pip package."""
     require("onnx", purpose)
-    require("onnxconverter_common", purpose)
     return require("onnxconverter_common.float16", purpose)
 
 

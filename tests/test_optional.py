@@ -33,6 +33,17 @@ def test_require_names_the_package_and_both_platforms(monkeypatch):
     assert "On Termux" in text and "no Termux build" in text
 
 
+def test_a_submodule_is_named_by_its_pip_package(monkeypatch):
+    """A missing ``pkg.sub`` names the pip package ``pkg`` comes from, not the module path."""
+    monkeypatch.setitem(sys.modules, "onnxconverter_common", None)
+    with pytest.raises(MissingDependency) as info:
+        require("onnxconverter_common.float16", "The fp16 variant")
+    assert "'onnxconverter-common'" in str(info.value) and "pocketops[export]" in str(info.value)
+    with pytest.raises(MissingDependency) as info:
+        require("no_such_pkg_xyz.sub", "Something")
+    assert "'no_such_pkg_xyz'" in str(info.value)
+
+
 def test_require_returns_the_module_when_present():
     """An installed package is simply returned."""
     assert require("json", "anything").dumps([1]) == "[1]"
