@@ -76,6 +76,7 @@ class PocketopsApp(App):
         self.start_worker = start_worker
         self.ready = False  # the store is set up (built-in datasets, worker) and panels poll
         self._db = None
+        self._wide: bool | None = None  # which side of WIDE_FROM the last resize was on
         self.first_frame_at: float | None = None
         self.notices: deque[tuple[str, str]] = deque(maxlen=50)  # (severity, message) as shown, newest last
 
@@ -94,27 +95,33 @@ class PocketopsApp(App):
         return self._db
 
     def compose(self) -> ComposeResult:
+        start = self._info(self.start_panel)
         with Horizontal(id="panel-bar"):
             yield Label("pocketops", id="app-name")
             for info in PANELS:
-                yield PanelTab(info)
+                # Classes set before mounting cost no second styling pass.
+                yield PanelTab(info).set_class(info is start, "-active")
         # Only the first panel is built now; the others on first show (a lean first frame).
-        start = self._info(self.start_panel)
         with ContentSwitcher(initial=start.widget_id, id="panels"):
             yield start.panel_class(id=start.widget_id)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self._mark_tab(self._widget_id(self.start_panel).removeprefix("panel-"))
         self._focus_panel(self.current_panel)
         self.call_after_refresh(self._after_first_frame)
 
     def on_resize(self) -> None:
+        wide = self.size.width >= WIDE_FROM
+        if wide == self._wide:
+            return  # same side of the breakpoint: nothing to relabel (and no extra layout at start)
+        first = self._wide is None
+        self._wide = wide
         # On a phone the footer needs every column for the panel's own keys.
-        self.query_one(Footer).show_command_palette = self.size.width >= WIDE_FROM
-        for tab in self.query(PanelTab):  # long or short titles
-            tab.clear_cached_dimensions()
-            tab.refresh(layout=True)
+        self.query_one(Footer).show_command_palette = wide
+        if not first:  # the first frame already renders the right titles
+            for tab in self.query(PanelTab):  # long or short titles
+                tab.clear_cached_dimensions()
+                tab.refresh(layout=True)
 
     def _after_first_frame(self) -> None:
         self.first_frame_at = time.monotonic()
