@@ -58,6 +58,13 @@ def test_queue_then_worker_once_then_show(tmp_path):
     assert [r["run_id"] for r in listed] == [out["run_id"]]
 
 
+def test_queueing_without_a_worker_says_how_to_start_one(tmp_path):
+    """A run queued with no worker alive tells the user it will not start by itself."""
+    proc = cli(tmp_path, "train", "--dataset", "digits", "--model", "mlp")
+    assert proc.returncode == 0, proc.stderr
+    assert "no worker is running: start one with `pocketops worker`" in proc.stdout
+
+
 def test_cancel_a_queued_run(tmp_path):
     """`runs cancel` on a queued run cancels it at once; cancelling it again is an error."""
     out = last_json(cli(tmp_path, "train", "--dataset", "digits", "--model", "mlp", "--json"))

@@ -62,8 +62,12 @@ def run(args) -> int:
     except (ConfigError, DatasetError) as exc:
         raise CliError(str(exc)) from exc
     if not args.wait:
+        from core.worker import alive_workers
+
+        who = ("a running worker will pick it up" if alive_workers(db_path) else
+               "no worker is running: start one with `pocketops worker` (or open the dashboard)")
         emit(args, {"run_id": run_id, "job_id": job_id, "status": "queued"},
-             f"run {run_id} queued (job {job_id}); a worker will pick it up — `pocketops runs show {run_id}`")
+             f"run {run_id} queued (job {job_id}); {who} — `pocketops runs show {run_id}`")
         return 0
     return stream(args, db_path, run_id, job_id)
 
