@@ -153,3 +153,30 @@ async def test_a_failed_attempt_does_not_hide_the_release_that_serves(seeded):
         await pilot.press("y")
         await wait_for(pilot, lambda: deploy_jobs(db))
         assert deploy_jobs(db)[0]["payload"] == {"action": "stop", "deployment_id": cur["id"]}
+
+
+def test_deploy_form_offers_the_recommended_variant_first(tmp_path):
+    """The form's variant defaults to the one the Quantize panel recommends, not merely the newest."""
+    from store import variants as store_variants
+    from tui.panels.deploy import recommended_variant
+
+    db_path = tmp_path / "t.db"
+    db = store.connect(db_path)
+    figures = {"fp32": (0.030, 0.99, 200_000), "fp16": (0.020, 0.99, 100_000), "int8-static": (0.040, 0.99, 50_000)}
+    ids = {}
+    for name, (p50, acc, size) in figures.items():
+        vid = make_variant(db, db_path, name=name)  # also registers the digits dataset
+        if not ids:
+            from store import datasets as store_datasets
+            from store import runs as store_runs
+
+            run_id = store_runs.create(db, dataset_id=store_datasets.by_name(db, "digits")["id"], model="cnn",
+                                       config={}, epochs_total=1)
+        store_variants.set_bench(db, vid, {"latency_p50_ms": p50, "accuracy": acc, "size_bytes": size})
+        db.execute("UPDATE variants SET run_id = ? WHERE id = ?", (run_id, vid))
+        ids[name] = vid
+    offered = store_deployments.variants(db)
+    assert offered[0]["name"] == "int8-static"  # newest first
+    assert recommended_variant(db, offered) == ids["fp16"]  # fastest within the budget
+    assert DeployDialog(db_path, offered, initial=ids["fp16"]).initial == ids["fp16"]
+    assert DeployDialog(db_path, offered, initial=999).initial is None  # unknown ids fall back to the newest

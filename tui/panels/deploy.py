@@ -84,6 +84,19 @@ def job_line(job: dict) -> str:
     return f"{what} {target}: {job['status']}…"
 
 
+def recommended_variant(db, variants: list[dict]) -> int | None:
+    """The variant the Quantize panel recommends (fastest within 1 point) for the newest run offered."""
+    from core.export_job import bench_rows
+    from core.recommend import recommend
+    from store import variants as store_variants
+
+    run_id = next((v["run_id"] for v in variants if v.get("run_id")), None)
+    if run_id is None:
+        return None
+    rows = bench_rows(store_variants.latest_for_run(db, run_id))
+    return recommend(rows).variant_id if rows else None
+
+
 class Panel(PollingPanel):
     """Deploy: lines with live status; deploy (plan first), status, rollback, stop."""
 
@@ -204,7 +217,8 @@ class Panel(PollingPanel):
                 job_id = self._enqueue({"action": "deploy", **choice})
                 self.notify(f"Deploy of variant {choice['variant_id']} to {choice['target']} queued (job {job_id}).")
 
-        self.app.push_screen(DeployDialog(self.app.db_path, variants), chosen)
+        self.app.push_screen(DeployDialog(self.app.db_path, variants, initial=recommended_variant(self.app.db, variants)),
+                             chosen)
 
     def action_status(self) -> None:
         row = self._current()
@@ -255,10 +269,11 @@ class DeployDialog(ModalScreen["dict | None"]):
     """
     PLAN_POLL_S = 0.3
 
-    def __init__(self, db_path, variants: list[dict]):
+    def __init__(self, db_path, variants: list[dict], initial: int | None = None):
         super().__init__(classes="dialog-screen")
         self.db_path = db_path
         self.variants = variants
+        self.initial = initial if any(v["id"] == initial for v in variants) else None
         self.plan_job: int | None = None
         self.planned_for: tuple | None = None
 
@@ -269,7 +284,7 @@ class DeployDialog(ModalScreen["dict | None"]):
             yield Label("Deploy a variant", classes="dialog-title")
             with Grid(classes="form"):
                 yield Label("Variant")
-                yield Select(options, value=options[0][1], allow_blank=False, id="variant", compact=True)
+                yield Select(options, value=self.initial or options[0][1], allow_blank=False, id="variant", compact=True)
                 yield Label("Target")
                 yield Select(TARGETS, value="local", allow_blank=False, id="target", compact=True)
                 yield Label("Name")
