@@ -15,6 +15,9 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
+from tui.format import fmt_bytes
+
+
 # What the core raises for bad input; shown inline as the one-line message it carries.
 def _user_errors() -> tuple[type[BaseException], ...]:
     from core.errors import PocketopsError
@@ -168,14 +171,6 @@ def parse_lr(text: str) -> float | None:
     return value
 
 
-def fmt_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 class NewRunDialog(ModalScreen["tuple[int, int] | None"]):
     """Configure and queue a training run; shows parameters and size before it starts."""
 
@@ -252,7 +247,7 @@ class NewRunDialog(ModalScreen["tuple[int, int] | None"]):
             except ConfigError as exc:
                 estimate.update(str(exc))
             else:
-                text = f"{self.estimate['params']:,} parameters · {fmt_size(self.estimate['size_bytes'])} (fp32)"
+                text = f"{self.estimate['params']:,} parameters · {fmt_bytes(self.estimate['size_bytes'])} (fp32)"
                 try:  # what one optimizer step sees
                     batch = parse_int("Batch size", self.query_one("#batch", Input).value, high=65_536)
                     text += f" · {batch * parse_int('Grad accum', self.query_one('#accum', Input).value, high=1_024)} samples per step"

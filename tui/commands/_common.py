@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tui.format import fmt_bytes  # noqa: F401  (re-exported for the commands)
+
 
 class CliError(Exception):
     """A failure to report as one line on stderr with a non-zero exit code."""
@@ -64,16 +66,6 @@ def console():
 
 def err(message: str) -> None:
     print(f"pocketops: {message}", file=sys.stderr)
-
-
-def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def path_arg(value: str) -> Path:

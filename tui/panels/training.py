@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Static
 
+from tui.format import fmt_bytes
 from tui.messages import StoreChanged
 from tui.widgets.chart import CurveChart, Series
 from tui.widgets.device import DeviceStrip
@@ -81,16 +82,6 @@ def _pct(value) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
-def fmt_size(n) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 # The run's name comes last: on a phone the table is wider than the screen, and status,
 # epoch and accuracy are what a glance needs.
 COLUMNS = (("#", "id"), ("Status", "status"), ("Ep", "epoch"), ("Acc", "acc"), ("Run", "run"))
@@ -126,7 +117,7 @@ def summary_text(run: dict | None, series: RunSeries, progress: dict, workers: i
     if series.samples_per_s is not None and run["status"] == "running":
         facts.append(f"{series.samples_per_s:,.0f} samples/s")
     if run.get("params"):
-        facts.append(f"{run['params']:,} params · {fmt_size(run.get('size_bytes'))}")
+        facts.append(f"{run['params']:,} params · {fmt_bytes(run.get('size_bytes'))}")
     lines.append(" · ".join(facts))
     if run["status"] == "running" and progress.get("paused"):
         lines.append(f"[$warning]Paused: {escape(str(progress['paused']))}. It resumes when charging.[/]")
