@@ -246,11 +246,16 @@ class Worker:
             self._current = None
 
 
-def alive_workers(db_path: str | Path) -> list[dict]:
+def live_workers(db) -> list[dict]:
     """Workers with a recent heartbeat, less those on this host whose process is gone (signal 9)."""
     host = socket.gethostname()
-    found = workers.alive(storedb.connect(db_path), within=WORKER_ALIVE_S)
+    found = workers.alive(db, within=WORKER_ALIVE_S)
     return [w for w in found if w["host"] != host or w["pid"] == os.getpid() or pid_alive(w["pid"])]
+
+
+def alive_workers(db_path: str | Path) -> list[dict]:
+    """:func:`live_workers` of the database at ``db_path``."""
+    return live_workers(storedb.connect(db_path))
 
 
 def spawn_background(db_path: str | Path, log_path: str | Path | None = None) -> int:

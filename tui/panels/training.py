@@ -178,7 +178,6 @@ class Panel(PollingPanel):
         from store import jobs as store_jobs
         from store import runs as store_runs
         from store import telemetry as store_telemetry
-        from store import workers as store_workers
         from store.db import now
 
         selected, cursor, local = args
@@ -199,13 +198,9 @@ class Panel(PollingPanel):
                 from core.telemetry import sample
 
                 device, source = sample(), "this process"
-        import socket
+        from core.worker import live_workers  # a worker killed with signal 9 still has a recent heartbeat
 
-        from core.worker import pid_alive
-
-        host = socket.gethostname()  # a worker killed with signal 9 still has a recent heartbeat
-        alive = [w for w in store_workers.alive(db) if w["host"] != host or pid_alive(w["pid"])]
-        return TrainingData(runs, selected, points, device, source, len(alive), progress)
+        return TrainingData(runs, selected, points, device, source, len(live_workers(db)), progress)
 
     def update_view(self, data: TrainingData) -> None:
         self.alive_workers = data.workers
