@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Static
 
 from tui.messages import StoreChanged
 from tui.widgets.bars import BalanceBars
+from tui.widgets.disk import DiskUse
 from tui.widgets.polling import PollingPanel
 from tui.widgets.preview import SamplePreview
 
@@ -22,6 +23,7 @@ class DatasetsData:
     preview_for: str | None = None
     preview: list[dict] | None = None
     preview_error: str | None = None
+    disk: dict | None = None
 
 
 def summary_lines(row: dict) -> list[str]:
@@ -65,6 +67,7 @@ class Panel(PollingPanel):
             yield table
             with VerticalScroll(id="dataset-detail", classes="panel-detail"):
                 yield Static("Loading datasets…", id="dataset-summary")
+                yield DiskUse(id="datasets-disk")
                 yield Static("Samples", classes="section-title")
                 yield SamplePreview(id="dataset-preview")
                 yield Static("Class balance", classes="section-title")
@@ -76,9 +79,10 @@ class Panel(PollingPanel):
 
     def fetch(self, db, args) -> DatasetsData:
         from store import datasets as store_datasets
+        from store.retention import disk_use
 
         selected, need_preview = args
-        data = DatasetsData(store_datasets.list_all(db))
+        data = DatasetsData(store_datasets.list_all(db), disk=disk_use(db))
         names = [d["name"] for d in data.datasets]
         target = selected if selected in names else (names[0] if names else None)
         if target is not None and (need_preview or target != selected):
@@ -100,6 +104,7 @@ class Panel(PollingPanel):
             for name, row in fresh.items():
                 table.add_row(name, row["kind"], f"{row['rows']:,}", str(row["n_classes"]), key=name)
         self.rows = fresh
+        self.query_one("#datasets-disk", DiskUse).set_use(data.disk)
         if self.selected not in fresh:
             self.selected = next(iter(fresh), None)
         if self.selected is not None:

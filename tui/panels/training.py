@@ -13,6 +13,7 @@ from tui.format import fmt_bytes
 from tui.messages import StoreChanged
 from tui.widgets.chart import CurveChart, Series
 from tui.widgets.device import DeviceStrip
+from tui.widgets.disk import DiskUse
 from tui.widgets.polling import PollingPanel
 
 ORDER = 20
@@ -76,6 +77,7 @@ class TrainingData:
     device_source: str
     workers: int
     progress: dict = field(default_factory=dict)
+    disk: dict | None = None
 
 
 def _pct(value) -> str:
@@ -159,6 +161,7 @@ class Panel(PollingPanel):
             yield table
             with VerticalScroll(id="run-detail", classes="panel-detail"):
                 yield DeviceStrip(id="device")
+                yield DiskUse(id="training-disk")
                 yield Static("Loading runs…", id="run-summary")
                 yield CurveChart("loss", id="loss-chart")
                 yield CurveChart("accuracy", y_range=(0.0, 1.0), id="acc-chart")
@@ -200,10 +203,13 @@ class Panel(PollingPanel):
                 device, source = sample(), "this process"
         from core.worker import live_workers  # a worker killed with signal 9 still has a recent heartbeat
 
-        return TrainingData(runs, selected, points, device, source, len(live_workers(db)), progress)
+        from store.retention import disk_use
+
+        return TrainingData(runs, selected, points, device, source, len(live_workers(db)), progress, disk_use(db))
 
     def update_view(self, data: TrainingData) -> None:
         self.alive_workers = data.workers
+        self.query_one("#training-disk", DiskUse).set_use(data.disk)
         self.update_table(data.runs)
         if data.run_id != self.selected:
             if self.selected is not None and self.selected in self.runs:
