@@ -1,12 +1,17 @@
 """Build a seeded demo database: the digits dataset and a few training runs with real curves.
 
 The curves are replayed from real training runs on digits recorded once with
-``python scripts/demo_db.py --record`` (which trains with the real worker, needs torch, and
-writes ``scripts/demo_metrics.json``). Building the demo needs neither torch nor a worker:
+``python scripts/demo_db.py --record`` (which trains with the real worker, needs torch and
+onnx, and writes ``scripts/demo_metrics.json``). The same recording keeps the device load the
+worker sampled while it trained (``telemetry``) and the cold start and /health latency of two
+real local deployments of the trained cnn (``deploy``). Building the demo needs neither torch
+nor a worker:
 
     python scripts/demo_db.py /tmp/demo/pocketops.db
 
-The last run is left "running" halfway, as a live run looks while the worker trains it.
+The last run is left "running" halfway, as a live run looks while the worker trains it. The
+database is marked as the demo (``store.demo``): the dashboard shows a "demo" mark on it. A
+figure the recording lacks falls back to a typed value, and the mark's note says which.
 """
 from __future__ import annotations
 
@@ -23,6 +28,9 @@ METRICS_FILE = Path(__file__).with_name("demo_metrics.json")
 # (model, preset, epochs) of the recorded runs; the demo shows them in this order.
 RECORDED = [("mlp", "small", 10), ("cnn", "tiny", 8), ("cnn", "small", 12)]
 DEMO_WORKER = "demo-worker"
+# Used only when demo_metrics.json has no recorded telemetry (a recording older than this field).
+TYPED_TELEMETRY = {"cpu_percent": 87.0, "ram_used_mb": 2710.0, "ram_total_mb": 5650.0,
+                   "battery_percent": 64.0, "charging": 0, "temperature_c": 38.5}
 
 
 def record(out: Path = METRICS_FILE) -> None:
@@ -56,7 +64,45 @@ def record(out: Path = METRICS_FILE) -> None:
             })
             print(f"{model}/{preset}: {run['status']}, {len(points)} points, {recorded[-1]['seconds']} s, "
                   f"val accuracy {run['metrics'].get('val_accuracy')}", flush=True)
-    out.write_text(json.dumps({"dataset": "digits", "runs": recorded}, indent=1) + "\n")
+        telemetry = _recorded_telemetry(db)
+        deploy = _recorded_deploys(db, db_path, run_id)
+    out.write_text(json.dumps({"dataset": "digits", "runs": recorded, "telemetry": telemetry, "deploy": deploy},
+                              indent=1) + "\n")
+
+
+def _recorded_telemetry(db) -> dict | None:
+    """The busiest device-load sample the worker recorded while training (None if it took none)."""
+    import os
+    import platform
+
+    from store import telemetry as store_telemetry
+
+    samples = [s for s in store_telemetry.since(db, 0, limit=100_000) if s.get("cpu_percent") is not None]
+    if not samples:
+        return None
+    busiest = max(samples, key=lambda s: s["cpu_percent"])
+    return {**{k: busiest[k] for k in store_telemetry.FIELDS},
+            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores", "samples": len(samples)}
+
+
+def _recorded_deploys(db, db_path: Path, run_id: int) -> list[dict]:
+    """Export ``run_id`` (fp32) and deploy it locally twice (the second supersedes the first); their figures."""
+    from core.export_job import queue_export
+    from core.worker import Worker
+    from deployers import service
+    from store import variants as store_variants
+
+    queue_export(db, run_id, variants=["fp32"])
+    Worker(db_path).run(once=True)
+    [variant] = store_variants.latest_for_run(db, run_id)
+    releases = []
+    for _ in range(2):
+        row = service.deploy(db, db_path, variant["id"], "local", {"port": 0})
+        releases.append({"health_latency_ms": row["health_latency_ms"], "cold_start_ms": row["cold_start_ms"]})
+        print(f"local deploy: cold start {row['cold_start_ms']:.0f} ms, /health {row['health_latency_ms']:.1f} ms",
+              flush=True)
+    service.stop(db, row["id"])
+    return releases
 
 
 def build(db_path: str | Path, *, live_fraction: float = 0.5) -> dict:
@@ -70,7 +116,8 @@ def build(db_path: str | Path, *, live_fraction: float = 0.5) -> dict:
     db_path = Path(db_path)
     if db_path.exists():
         raise SystemExit(f"{db_path} exists; the demo builder only creates new databases")
-    recorded = json.loads(METRICS_FILE.read_text())["runs"]
+    recording = json.loads(METRICS_FILE.read_text())
+    recorded = recording["runs"]
     db = store.connect(db_path)
     ensure_builtin(db, db_path)
     digits = store_datasets.by_name(db, "digits")
@@ -121,7 +168,7 @@ def build(db_path: str | Path, *, live_fraction: float = 0.5) -> dict:
         from store import variants as store_variants
 
         shipped = next((v["id"] for v in map(lambda i: store_variants.get(db, i), variant_ids) if v["name"] == "int8-static"), None)
-        seed_deployments(db, shipped)
+        seed_deployments(db, shipped, recording.get("deploy") or None)
         # The live run's worker: this process stands in for it, so it reads as alive while the
         # screenshot script (which builds the demo in-process) shoots.
         import os
@@ -131,10 +178,24 @@ def build(db_path: str | Path, *, live_fraction: float = 0.5) -> dict:
 
         workers.register(db, DEMO_WORKER, os.getpid(), socket.gethostname())
         workers.beat(db, DEMO_WORKER, ids.get("running-cnn-small") and jobs.latest_for_run(db, ids["running-cnn-small"])["id"])
-        telemetry.record(db, DEMO_WORKER, {"cpu_percent": 87.0, "ram_used_mb": 2710.0, "ram_total_mb": 5650.0,
-                                           "battery_percent": 64.0, "charging": 0, "temperature_c": 38.5})
+        sample = recording.get("telemetry")
+        telemetry.record(db, DEMO_WORKER, sample or TYPED_TELEMETRY)
+        from store import demo
+
+        demo.mark(db, demo_note(recording))
     db.conn.close()
     return ids
+
+
+def demo_note(recording: dict) -> str:
+    """Where the demo's figures come from: recorded by this script or typed demo values."""
+    parts = ["curves: recorded training runs on digits", "variants: recorded by benchmarks/quantization.py"]
+    sample = recording.get("telemetry")
+    parts.append(f"device load: recorded while training ({sample['machine']})" if sample
+                 else "device load: typed demo values")
+    parts.append("local cold start and health: recorded local deployments" if recording.get("deploy")
+                 else "local cold start and health: typed demo values")
+    return "; ".join(parts)
 
 
 def _finish_job(db, job_id: int, status: str, t: float) -> None:

@@ -42,6 +42,8 @@ async def shoot(db_path: Path, key: str, size: tuple[int, int], filename: str, o
                 raise SystemExit(f"{filename}: the {key!r} panel showed no data within {READY_TIMEOUT_S} s")
             await pilot.pause(0.05)
         await pilot.pause(0.3)  # let the last update paint
+        if not app.demo:  # every README screenshot shows the demo store, so it must say so
+            raise SystemExit(f"{filename}: {db_path} is not marked as the demo store (build it with scripts/demo_db.py)")
         app.save_screenshot(filename, path=str(out))
     return out / filename
 

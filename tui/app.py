@@ -61,6 +61,11 @@ class PocketopsApp(App):
     """Datasets, Training and the panels that plug in after them."""
 
     CSS_PATH = "app.tcss"
+    # The demo store's mark: shown at every width (the app name hides on a phone), right of the tabs.
+    CSS = """
+    #demo-mark { dock: right; display: none; padding: 0 1; background: $warning; color: $background; text-style: bold; }
+    #demo-mark.-shown { display: block; }
+    """
     TITLE = "pocketops"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
     # Escape is on Termux's extra-keys row (ctrl+q needs two taps there): it asks before quitting.
@@ -75,6 +80,7 @@ class PocketopsApp(App):
         self.start_panel = panel or PANELS[0].name
         self.start_worker = start_worker
         self.ready = False  # the store is set up (built-in datasets, worker) and panels poll
+        self.demo = False  # the store is the seeded demo (its figures are recorded or typed demo values)
         self._db = None
         self._wide: bool | None = None  # which side of WIDE_FROM the last resize was on
         self.first_frame_at: float | None = None
@@ -98,6 +104,7 @@ class PocketopsApp(App):
         start = self._info(self.start_panel)
         with Horizontal(id="panel-bar"):
             yield Label("pocketops", id="app-name")
+            yield Label("demo", id="demo-mark")
             for info in PANELS:
                 # Classes set before mounting cost no second styling pass.
                 yield PanelTab(info).set_class(info is start, "-active")
@@ -141,9 +148,13 @@ class PocketopsApp(App):
         from core.optional import MissingDependency
 
         problems = []
+        demo = False
         try:
             db = store.connect(self.db_path)
             try:
+                from store.demo import is_demo
+
+                demo = is_demo(db)
                 from core.datasets import ensure_builtin
 
                 ensure_builtin(db, self.db_path)
@@ -157,9 +168,13 @@ class PocketopsApp(App):
                     self.call_from_thread(self.notify, f"Started a background worker (pid {pid}).", timeout=3)
         except (sqlite3.Error, OSError, PocketopsError, MissingDependency) as exc:
             problems.append(f"{self.db_path}: {exc}")
-        self.call_from_thread(self._store_ready, problems)
+        self.call_from_thread(self._store_ready, problems, demo)
 
-    def _store_ready(self, problems: list[str]) -> None:
+    def _store_ready(self, problems: list[str], demo: bool = False) -> None:
+        if demo:
+            self.demo = True
+            self.title = "pocketops · demo"  # the window title too (screenshots carry it)
+            self.screen_stack[0].query_one("#demo-mark", Label).add_class("-shown")  # under any dialog
         for problem in problems:
             self.notify(problem, title="Store setup failed", severity="error", timeout=10)
         self.ready = True
