@@ -5,8 +5,9 @@ transaction (checking again under the write lock that nothing became protected m
 unlinks the files only after it committed, so a crash in between leaves unreferenced files,
 never a row that names a missing file.
 
-Never removed: anything of a run still queued or running, or among the ``keep_last`` newest; a
-variant any deployment refers to (a rollback may need it); a run's best checkpoint that a kept
+Never removed: anything of a run still queued or running, with a queued or running job (an
+export reading its checkpoint), or among the ``keep_last`` newest; a variant any deployment (a
+rollback may need it) or queued deploy job refers to; a run's best checkpoint that a kept
 variant was built from or whose run has a deployment; variants registered from elsewhere
 (``models add``), datasets and metric points.
 """
@@ -46,7 +47,8 @@ class Plan:
     runs: list[int] = field(default_factory=list)  # the runs whose files go
     items: list[Item] = field(default_factory=list)
     kept: list[dict] = field(default_factory=list)  # {"kind", "run_id", "path", "why"}
-    checkpoint_paths: dict[int, str | None] = field(default_factory=dict)  # run -> what checkpoint_path becomes
+    # run -> (its checkpoint_path that goes, what it becomes: the kept best.pt or None)
+    checkpoint_paths: dict[int, tuple[str, str | None]] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
@@ -77,9 +79,10 @@ def _size(path: str) -> int:
 def _old_runs(db: Database, keep_last: int | None, older_than_days: float | None, at: float) -> list[int]:
     runs = retention.runs_by_age(db)
     cutoff = None if older_than_days is None else at - older_than_days * DAY_S
+    busy = retention.busy_run_ids(db)
     chosen = []
     for index, run in enumerate(runs):  # newest first
-        if run["status"] not in retention.FINISHED:
+        if run["status"] not in retention.FINISHED or run["id"] in busy:
             continue
         if keep_last is not None and index < keep_last:
             continue
@@ -104,14 +107,14 @@ def plan(db: Database, *, keep_last: int | None = None, older_than_days: float |
     run_ids = _old_runs(db, keep_last, older_than_days, at)
     if not run_ids:
         return out
-    deployed = retention.deployed_variant_ids(db)
+    deployed = retention.deployed_variant_ids(db) | retention.variants_in_active_jobs(db)
     run_rows = {r["id"]: r for r in retention.runs_by_age(db)}
     removed_variants: list[dict] = []
     kept_variant_runs: set[int] = set()
     for v in retention.variants(db, run_ids):
         if v["id"] in deployed:
             out.kept.append({"kind": "variant", "run_id": v["run_id"], "path": v["path"],
-                             "why": f"variant {v['id']} is used by a deployment"})
+                             "why": f"variant {v['id']} is used by a deployment or a queued job"})
             kept_variant_runs.add(v["run_id"])
         else:
             removed_variants.append(v)
@@ -138,7 +141,7 @@ def plan(db: Database, *, keep_last: int | None = None, older_than_days: float |
                 out.items.append(Item("checkpoint", run_id, c["path"], _size(c["path"]), c["id"]))
         recorded = run_rows.get(run_id, {}).get("checkpoint_path")
         if recorded and any(i.kind == "checkpoint" and i.path == recorded for i in out.items):
-            out.checkpoint_paths[run_id] = kept_path  # the run row must not name a file that goes
+            out.checkpoint_paths[run_id] = (recorded, kept_path)  # the run row must not name a file that goes
     out.runs = sorted({i.run_id for i in out.items if i.run_id is not None}, reverse=True)
     return out
 
@@ -158,13 +161,15 @@ def apply(db: Database, chosen: Plan) -> Plan:
         retention.delete_rows(db, artifact_ids=[i.row_id for i in items if i.kind != "variant"],
                               variant_ids=[i.row_id for i in variant_items],
                               variant_paths=[i.path for i in variant_items])
-        for run_id, path in fresh.checkpoint_paths.items():
-            retention.set_checkpoint_path(db, run_id, path)
+        removed = {i.path for i in items}
+        for run_id, (recorded, path) in fresh.checkpoint_paths.items():
+            if recorded in removed:
+                retention.set_checkpoint_path(db, run_id, path)
         to_unlink = [i for i in items if not retention.path_referenced(db, i.path)]
     for item in to_unlink:
         _remove(item.path)
     done = Plan(keep_last=chosen.keep_last, older_than_days=chosen.older_than_days, items=items,
-                kept=fresh.kept, checkpoint_paths=fresh.checkpoint_paths)
+                kept=fresh.kept, checkpoint_paths={r: v for r, v in fresh.checkpoint_paths.items() if v[0] in removed})
     done.runs = sorted({i.run_id for i in items if i.run_id is not None}, reverse=True)
     return done
 

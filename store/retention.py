@@ -55,6 +55,19 @@ def deployed_variant_ids(db: Database) -> set[int]:
     return {r["variant_id"] for r in rows(db, "SELECT DISTINCT variant_id FROM deployments WHERE variant_id IS NOT NULL")}
 
 
+def busy_run_ids(db: Database) -> set[int]:
+    """Runs a queued or running job works on (an export reading the checkpoint, a bench, a resume)."""
+    return {r["run_id"] for r in rows(db, "SELECT DISTINCT run_id FROM jobs WHERE status IN ('queued', 'running') "
+                                          "AND run_id IS NOT NULL")}
+
+
+def variants_in_active_jobs(db: Database) -> set[int]:
+    """Variants a queued or running job names (``payload.variant_id``: a deploy or plan not yet recorded)."""
+    return {int(r["v"]) for r in rows(db, "SELECT DISTINCT json_extract(payload, '$.variant_id') AS v FROM jobs "
+                                          "WHERE status IN ('queued', 'running') "
+                                          "AND json_extract(payload, '$.variant_id') IS NOT NULL")}
+
+
 def checkpoints_in_use(db: Database) -> set[str]:
     """Checkpoint paths that a variant row records as its source (``meta.checkpoint``)."""
     return {r["p"] for r in rows(db, "SELECT DISTINCT json_extract(meta, '$.checkpoint') AS p FROM variants "

@@ -13,7 +13,7 @@ import pytest
 import store
 from core import gc
 from core.errors import ConfigError
-from store import artifacts, deployments, retention, runs, variants
+from store import artifacts, deployments, jobs, retention, runs, variants
 from store.db import transaction
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def test_plan_keeps_the_deployed_variant_and_the_checkpoint_it_was_built_from(se
     # r2 and r3: everything; r4 (newest): nothing.
     assert set(r2["ckpt"]) | set(r2["bundles"]) | set(r3["ckpt"]) <= paths
     assert not any(p.startswith(str(Path(r4["ckpt"][0]).parent)) for p in paths)
-    assert {k["why"] for k in chosen.kept} == {"variant %d is used by a deployment" % r1["variants"][1],
+    assert {k["why"] for k in chosen.kept} == {"variant %d is used by a deployment or a queued job" % r1["variants"][1],
                                                "a kept variant or a deployment was built from it"}
     # Freed bytes are what is on disk: r1 2000+1500+1600, r2 3000+2000+1500+500+1600+600, r3 5000.
     assert chosen.bytes == 5100 + 9200 + 5000
@@ -113,10 +113,15 @@ def test_older_than_and_keep_last_both_must_hold(seeded):
         gc.plan(db, keep_last=-1)
 
 
-def test_running_runs_are_never_touched(seeded):
-    db, _, (r1, *_rest), _ = seeded
+def test_running_runs_and_runs_or_variants_a_job_works_on_are_never_touched(seeded):
+    db, _, (r1, r2, r3, r4), _ = seeded
     runs.set_status(db, r1["run"], "running")
-    assert r1["run"] not in gc.plan(db, keep_last=0).runs
+    jobs.enqueue(db, "export", {"run_id": r3["run"]}, run_id=r3["run"])
+    jobs.enqueue(db, "deploy", {"action": "deploy", "variant_id": r2["variants"][0], "target": "local"})
+    chosen = gc.plan(db, keep_last=0)
+    assert chosen.runs == [r4["run"], r2["run"]]  # not r1 (running), not r3 (an export is queued)
+    assert variants.get(db, r2["variants"][0])["path"] not in {i.path for i in chosen.items}
+    assert r2["ckpt"][0] not in {i.path for i in chosen.items}  # the queued deploy's variant was built from it
 
 
 def test_apply_removes_rows_and_files_and_leaves_no_row_naming_a_missing_file(seeded):
@@ -185,3 +190,14 @@ def test_cli_dry_run_changes_nothing_then_yes_frees_what_it_showed(seeded):
     after = _state(db_path)
     assert all(i.path not in after and not Path(i.path).exists() for i in expected.items)
     assert made[3]["ckpt"][0] in after
+
+
+def test_cli_gc_loads_neither_textual_nor_torch(seeded):
+    _db, db_path, _made, _dep = seeded
+    probe = ("import json, sys\nfrom tui.cli import main\n"
+             f"code = main(['gc', '--db', {str(db_path)!r}, '--keep-last', '1', '--dry-run', '--json'])\n"
+             "print(json.dumps([code, sorted(m for m in ('textual', 'torch', 'onnx', 'numpy') if m in sys.modules)]),"
+             " file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == [0, []], proc.stderr
