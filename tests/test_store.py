@@ -12,6 +12,8 @@ import store
 from store import jobs, migrations, runs
 from store.db import transaction
 
+pytestmark = pytest.mark.phone  # none of these need torch or onnx (make test-phone)
+
 
 def _claim_all(db_path: str, worker: str, out, ready, start) -> None:
     db = store.connect(db_path)
