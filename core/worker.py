@@ -39,7 +39,8 @@ WORKER_ALIVE_S = 15.0
 # A dashboard beats every 2 s (tui.app); one silent for this long is closed or was killed.
 DASHBOARD_ALIVE_S = float(os.environ.get("POCKETOPS_DASHBOARD_ALIVE_S", "15"))
 # A worker the dashboard starts leaves after this long idle with no dashboard open, so an idle
-# worker (with torch loaded after a training run: ~0.5 GB) does not stay on the phone for good.
+# worker (torch loaded after a training run: 326 MB RSS here, scripts/idle_worker_rss.py) does not
+# stay on the phone for good.
 DEFAULT_IDLE_EXIT_S = 300.0
 
 # kind -> "module:function". Each handler takes a JobContext and returns a JSON-able result.
