@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-fast bench screenshots clean browser-deps
+.PHONY: install run test test-fast test-phone bench screenshots clean browser-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,23 @@ browser-deps:
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# The phone profile: what a Termux user has without torch and onnx (no Termux build of onnx;
+# torch's often breaks). The tests marked `phone` must pass there: dashboard, datasets,
+# models add + bench, local serving, and train/export failing with one line naming the package.
+PHONE_VENV ?= .venv-phone
+PHONE_PY := $(PHONE_VENV)/bin/python
+PHONE_STAMP := $(PHONE_VENV)/.installed
+$(PHONE_STAMP): pyproject.toml constraints.txt
+	test -x $(PHONE_PY) || $(PYTHON) -m venv $(PHONE_VENV)
+	$(PHONE_PY) -m pip install -q --upgrade pip
+	$(PHONE_PY) -m pip install -q -c constraints.txt -e . onnxruntime pytest pytest-timeout anyio
+	@if $(PHONE_PY) -c 'import torch' 2>/dev/null || $(PHONE_PY) -c 'import onnx' 2>/dev/null; then \
+	  echo "test-phone: torch or onnx got into $(PHONE_VENV); the phone profile must not have them"; exit 1; fi
+	touch $(PHONE_STAMP)
+
+test-phone: $(PHONE_STAMP)
+	$(PHONE_PY) -m pytest -q -m phone
+
 bench: install
 	$(PY) benchmarks/train_overhead.py
 	$(PY) benchmarks/dashboard_startup.py
@@ -60,4 +77,4 @@ screenshots: install
 	$(PY) scripts/screenshots.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(PHONE_VENV) build *.egg-info

@@ -6,6 +6,7 @@ build at all (onnx); the message says how to get each on Linux and on Termux.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -18,7 +19,8 @@ class Extra:
 
 
 KNOWN: dict[str, Extra] = {
-    "torch": Extra("torch==2.13.0", "train", "pkg install python-torch"),
+    "torch": Extra("torch==2.13.0", "train", "pkg install python-torch; or train on a laptop, export there and "
+                   "copy the .onnx over (pocketops models add)"),
     "onnx": Extra("onnx", "export", "no Termux build exists: export on a laptop and copy the .onnx over (pocketops models add)"),
     "onnxscript": Extra("onnxscript", "export", "no Termux build of its dependency onnx: export on a laptop"),
     "onnxruntime": Extra("onnxruntime", "serve", "pkg install python-onnxruntime"),
@@ -66,6 +68,19 @@ def require(module: str, purpose: str) -> ModuleType:
             # The module exists but one of *its* dependencies is missing: name that one.
             raise MissingDependency(exc.name, purpose) from exc
         raise MissingDependency(module, purpose) from exc
+
+
+def require_installed(module: str, purpose: str) -> None:
+    """Raise :class:`MissingDependency` unless ``module`` is installed, without importing it.
+
+    For commands that only queue work (``train``): importing torch to check costs ~2 s here.
+    """
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module blocked in sys.modules
+        found = False
+    if not found:
+        raise MissingDependency(module, purpose)
 
 
 def available(module: str) -> bool:

@@ -27,15 +27,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import paths, telemetry
-from core.errors import JobCancelled, JobStopped, PocketopsError
+from core.errors import ConfigError, JobCancelled, JobStopped, PocketopsError
 from core.optional import MissingDependency
+from store import dashboards, events, jobs, workers
 from store import db as storedb
-from store import events, jobs, workers
 from store import telemetry as store_telemetry
 
 HEARTBEAT_S = float(os.environ.get("POCKETOPS_HEARTBEAT_S", "1.0"))
 STALE_AFTER_S = float(os.environ.get("POCKETOPS_STALE_AFTER_S", "30"))
 WORKER_ALIVE_S = 15.0
+# A dashboard beats every 2 s (tui.app); one silent for this long is closed or was killed.
+DASHBOARD_ALIVE_S = float(os.environ.get("POCKETOPS_DASHBOARD_ALIVE_S", "15"))
+# A worker the dashboard starts leaves after this long idle with no dashboard open, so an idle
+# worker (torch loaded after a training run: 326 MB RSS here, scripts/idle_worker_rss.py) does not
+# stay on the phone for good.
+DEFAULT_IDLE_EXIT_S = 300.0
 
 # kind -> "module:function". Each handler takes a JobContext and returns a JSON-able result.
 HANDLERS: dict[str, str] = {
@@ -128,8 +134,11 @@ def reap_dead(db, host: str) -> int:
 
 
 class Worker:
-    def __init__(self, db_path: str | Path, *, worker_id: str | None = None, kinds: tuple[str, ...] | None = None):
+    def __init__(self, db_path: str | Path, *, worker_id: str | None = None, kinds: tuple[str, ...] | None = None,
+                 idle_exit: float | None = None):
         self.db_path = Path(db_path)
+        self.idle_exit = idle_exit  # seconds idle with no dashboard open before leaving; None: stay
+        self.left_idle = False  # run() ended because of idle_exit
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.host = socket.gethostname()
         self.kinds = kinds or tuple(HANDLERS)
@@ -187,22 +196,47 @@ class Worker:
             workers.stopped(self.db, self.id)
 
     def run(self, *, once: bool = False, idle_sleep: float = 0.5, on_job: Callable[[dict], None] | None = None) -> int:
-        """Run jobs until stopped (or, with ``once``, until the queue is empty). Returns jobs run."""
+        """Run jobs until stopped (or, with ``once``, until the queue is empty). Returns jobs run.
+
+        With ``idle_exit`` it also ends after that many seconds without a job while no dashboard
+        is open (the idle clock restarts after each job and whenever a dashboard is seen).
+        """
         done = 0
         with self._registered():
+            idle_since = time.monotonic()
             while not self.stopping.is_set():
                 reap_dead(self.db, self.host)
                 job = jobs.claim(self.db, self.id, kinds=self.kinds, stale_after=STALE_AFTER_S)
+                if job is None and once:
+                    break
+                if job is None and self.idle_exit is not None:
+                    if attached_dashboards(self.db):
+                        idle_since = time.monotonic()
+                    elif time.monotonic() - idle_since >= self.idle_exit:
+                        job = self._last_claim()
+                        if job is None:
+                            self.left_idle = True
+                            events.log(self.db, "info", "worker", f"worker {self.id} left after {self.idle_exit:g} s "
+                                       "idle with no dashboard open; the dashboard starts one when a job is queued")
+                            break
                 if job is None:
-                    if once:
-                        break
-                    self.stopping.wait(idle_sleep)
+                    self.stopping.wait(idle_sleep if self.idle_exit is None else min(idle_sleep, self.idle_exit))
                     continue
                 self.run_job(job)
                 done += 1
+                idle_since = time.monotonic()
                 if on_job:
                     on_job(jobs.get(self.db, job["id"]))
         return done
+
+    def _last_claim(self) -> dict | None:
+        """Leave the live list first, then look once more: a job queued meanwhile is either seen
+        here or queued while this worker already counted as gone (so its queuer starts another)."""
+        workers.stopped(self.db, self.id)
+        job = jobs.claim(self.db, self.id, kinds=self.kinds, stale_after=STALE_AFTER_S)
+        if job is not None:
+            workers.register(self.db, self.id, os.getpid(), self.host)
+        return job
 
     def run_one(self, job_id: int) -> bool:
         """Claim and run the one job ``job_id`` (for ``--wait`` with no worker alive); False if not claimable."""
@@ -253,22 +287,50 @@ def live_workers(db) -> list[dict]:
     return [w for w in found if w["host"] != host or w["pid"] == os.getpid() or pid_alive(w["pid"])]
 
 
+def attached_dashboards(db) -> list[dict]:
+    """Dashboards with a recent heartbeat, less those on this host whose process is gone (signal 9)."""
+    host = socket.gethostname()
+    found = dashboards.recent(db, within=DASHBOARD_ALIVE_S)
+    return [d for d in found if d["host"] != host or d["pid"] == os.getpid() or pid_alive(d["pid"])]
+
+
+def idle_exit_setting() -> float:
+    """Seconds a background worker idles before leaving: ``$POCKETOPS_IDLE_EXIT_S``, else 300."""
+    raw = os.environ.get("POCKETOPS_IDLE_EXIT_S", "").strip()
+    if not raw:
+        return DEFAULT_IDLE_EXIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"POCKETOPS_IDLE_EXIT_S={raw!r}: expected seconds (0 or more), e.g. 300; unset it for the default")
+    return value
+
+
 def alive_workers(db_path: str | Path) -> list[dict]:
     """:func:`live_workers` of the database at ``db_path``."""
     return live_workers(storedb.connect(db_path))
 
 
-def spawn_background(db_path: str | Path, log_path: str | Path | None = None) -> int:
-    """Start a detached worker process (survives the dashboard closing); return its pid."""
+def start_background(db_path: str | Path, log_path: str | Path | None = None, *,
+                     idle_exit: float | None = None) -> subprocess.Popen:
+    """Start a detached worker process that survives the dashboard closing and leaves after
+    ``idle_exit`` seconds idle with no dashboard open (default :func:`idle_exit_setting`)."""
+    idle_exit = idle_exit_setting() if idle_exit is None else idle_exit
     log_path = Path(log_path or paths.files_dir(db_path) / "worker.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "core.worker", "--db", str(db_path)],
+        return subprocess.Popen(
+            [sys.executable, "-m", "core.worker", "--db", str(db_path), "--idle-exit", f"{idle_exit:g}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             cwd=str(Path(__file__).resolve().parent.parent),
         )
-    return proc.pid
+
+
+def spawn_background(db_path: str | Path, log_path: str | Path | None = None) -> int:
+    """:func:`start_background`; its pid."""
+    return start_background(db_path, log_path).pid
 
 
 def ensure_worker(db_path: str | Path) -> int | None:
@@ -278,12 +340,24 @@ def ensure_worker(db_path: str | Path) -> int | None:
     return spawn_background(db_path)
 
 
+def seconds_arg(text: str) -> float:
+    """argparse type: a duration in seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, found {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, found {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.worker")
     parser.add_argument("--db", default=None)
     parser.add_argument("--once", action="store_true")
+    parser.add_argument("--idle-exit", type=seconds_arg, default=None, metavar="SECONDS")
     args = parser.parse_args(argv)
-    worker = Worker(paths.db_path(args.db))
+    worker = Worker(paths.db_path(args.db), idle_exit=args.idle_exit)
     worker.install_signal_handlers()
     worker.run(once=args.once)
     return 0

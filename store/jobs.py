@@ -145,3 +145,8 @@ def latest_for_run(db: Database, run_id: int, kind: str | None = None) -> dict |
     if kind:
         return _decode(one(db, "SELECT * FROM jobs WHERE run_id = ? AND kind = ? ORDER BY id DESC LIMIT 1", (run_id, kind)))
     return _decode(one(db, "SELECT * FROM jobs WHERE run_id = ? ORDER BY id DESC LIMIT 1", (run_id,)))
+
+
+def pending(db: Database) -> int:
+    """Jobs queued or running: with no live worker, someone must start one."""
+    return db.execute("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]

@@ -157,7 +157,20 @@ def _v1(db: Database) -> None:
             db.execute(statement)
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1]
+def _dashboards(db: Database) -> None:
+    """Open dashboards, so a background worker knows when nobody is watching (store/dashboards.py)."""
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS dashboards (
+               id TEXT PRIMARY KEY,
+               pid INTEGER NOT NULL,
+               host TEXT NOT NULL,
+               started_at REAL NOT NULL,
+               heartbeat_at REAL NOT NULL
+           )"""
+    )
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards]
 
 
 def version(db: Database) -> int:

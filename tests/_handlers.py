@@ -26,3 +26,12 @@ def slow(ctx):
         ctx.check()
         time.sleep(0.05)
     return {"timed_out": True}
+
+
+def sleepy(ctx):
+    """Busy for ``payload["s"]`` seconds (longer than a test's idle exit), checking like a trainer."""
+    deadline = time.monotonic() + float(ctx.payload.get("s", 1.0))
+    while time.monotonic() < deadline:
+        ctx.check()
+        time.sleep(0.05)
+    return {"slept": ctx.payload.get("s", 1.0)}

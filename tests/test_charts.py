@@ -11,6 +11,8 @@ from tui.widgets.chart import Series, fmt_value, plot
 from tui.widgets.device import device_line
 from tui.widgets.preview import preview_text, shade_lines, side_by_side
 
+pytestmark = pytest.mark.phone  # none of these need torch or onnx (make test-phone)
+
 
 def _body(result, row):
     return result.rows[row][result.gutter:]

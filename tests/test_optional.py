@@ -10,6 +10,8 @@ import pytest
 
 from core.optional import MissingDependency, require
 
+pytestmark = pytest.mark.phone  # none of these need torch or onnx (make test-phone)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Run the CLI with some packages made unimportable (a None entry in sys.modules raises ImportError).
@@ -51,7 +53,7 @@ def test_require_returns_the_module_when_present():
 
 
 def test_training_without_torch_fails_with_a_message(tmp_path):
-    """`train --wait` on a machine without torch exits 1 with a one-line reason, no traceback."""
+    """`train --wait` on a machine without torch exits 1 at once with a one-line reason, no traceback, no run queued."""
     env = {**os.environ, "POCKETOPS_HOME": str(tmp_path)}
     argv = ["train", "--dataset", "digits", "--model", "cnn", "--epochs", "1", "--wait"]
     proc = subprocess.run([sys.executable, "-c", BLOCKED_CLI.format(blocked=("torch",), argv=argv)],
@@ -59,5 +61,9 @@ def test_training_without_torch_fails_with_a_message(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("pocketops: run 1 failed:")
+    assert line.startswith("pocketops: training needs the Python package")
     assert "torch==2.13.0" in line and "pkg install python-torch" in line
+    import store
+    from store import jobs
+
+    assert jobs.list_jobs(store.connect(tmp_path / "pocketops.db")) == []

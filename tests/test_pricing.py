@@ -4,6 +4,8 @@ import pytest
 from deployers import pricing
 from deployers.pricing import Traffic
 
+pytestmark = pytest.mark.phone  # none of these need torch or onnx (make test-phone)
+
 
 def test_default_traffic_fits_the_cloud_run_free_tier():
     est = pricing.cloud_run_monthly(Traffic(requests_per_month=10_000, latency_ms=50))

@@ -14,7 +14,7 @@ from store import jobs
 from store import runs as store_runs
 from tui.panels.quantize import QuantizeData, bar_lines, render_detail
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.phone]  # phone: no torch or onnx needed (make test-phone)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 RECORDED = json.loads((ROOT / "scripts" / "demo_variants.json").read_text())

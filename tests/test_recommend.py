@@ -5,6 +5,8 @@ import pytest
 
 from core.recommend import recommend
 
+pytestmark = pytest.mark.phone  # none of these need torch or onnx (make test-phone)
+
 
 def row(name, p50, acc, size, vid=None, **extra):
     return {"name": name, "variant_id": vid, "latency_p50_ms": p50, "accuracy": acc, "size_bytes": size, **extra}

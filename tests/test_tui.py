@@ -5,6 +5,7 @@ polling threads. The tests play the worker's part by writing rows into the store
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -24,7 +25,7 @@ from tui.dialogs import AddDatasetDialog, ConfirmDialog, NewRunDialog
 from tui.widgets.chart import CurveChart
 from tui.widgets.device import DeviceStrip
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.phone]  # phone: no torch or onnx needed (make test-phone)
 ROOT = Path(__file__).resolve().parent.parent
 PHONE, LAPTOP = (40, 20), (120, 40)
 POLL = 0.2
@@ -454,6 +455,7 @@ async def test_add_dataset_form_fits_a_phone(db_path):
         assert not isinstance(app.screen, AddDatasetDialog)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the worker trains: needs torch (not in the phone profile)")
 def test_pocketops_starts_a_worker_and_closing_the_dashboard_leaves_the_run_training(tmp_path):
     """`pocketops` (no arguments) in a terminal starts a background worker; hanging up the terminal
     ends the dashboard, not the worker, which finishes the run it was training."""

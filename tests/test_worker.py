@@ -13,6 +13,8 @@ import store
 from core import worker as core_worker
 from store import events, jobs, workers
 
+pytestmark = pytest.mark.phone  # none of these need torch or onnx (make test-phone)
+
 
 @pytest.fixture
 def handlers(monkeypatch):

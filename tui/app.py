@@ -7,7 +7,10 @@ store lazily, after the first frame) and write only intents (queue a job, reques
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 
@@ -25,6 +28,11 @@ from tui.widgets.polling import DEFAULT_INTERVAL_S, PollingPanel
 
 PANELS = panel_registry.discover()
 WIDE_FROM = 80  # columns: below this the screen is "-narrow" (a phone), from it "-wide"
+# The dashboard's heartbeat in the store: a worker it started stays while it beats (see
+# core.worker.DASHBOARD_ALIVE_S) and leaves when idle after the dashboard closes.
+DASHBOARD_BEAT_S = 2.0
+# A worker we started may take this long to register (imports on a slow phone) before we start another.
+WORKER_START_GRACE_S = 20.0
 
 
 def _panel_bindings() -> list[Binding]:
@@ -84,6 +92,11 @@ class PocketopsApp(App):
         self._db = None
         self._wide: bool | None = None  # which side of WIDE_FROM the last resize was on
         self.first_frame_at: float | None = None
+        self.dashboard_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._attached = False
+        self._beat_lock = threading.Lock()  # one heartbeat (and worker check) at a time
+        self._worker_proc = None  # the background worker this dashboard started last (subprocess.Popen)
+        self._worker_started_at = 0.0
         self.notices: deque[tuple[str, str]] = deque(maxlen=50)  # (severity, message) as shown, newest last
 
     def notify(self, message, *, title: str = "", severity: str = "information", **kwargs) -> None:
@@ -156,16 +169,17 @@ class PocketopsApp(App):
 
                 demo = is_demo(db)
                 from core.datasets import ensure_builtin
+                from store import dashboards
 
                 ensure_builtin(db, self.db_path)
-            finally:
-                db.conn.close()
-            if self.start_worker:
-                from core.worker import ensure_worker
-
-                pid = ensure_worker(self.db_path)
+                dashboards.attach(db, self.dashboard_id, os.getpid(), socket.gethostname())
+                self._attached = True
+                with self._beat_lock:
+                    pid = self._keep_a_worker(db, at_start=True)
                 if pid:
                     self.call_from_thread(self.notify, f"Started a background worker (pid {pid}).", timeout=3)
+            finally:
+                db.conn.close()
         except (sqlite3.Error, OSError, PocketopsError, MissingDependency) as exc:
             problems.append(f"{self.db_path}: {exc}")
         self.call_from_thread(self._store_ready, problems, demo)
@@ -180,6 +194,78 @@ class PocketopsApp(App):
         self.ready = True
         for panel in self.query(PollingPanel):
             panel.start_polling()
+        if self._attached:
+            self.set_interval(DASHBOARD_BEAT_S, self._dashboard_beat, name="dashboard-beat")
+
+    # -- heartbeat and the background worker ----------------------------------------------
+    def _keep_a_worker(self, db, *, at_start: bool = False) -> int | None:
+        """Start a background worker when none is alive and (after start-up) a job waits; its pid.
+
+        Only with ``start_worker``. A worker we started that has not registered yet counts as alive
+        for a while, so a slow start is not doubled.
+        """
+        if not self.start_worker:
+            return None
+        from core.worker import live_workers, start_background
+        from store import jobs
+
+        if live_workers(db) or not (at_start or jobs.pending(db)):
+            return None
+        proc = self._worker_proc
+        if proc is not None and proc.poll() is None and time.monotonic() - self._worker_started_at < WORKER_START_GRACE_S:
+            return None
+        self._worker_proc = start_background(self.db_path)
+        self._worker_started_at = time.monotonic()
+        return self._worker_proc.pid
+
+    @work(thread=True, group="dashboard-beat", exit_on_error=False)
+    def _dashboard_beat(self) -> None:
+        """Tell workers this dashboard is open, and start a worker if a job waits without one."""
+        if not self._beat_lock.acquire(blocking=False):
+            return  # the previous beat is still running (a slow disk): skip this one
+        import sqlite3
+
+        import store
+        from core.errors import PocketopsError
+        from store import dashboards
+
+        db = None
+        try:
+            db = store.connect(self.db_path, migrate=False)
+            dashboards.beat(db, self.dashboard_id, os.getpid(), socket.gethostname())
+            pid = self._keep_a_worker(db)
+            if pid:
+                self.call_from_thread(self.notify, f"Started a background worker (pid {pid}) for the queued job.",
+                                      timeout=3)
+        except (sqlite3.Error, OSError, PocketopsError) as exc:
+            self.call_from_thread(self.notify, f"{self.db_path}: {exc}", title="Dashboard heartbeat failed",
+                                  severity="warning", timeout=6)
+        finally:
+            if db is not None:
+                db.conn.close()
+            self._beat_lock.release()
+
+    def detach(self) -> None:
+        """Remove this dashboard's row: its worker may now leave when idle (called on close)."""
+        if not self._attached:
+            return
+        self._attached = False
+        import sqlite3
+
+        import store
+        from store import dashboards
+
+        try:
+            db = store.connect(self.db_path, migrate=False)
+            try:
+                dashboards.detach(db, self.dashboard_id)
+            finally:
+                db.conn.close()
+        except sqlite3.Error:
+            pass  # the row goes stale within core.worker.DASHBOARD_ALIVE_S anyway
+
+    def on_unmount(self) -> None:
+        self.detach()
 
     def action_ask_quit(self) -> None:
         """Quit after a yes; training and other jobs go on in the background worker."""
@@ -239,6 +325,8 @@ class PocketopsApp(App):
         for panel in self.query(PollingPanel):
             if panel.display:
                 panel.poll_now()
+        if self._attached:
+            self._dashboard_beat()  # a job was probably queued: have a worker for it now
 
 
 def report_first_frame(app: App) -> None:
@@ -272,5 +360,8 @@ def run_dashboard(db_path: str | os.PathLike, *, start_worker: bool = False) -> 
     ``start_worker``) runs in a thread after the first frame, so the CLI need not do it first.
     """
     app = make_app(db_path, start_worker=start_worker)
-    app.run()
+    try:
+        app.run()
+    finally:
+        app.detach()  # also when the app ended without unmounting (an exception)
     return app.return_code or 0

@@ -48,12 +48,14 @@ def run(args) -> int:
     if args.cancel:
         return cancel(args, out)
     req = request_from_args(args)
+    # Fail at once, before the store is read or a job exists (MissingDependency → one line): on a
+    # phone without onnx no run could be exported here, so that is the thing to say.
+    _require_tools(req.variants)
     db, db_path = open_db(args)
     from store import runs
 
     if runs.get(db, req.run_id) is None:
         raise CliError(f"no run {req.run_id}; see `pocketops runs list`")
-    _require_tools(req.variants)  # fail at once, before a job exists (MissingDependency → one line)
     options = {k: v for k, v in vars(req).items() if k != "run_id"}
     try:
         job_id = queue_export(db, req.run_id, **options)

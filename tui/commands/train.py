@@ -50,8 +50,11 @@ def _percent(text: str) -> float:
 
 def run(args) -> int:
     from core.errors import ConfigError, DatasetError
+    from core.optional import require_installed
     from core.runs import new_run
 
+    # The worker trains in this machine's Python: without torch the job could only fail later.
+    require_installed("torch", "training")
     db, db_path = open_db(args)
     try:
         run_id, job_id = new_run(

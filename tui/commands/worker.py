@@ -1,4 +1,4 @@
-"""`pocketops worker [--once]`: run queued jobs in this process."""
+"""`pocketops worker [--once] [--idle-exit SECONDS]`: run queued jobs in this process."""
 from __future__ import annotations
 
 from tui.commands._common import add_parser, emit, open_db
@@ -7,14 +7,30 @@ from tui.commands._common import add_parser, emit, open_db
 def register(sub) -> None:
     p = add_parser(sub, "worker", "run queued jobs (training, export, deploy) until stopped")
     p.add_argument("--once", action="store_true", help="run what is queued now, then exit")
+    p.add_argument("--idle-exit", type=_seconds, default=None, metavar="SECONDS",
+                   help="exit after this many seconds without a job while no dashboard is open "
+                        "(default: keep running; the dashboard's own worker uses $POCKETOPS_IDLE_EXIT_S, default 300)")
     p.set_defaults(func=run)
+
+
+def _seconds(text: str) -> float:
+    # Not core.worker.seconds_arg: importing core.worker here would slow every command's start by ~50 ms.
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, found {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, found {text}")
+    return value
 
 
 def run(args) -> int:
     from core.worker import Worker
 
     _db, db_path = open_db(args)
-    worker = Worker(db_path)
+    worker = Worker(db_path, idle_exit=args.idle_exit)
     worker.install_signal_handlers()
 
     def report(job: dict) -> None:
@@ -25,5 +41,7 @@ def run(args) -> int:
             print(line + (f" — {job['error']}" if job["error"] else ""), flush=True)
 
     count = worker.run(once=args.once, on_job=report)
-    emit(args, {"worker_id": worker.id, "jobs_run": count}, f"worker {worker.id} stopped after {count} job(s)")
+    why = f" (idle for {args.idle_exit:g} s with no dashboard open)" if worker.left_idle else ""
+    emit(args, {"worker_id": worker.id, "jobs_run": count, "left_idle": worker.left_idle},
+         f"worker {worker.id} stopped after {count} job(s){why}")
     return 0
