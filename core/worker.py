@@ -168,7 +168,7 @@ class Worker:
                 if time.monotonic() >= next_telemetry:
                     store_telemetry.record(db, self.id, telemetry.sample())
                     next_telemetry = time.monotonic() + 5.0
-            except storedb.sqlite3.OperationalError as exc:  # locked for longer than busy_timeout
+            except storedb.sqlite3.DatabaseError as exc:  # locked for longer than busy_timeout, or damaged
                 print(f"pocketops worker: heartbeat skipped: {exc}", file=sys.stderr)
 
     # -- the loop ------------------------------------------------------------------------
@@ -283,9 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default=None)
     parser.add_argument("--once", action="store_true")
     args = parser.parse_args(argv)
-    worker = Worker(paths.db_path(args.db))
-    worker.install_signal_handlers()
-    worker.run(once=args.once)
+    db_path = paths.db_path(args.db)
+    try:
+        worker = Worker(db_path)
+        worker.install_signal_handlers()
+        worker.run(once=args.once)
+    except storedb.sqlite3.DatabaseError as exc:
+        corrupt = storedb.as_corruption(exc, db_path)
+        if corrupt is None:
+            raise
+        print(f"pocketops worker: {corrupt}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,6 +7,7 @@ store lazily, after the first frame) and write only intents (queue a job, reques
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -78,6 +79,7 @@ class PocketopsApp(App):
         self._db = None
         self._wide: bool | None = None  # which side of WIDE_FROM the last resize was on
         self.first_frame_at: float | None = None
+        self.fatal: str | None = None  # why the dashboard closed itself (printed after it exits)
         self.notices: deque[tuple[str, str]] = deque(maxlen=50)  # (severity, message) as shown, newest last
 
     def notify(self, message, *, title: str = "", severity: str = "information", **kwargs) -> None:
@@ -156,6 +158,10 @@ class PocketopsApp(App):
                 if pid:
                     self.call_from_thread(self.notify, f"Started a background worker (pid {pid}).", timeout=3)
         except (sqlite3.Error, OSError, PocketopsError, MissingDependency) as exc:
+            if store.db.is_corruption(exc):  # nothing on screen could work: leave with the way to restore
+                self.fatal = str(store.db.as_corruption(exc, self.db_path))
+                self.call_from_thread(self.exit, return_code=1)
+                return
             problems.append(f"{self.db_path}: {exc}")
         self.call_from_thread(self._store_ready, problems)
 
@@ -258,4 +264,6 @@ def run_dashboard(db_path: str | os.PathLike, *, start_worker: bool = False) -> 
     """
     app = make_app(db_path, start_worker=start_worker)
     app.run()
+    if app.fatal:
+        print(f"pocketops: {app.fatal}", file=sys.stderr)
     return app.return_code or 0

@@ -89,7 +89,23 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, (PocketopsError, MissingDependency)):
             print(f"pocketops: {exc}", file=sys.stderr)
             return 1
+        corrupt = _corruption(exc, args)
+        if corrupt is not None:
+            print(f"pocketops: {corrupt}", file=sys.stderr)
+            return 1
         raise
+
+
+def _corruption(exc: BaseException, args: argparse.Namespace):
+    """The one-line CorruptDatabase for a damaged store (wherever SQLite noticed), else None."""
+    import sqlite3
+
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return None
+    from core import paths
+    from store.db import as_corruption
+
+    return as_corruption(exc, getattr(exc, "path", None) or paths.db_path(getattr(args, "db", None)))
 
 
 def _dashboard(args: argparse.Namespace) -> int:
