@@ -289,10 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         worker.install_signal_handlers()
         worker.run(once=args.once)
     except storedb.sqlite3.DatabaseError as exc:
-        corrupt = storedb.as_corruption(exc, db_path)
-        if corrupt is None:
+        problem = storedb.as_corruption(exc, db_path) or storedb.full_disk_message(exc, db_path)
+        if problem is None:
             raise
-        print(f"pocketops worker: {corrupt}", file=sys.stderr)
+        print(f"pocketops worker: {problem}", file=sys.stderr)
         return 1
     return 0
 

@@ -62,7 +62,8 @@ class Database:
         self.conn.close()
 
 
-SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
+LOW_SPACE = 1 << 20  # below this many free bytes an I/O error is taken for a full disk
 RESTORE_HINT = ("restore it from a backup: stop the workers, then copy a file made with "
                 "`pocketops backup PATH` over it (or move it aside to start with an empty store)")
 
@@ -93,6 +94,28 @@ def as_corruption(exc: BaseException, path: str | Path) -> CorruptDatabase | Non
     if isinstance(exc, CorruptDatabase):
         return exc
     return CorruptDatabase(path, str(exc)) if is_corruption(exc) else None
+
+
+def full_disk_message(exc: BaseException, path: str | Path) -> str | None:
+    """One line for a full disk under the database at ``path`` (SQLite says "database or disk
+    is full", or "disk I/O error" when even its -shm file cannot grow), else None."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if code is not None else None
+    full = primary == SQLITE_FULL or "disk is full" in str(exc)
+    if not full and primary != SQLITE_IOERR:
+        return None
+    import shutil
+
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    if not full and (free is None or free >= LOW_SPACE):
+        return None
+    have = f"{free:,} bytes free" if free is not None else "its disk is full"
+    return f"{path}: cannot write the database ({exc}; {have}); free some space and try again"
 
 
 def connect(path: str | Path, *, migrate: bool = True) -> Database:

@@ -334,3 +334,23 @@ def test_cli_dataset_add_out_of_space_is_one_line_exit_1(tmp_path, monkeypatch, 
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pocketops: cannot write dataset arrays"), out.err
     assert_one_line_disk_error(lines[0], "dataset arrays", "pairs-")
+
+
+# -- the database's own disk -------------------------------------------------------------------
+
+def test_a_full_disk_under_the_database_is_one_line_for_the_cli_and_the_worker(tmp_path):
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONWARNINGS": "ignore"}
+    with small_tmpfs(tmp_path / "small", size="3m") as small:
+        db_path = small / "t.db"
+        store.connect(db_path).close()
+        fill(small)
+        for argv, prefix in ((["-m", "tui.cli", "--db", str(db_path), "train", "--dataset", "digits", "--model", "mlp"],
+                              "pocketops: "),
+                             (["-m", "core.worker", "--db", str(db_path), "--once"], "pocketops worker: ")):
+            done = subprocess.run([sys.executable, *argv], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 1 and len(lines) == 1, done.stderr
+            assert lines[0].startswith(f"{prefix}{db_path}: cannot write the database (") and "free" in lines[0], lines[0]
