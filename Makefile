@@ -72,6 +72,8 @@ bench: install
 	$(PY) benchmarks/dashboard_startup.py
 	$(PY) benchmarks/quantization.py
 	$(PY) benchmarks/cold_start.py
+	# the many-writers soak at full length (make test runs it for 15 s)
+	POCKETOPS_MANY_WRITERS_S=60 $(PY) -m pytest -q -s tests/test_many_writers.py
 
 screenshots: install
 	$(PY) scripts/screenshots.py

@@ -85,8 +85,9 @@ def _write_npz(path: Path, proc: _Processed) -> None:
     buf = io.BytesIO()
     # Uncompressed: loads in a millisecond or two, and these arrays are small anyway.
     np.savez(buf, raw=proc.raw, y=proc.y, classes=np.array(proc.classes, dtype=str))
-    with atomic_open(path) as handle:
-        handle.write(buf.getvalue())
+    data = buf.getvalue()
+    with atomic_open(path, size=len(data), what="dataset arrays") as handle:
+        handle.write(data)
 
 
 def _register(db, db_path, proc: _Processed, *, name: str, source: str | None, kind: str) -> dict:

@@ -34,6 +34,14 @@ class ConfigError(PocketopsError):
     """A configuration the user asked for that cannot run (e.g. a model over the size limit)."""
 
 
+class DiskFull(PocketopsError):
+    """A write failed for lack of space: says what could not be written and how much space it needs."""
+
+    def __init__(self, message: str, *, path: str, needed: int | None, free: int | None, what: str = ""):
+        self.path, self.needed, self.free, self.what = path, needed, free, what
+        super().__init__(message)
+
+
 class JobStopped(Exception):
     """Raised inside a job when the worker is shutting down; the job is released and resumed later."""
 

@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from core.atomic import write_bytes
+from core.atomic import no_space_as_error, write_bytes
 from core.errors import PocketopsError
 from core.optional import require
 
@@ -90,7 +90,9 @@ def export_onnx(model, input_shape: Sequence[int], path: str | Path, *, input_dt
     if x.shape[0] != EXAMPLE_BATCH:
         x = x[:EXAMPLE_BATCH]
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with tempfile.TemporaryDirectory(prefix="pocketops-export-") as tmp, _quiet(), torch.no_grad():
+    # The exporter stages in the temp directory: a full /tmp is reported as the variant that could not be written.
+    with no_space_as_error(path, what="ONNX export"), tempfile.TemporaryDirectory(prefix="pocketops-export-") as tmp, \
+            _quiet(), torch.no_grad():
         program = torch.onnx.export(
             model, (x,), None, dynamo=True, external_data=False, verbose=False,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
@@ -100,7 +102,7 @@ def export_onnx(model, input_shape: Sequence[int], path: str | Path, *, input_dt
         if any(p.name != "model.onnx" for p in Path(tmp).iterdir()):
             raise PocketopsError(f"{path.name}: the exporter wrote weights to a side file; expected one self-contained .onnx")
         data = strip_metadata(staging.read_bytes())
-    write_bytes(path, data)
+    write_bytes(path, data, what="ONNX export")
     return path
 
 

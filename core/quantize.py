@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from core.atomic import write_bytes
+from core.atomic import no_space_as_error, write_bytes
 from core.errors import ConfigError
 from core.optional import require
 
@@ -219,7 +219,16 @@ def build_int8_static(fp32: Path, out: Path, X_train: np.ndarray, *, config: Qua
 
 def build(name: str, fp32: Path, out: Path, *, X_train: np.ndarray | None = None,
           X_check: np.ndarray | None = None, config: QuantizeConfig | None = None) -> Built:
-    """Build variant ``name`` from the fp32 file into ``out`` (fp32 itself is copied)."""
+    """Build variant ``name`` from the fp32 file into ``out`` (fp32 itself is copied).
+
+    Out of space (here or in the quantizer's temp directory): DiskFull naming ``out``; a variant
+    needs at most about the fp32 file's size.
+    """
+    with no_space_as_error(out, Path(fp32).stat().st_size, what=f"{name} variant"):
+        return _build_variant(name, Path(fp32), Path(out), X_train=X_train, X_check=X_check, config=config)
+
+
+def _build_variant(name: str, fp32: Path, out: Path, *, X_train, X_check, config) -> Built:
     if name == "fp32":
         write_bytes(out, Path(fp32).read_bytes())
         return Built("fp32", out, {})

@@ -70,6 +70,25 @@ class StoreCallbacks(Callbacks):
         artifacts.register(self.db, kind="checkpoint", path=str(path), sha256=sha256_file(path),
                            size_bytes=path.stat().st_size, run_id=self.run_id, meta={"name": path.name})
 
+    def before_checkpoint(self, path: Path, sha256: str) -> None:
+        # Noted before the rename: a kill between rename and on_checkpoint must not make the
+        # new (good) file look corrupted to the next worker.
+        artifacts.expect(self.db, str(path), sha256)
+
+    def checkpoint_problem(self, path: Path) -> str | None:
+        row = artifacts.by_path(self.db, str(path))
+        if row is None:
+            return None  # never registered (e.g. written by an older version): the loader judges it
+        actual = sha256_file(path)
+        if actual in (row["sha256"], (row["meta"] or {}).get("pending_sha256")):
+            return None
+        return (f"{path}: sha256 {actual[:12]}… does not match the store's {row['sha256'][:12]}… "
+                "(truncated or corrupted)")
+
+    def on_checkpoint_rejected(self, path: Path, reason: str, fallback: str) -> None:
+        instead = "from scratch" if fallback == "scratch" else f"from {fallback}"
+        self.ctx.log("warning", f"checkpoint {path.name} is unusable, resuming {instead}: {reason}", run_id=self.run_id)
+
     def on_pause(self, reason: str) -> None:
         self.flush()
         self.ctx.progress(paused=reason)

@@ -6,6 +6,7 @@ validate configs; ``Trainer.fit`` and ``load_checkpoint`` import it when they ru
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import threading
@@ -99,6 +100,18 @@ class Callbacks:
     def on_checkpoint(self, path: Path) -> None:
         """A checkpoint file was (re)written."""
 
+    def before_checkpoint(self, path: Path, sha256: str) -> None:
+        """``path`` is about to be rewritten with bytes of this sha256 (so a kill right after
+        the rename does not make the new file look corrupted)."""
+
+    def checkpoint_problem(self, path: Path) -> str | None:
+        """Why the file at ``path`` must not be resumed from (e.g. its sha256 differs from the
+        one recorded), or None when nothing is known against it."""
+        return None
+
+    def on_checkpoint_rejected(self, path: Path, reason: str, fallback: str) -> None:
+        """A checkpoint could not be used; training goes on from ``fallback`` instead."""
+
     def check(self) -> None:
         pass
 
@@ -117,14 +130,10 @@ def _serialize(ckpt: dict) -> bytes:
     return buf.getvalue()
 
 
-def _save(path: Path, ckpt: dict) -> None:
-    write_bytes(path, _serialize(ckpt))
-
-
 class _Writer:
     """Writes an epoch's checkpoint files in a background thread, so their fsync overlaps the
     next epoch's training instead of stalling it. At most one batch of files is in flight;
-    ``wait()`` returns the paths made durable (or raises the write's error)."""
+    ``wait()`` returns the paths made durable and the write's error (None if all went well)."""
 
     def __init__(self):
         self._thread: threading.Thread | None = None
@@ -138,24 +147,23 @@ class _Writer:
         def work():
             try:
                 for path, data in items:  # best.pt before last.pt, which names the best epoch
-                    write_bytes(path, data)
+                    write_bytes(path, data, what="checkpoint")
+                    self._paths.append(path)
             except BaseException as exc:  # handed to the training thread by wait()
                 self._error = exc
 
-        self._paths = [p for p, _ in items]
+        self._paths = []
         self._thread = threading.Thread(target=work, name="checkpoint-writer")
         self._thread.start()
 
-    def wait(self) -> list[Path]:
+    def wait(self) -> tuple[list[Path], BaseException | None]:
         if self._thread is None:
-            return []
+            return [], None
         self._thread.join()
         self._thread = None
         paths, self._paths = self._paths, []
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return paths
+        error, self._error = self._error, None
+        return paths, error
 
 
 def read_checkpoint(path) -> dict:
@@ -164,8 +172,9 @@ def read_checkpoint(path) -> dict:
 
     try:
         ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ConfigError(f"{path}: cannot read checkpoint ({exc})") from None
+    except Exception as exc:  # truncated or garbled: zip, pickle and EOF errors alike
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: cannot read checkpoint ({reason})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: not a pocketops checkpoint")
     return ckpt
@@ -276,10 +285,9 @@ class Trainer:
         # 3. resume from last.pt when there is one
         st = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": {"epoch": 0, "val_accuracy": -1.0, "val_loss": None},
               "history": [], "stopped_early": False, "train_time_s": 0.0, "samples_seen": 0, "resumes": []}
-        resumed = self.last_path.exists()
+        ckpt = self._resume_point()
+        resumed = ckpt is not None
         if resumed:
-            ckpt = read_checkpoint(self.last_path)
-            self._check_compatible(ckpt)
             model.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(ckpt["optimizer"])
             for g in opt.param_groups:  # a resumed run may have been given another lr
@@ -296,8 +304,7 @@ class Trainer:
             self._loop(torch, F, model, opt, data, st)
         finally:
             try:
-                for path in self._writer.wait():
-                    self.cb.on_checkpoint(path)
+                self._drain()
             finally:
                 if wake:
                     telemetry.wake_lock(False)
@@ -318,16 +325,48 @@ class Trainer:
             "steps": st["step"], "checkpoint": str(self.best_path), "resumed": resumed,
         }
 
-    def _check_compatible(self, ckpt: dict) -> None:
+    def _drain(self) -> None:
+        """Record the files the background writer finished, then raise its error if any
+        (a full disk after best.pt but before last.pt still records best.pt's new sha256)."""
+        paths, error = self._writer.wait()
+        for path in paths:
+            self.cb.on_checkpoint(path)
+        if error is not None:
+            raise error
+
+    def _resume_point(self) -> dict | None:
+        """The newest usable checkpoint (last.pt, else best.pt) or None to start from scratch.
+
+        A file that is truncated, garbled or not the one the store recorded is skipped and
+        reported through ``on_checkpoint_rejected``; one for other data or settings is an error.
+        """
+        candidates = [p for p in (self.last_path, self.best_path) if p.exists()]
+        for i, path in enumerate(candidates):
+            problem = self.cb.checkpoint_problem(path)
+            ckpt = None
+            if problem is None:
+                try:
+                    ckpt = read_checkpoint(path)
+                except ConfigError as exc:
+                    problem = str(exc)
+            if ckpt is not None:
+                self._check_compatible(ckpt, path)
+                return ckpt
+            rest = candidates[i + 1:]
+            self.cb.on_checkpoint_rejected(path, problem, rest[0].name if rest else "scratch")
+        return None
+
+    def _check_compatible(self, ckpt: dict, path: Path | None = None) -> None:
+        path = path or self.last_path
         if ckpt.get("dataset_fingerprint") != self.arrays.fingerprint:
-            raise ConfigError(f"{self.last_path}: checkpoint was trained on other data (dataset fingerprint differs); "
+            raise ConfigError(f"{path}: checkpoint was trained on other data (dataset fingerprint differs); "
                               "start a new run instead of resuming")
         if ckpt.get("model_args") != self.model_args:
-            raise ConfigError(f"{self.last_path}: checkpoint holds another model ({ckpt.get('model_args')}); start a new run")
+            raise ConfigError(f"{path}: checkpoint holds another model ({ckpt.get('model_args')}); start a new run")
         old = ckpt.get("config", {})
         for key in ("batch_size", "accum", "seed", "val", "test"):
             if key in old and old[key] != getattr(self.cfg, key):
-                raise ConfigError(f"{self.last_path}: cannot resume with {key}={getattr(self.cfg, key)!r}, "
+                raise ConfigError(f"{path}: cannot resume with {key}={getattr(self.cfg, key)!r}, "
                                   f"the checkpoint used {old[key]!r}")
 
     def _loop(self, torch, F, model, opt, data, st: dict) -> None:
@@ -400,9 +439,10 @@ class Trainer:
                 # group is simply redone.
                 st["train_time_s"] += time.perf_counter() - t_start
                 st["samples_seen"] += seen
-                for path in self._writer.wait():
-                    self.cb.on_checkpoint(path)
-                _save(self.last_path, self._checkpoint(model, opt, dict(st)))
+                self._drain()
+                data = _serialize(self._checkpoint(model, opt, dict(st)))
+                self.cb.before_checkpoint(self.last_path, hashlib.sha256(data).hexdigest())
+                write_bytes(self.last_path, data, what="checkpoint")
                 self.cb.on_checkpoint(self.last_path)
                 raise
             train_s = time.perf_counter() - t_start
@@ -422,11 +462,14 @@ class Trainer:
                      "samples_per_s": round(seen / max(train_s, 1e-9), 1) if seen else None}
             st["history"] = list(st["history"]) + [entry]
             st["stopped_early"] = epoch - st["best"]["epoch"] >= cfg.patience and epoch < cfg.epochs
-            for path in self._writer.wait():  # the previous epoch's files are on disk now
-                self.cb.on_checkpoint(path)
+            self._drain()  # the previous epoch's files are on disk now
             last = _serialize(self._checkpoint(model, opt, dict(st)))
             files = [(self.best_path, last)] if st["best"]["epoch"] == epoch else []
-            self._writer.submit(files + [(self.last_path, last)])
+            files.append((self.last_path, last))
+            digest = hashlib.sha256(last).hexdigest()
+            for path, _ in files:
+                self.cb.before_checkpoint(path, digest)
+            self._writer.submit(files)
             metrics = dict(entry, best_epoch=st["best"]["epoch"], best_val_accuracy=st["best"]["val_accuracy"],
                            best_val_loss=st["best"]["val_loss"], stopped_early=st["stopped_early"])
             self.cb.on_epoch_end(epoch, metrics, self.last_path)

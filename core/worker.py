@@ -177,7 +177,7 @@ class Worker:
                 if time.monotonic() >= next_telemetry:
                     store_telemetry.record(db, self.id, telemetry.sample())
                     next_telemetry = time.monotonic() + 5.0
-            except storedb.sqlite3.OperationalError as exc:  # locked for longer than busy_timeout
+            except storedb.sqlite3.DatabaseError as exc:  # locked for longer than busy_timeout, or damaged
                 print(f"pocketops worker: heartbeat skipped: {exc}", file=sys.stderr)
 
     # -- the loop ------------------------------------------------------------------------
@@ -357,9 +357,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true")
     parser.add_argument("--idle-exit", type=seconds_arg, default=None, metavar="SECONDS")
     args = parser.parse_args(argv)
-    worker = Worker(paths.db_path(args.db), idle_exit=args.idle_exit)
-    worker.install_signal_handlers()
-    worker.run(once=args.once)
+    db_path = paths.db_path(args.db)
+    try:
+        worker = Worker(db_path, idle_exit=args.idle_exit)
+        worker.install_signal_handlers()
+        worker.run(once=args.once)
+    except storedb.sqlite3.DatabaseError as exc:
+        problem = storedb.as_corruption(exc, db_path) or storedb.full_disk_message(exc, db_path)
+        if problem is None:
+            raise
+        print(f"pocketops worker: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from core import paths
-from core.atomic import sha256_file, write_bytes, write_text
+from core.atomic import no_space_as_error, sha256_file, write_bytes, write_text
 from core.optional import require
 from deployers.base import Bundle, DeployError
 from store import artifacts as store_artifacts
@@ -192,8 +192,25 @@ def build_bundle(db, db_path: str | os.PathLike | None, variant_id: int, *, out_
         **info,
         "reference": {"rows": int(len(reference)), "note": reference_note},
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))  # same filesystem: rename is atomic
+    # Space a bundle needs: the model and runtime files it copies plus the reference rows.
+    needed = model_path.stat().st_size + sum((RUNTIME_DIR / n).stat().st_size for n in RUNTIME_FILES) \
+        + int(np.asarray(reference, dtype=np.float32).nbytes)
+    with no_space_as_error(out_dir, needed, what="deploy bundle"):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))  # same filesystem: rename is atomic
+        _fill(staging, out_dir, model_path, reference, model_json)
+    bundle = Bundle(path=out_dir, variant_id=variant_id, version=model_json["version"], model_json=model_json)
+    if register:
+        store_artifacts.register(db, kind="bundle", path=str(out_dir), sha256=sha256_file(out_dir / "model.json"),
+                                 size_bytes=sum(size for _, size in bundle.files()), run_id=variant.get("run_id"),
+                                 meta={"variant_id": variant_id, "version": bundle.version})
+    return bundle
+
+
+def _fill(staging: Path, out_dir: Path, model_path: Path, reference, model_json: dict) -> None:
+    """Write the bundle's files into ``staging``, then rename it to ``out_dir`` (staging removed on any failure)."""
+    import numpy as np
+
     try:
         shutil.copyfile(model_path, staging / "model.onnx")
         for name in RUNTIME_FILES:
@@ -209,12 +226,6 @@ def build_bundle(db, db_path: str | os.PathLike | None, variant_id: int, *, out_
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    bundle = Bundle(path=out_dir, variant_id=variant_id, version=model_json["version"], model_json=model_json)
-    if register:
-        store_artifacts.register(db, kind="bundle", path=str(out_dir), sha256=sha256_file(out_dir / "model.json"),
-                                 size_bytes=sum(size for _, size in bundle.files()), run_id=variant.get("run_id"),
-                                 meta={"variant_id": variant_id, "version": bundle.version})
-    return bundle
 
 
 def _reuse(out_dir: Path, sha: str) -> Bundle | None:

@@ -18,6 +18,14 @@ def register(db: Database, *, kind: str, path: str, sha256: str, size_bytes: int
     return one(db, "SELECT id FROM artifacts WHERE path = ?", (path,))["id"]
 
 
+def expect(db: Database, path: str, sha256: str) -> None:
+    """Note in an existing row that ``path`` is about to be rewritten with this sha256.
+
+    The next :func:`register` of the path clears it; until then a reader accepts either sha256.
+    """
+    db.execute("UPDATE artifacts SET meta = json_set(meta, '$.pending_sha256', ?) WHERE path = ?", (sha256, path))
+
+
 def by_path(db: Database, path: str) -> dict | None:
     row = one(db, "SELECT * FROM artifacts WHERE path = ?", (path,))
     if row:

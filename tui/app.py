@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -97,6 +98,7 @@ class PocketopsApp(App):
         self._beat_lock = threading.Lock()  # one heartbeat (and worker check) at a time
         self._worker_proc = None  # the background worker this dashboard started last (subprocess.Popen)
         self._worker_started_at = 0.0
+        self.fatal: str | None = None  # why the dashboard closed itself (printed after it exits)
         self.notices: deque[tuple[str, str]] = deque(maxlen=50)  # (severity, message) as shown, newest last
 
     def notify(self, message, *, title: str = "", severity: str = "information", **kwargs) -> None:
@@ -181,6 +183,10 @@ class PocketopsApp(App):
             finally:
                 db.conn.close()
         except (sqlite3.Error, OSError, PocketopsError, MissingDependency) as exc:
+            if store.db.is_corruption(exc):  # nothing on screen could work: leave with the way to restore
+                self.fatal = str(store.db.as_corruption(exc, self.db_path))
+                self.call_from_thread(self.exit, return_code=1)
+                return
             problems.append(f"{self.db_path}: {exc}")
         self.call_from_thread(self._store_ready, problems, demo)
 
@@ -364,4 +370,6 @@ def run_dashboard(db_path: str | os.PathLike, *, start_worker: bool = False) -> 
         app.run()
     finally:
         app.detach()  # also when the app ended without unmounting (an exception)
+    if app.fatal:
+        print(f"pocketops: {app.fatal}", file=sys.stderr)
     return app.return_code or 0

@@ -89,7 +89,25 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, (PocketopsError, MissingDependency)):
             print(f"pocketops: {exc}", file=sys.stderr)
             return 1
+        problem = _store_problem(exc, args)
+        if problem is not None:
+            print(f"pocketops: {problem}", file=sys.stderr)
+            return 1
         raise
+
+
+def _store_problem(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """One line for a damaged store or a full disk under it (wherever SQLite noticed), else None."""
+    import sqlite3
+
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return None
+    from core import paths
+    from store.db import as_corruption, full_disk_message
+
+    path = getattr(exc, "path", None) or paths.db_path(getattr(args, "db", None))
+    corrupt = as_corruption(exc, path)
+    return str(corrupt) if corrupt is not None else full_disk_message(exc, path)
 
 
 def _dashboard(args: argparse.Namespace) -> int:
