@@ -64,7 +64,18 @@ class _SpaceDeployer:
 
     # -- the client ----------------------------------------------------------------------
     def _hub(self):
-        return require("huggingface_hub", f"Deploying to Hugging Face ({self.target})")
+        hub = require("huggingface_hub", f"Deploying to Hugging Face ({self.target})")
+        constants = require("huggingface_hub.constants", f"Deploying to Hugging Face ({self.target})")
+        # Pin uploads to git LFS, the documented HF_HUB_DISABLE_XET switch (read per call by
+        # huggingface_hub's is_xet_available, so setting it here works after import too). With
+        # hf_xet installed, 2.4.0 sends every LFS file (a Space's .gitattributes makes *.onnx one)
+        # through hf_xet's Rust CAS client, and upload_folder through a multi-commit pipeline; no
+        # loopback test can serve that protocol, so that path would first run on a user's real
+        # deploy. The Hub keeps taking LFS batch uploads for Xet-backed repos, and our bundles
+        # are small (KB to a few MB), where Xet's chunk de-duplication gains nothing.
+        # tests/test_spaces.py checks the .onnx arrives through the LFS batch API intact.
+        constants.HF_HUB_DISABLE_XET = True
+        return hub
 
     def _api(self):
         hub = self._hub()

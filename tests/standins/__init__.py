@@ -52,8 +52,21 @@ class JsonHandler(BaseHTTPRequestHandler):
         pass
 
     def body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._chunked_body()   # httpx streams a file object (an LFS PUT) this way
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
+
+    def _chunked_body(self) -> bytes:
+        data = bytearray()
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass   # trailers
+                return bytes(data)
+            data += self.rfile.read(size)
+            self.rfile.readline()   # the CRLF after each chunk
 
     def split(self) -> tuple[str, dict[str, list[str]]]:
         parts = urlsplit(self.path)
