@@ -16,6 +16,9 @@ class StandIn:
         self.lock = threading.RLock()
         self.requests: list[tuple[str, str]] = []      # (method, path) seen, for assertions
         self.fail: dict[str, int] = {}                  # route name -> HTTP status to answer instead
+        # route name -> the error text of that failure; "{authorization}" becomes the request's
+        # Authorization header, as a careless proxy or server echoes it (for the secrets tests).
+        self.fail_message: dict[str, str] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class)
         self.server.daemon_threads = True
         self.server.standin = self  # type: ignore[attr-defined]
@@ -88,5 +91,8 @@ class JsonHandler(BaseHTTPRequestHandler):
         status = self.standin.fail.get(route)
         if status is None:
             return False
-        self.send(status, {"error": f"stand-in told to fail {route}"})
+        message = self.standin.fail_message.get(route, f"stand-in told to fail {route}")
+        message = message.replace("{authorization}", self.headers.get("Authorization") or "")
+        self.send(status, {"error": message},
+                  headers={"X-Error-Message": message} if route in self.standin.fail_message else None)
         return True
