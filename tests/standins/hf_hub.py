@@ -296,8 +296,9 @@ class HubHandler(JsonHandler):
                 header = value
             elif key == "file":
                 data = base64.b64decode(value["content"])
-                if repo.upload_mode("main", value["path"], len(data), data[:512]) == "lfs":
-                    # The Hub refuses binary, large or LFS-tracked files sent inline in a commit.
+                if data and repo.upload_mode("main", value["path"], len(data), data[:512]) == "lfs":
+                    # The Hub refuses binary, large or LFS-tracked files sent inline in a commit
+                    # (empty ones excepted: huggingface_hub sends those inline on purpose).
                     self.send(400, {"error": f"{value['path']}: Your push was rejected because it contains binary "
                                              "files. Please use https://huggingface.co/docs/hub/xet to store them."})
                     return
