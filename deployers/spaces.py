@@ -75,6 +75,10 @@ class _SpaceDeployer:
         # are small (KB to a few MB), where Xet's chunk de-duplication gains nothing.
         # tests/test_spaces.py checks the .onnx arrives through the LFS batch API intact.
         constants.HF_HUB_DISABLE_XET = True
+        if constants.HF_HUB_DISABLE_PROGRESS_BARS is None:
+            # LFS uploads draw tqdm bars on stderr: noise on a phone's screen and in worker.log.
+            # A user's own HF_HUB_DISABLE_PROGRESS_BARS=0 still wins.
+            require("huggingface_hub.utils", f"Deploying to Hugging Face ({self.target})").disable_progress_bars()
         return hub
 
     def _api(self):

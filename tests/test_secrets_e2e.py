@@ -238,6 +238,9 @@ def test_no_secret_reaches_the_store_logs_bundles_screens_or_output(stand_ins, t
             found[f"gcp upload {name}"] = hit
     assert not found, found
     assert len(cli.outputs) >= 15 and len(scanned) >= 10
+    # No huggingface_hub progress bars on the phone's screen or in worker.log either.
+    assert not [argv for argv, output in cli.outputs if "LFS files" in output]
+    assert "LFS files" not in log.read_text()
 
 
 def test_scrub_imports_huggingface_hub_only_when_it_runs():
