@@ -3,7 +3,8 @@
 Both push one commit per release with the real ``huggingface_hub`` client; status comes from
 ``get_space_runtime``; rollback is a commit that copies the previous release's files back
 (``CommitOperationCopy(src_revision=<previous commit>)`` plus deletes), since the Hub has no
-revert; stop pauses the Space. The token is huggingface_hub's own (``hf auth login`` or
+revert; stop pauses the Space. Files go up as on any Space: tracked/binary ones through
+git LFS, with Xet pinned off (see ``_hub``). The token is huggingface_hub's own (``hf auth login`` or
 ``HF_TOKEN``): we never store, log or print it.
 """
 from __future__ import annotations
