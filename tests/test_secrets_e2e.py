@@ -110,7 +110,7 @@ def test_no_secret_reaches_the_store_logs_bundles_screens_or_output(stand_ins, t
     assert "model.onnx" in hub.repos["tester/e2e-api"].head.lfs
     assert hub.files("tester/e2e-api")["model.onnx"] == onnx_path.read_bytes()
 
-    # -- error paths: a refused token, and a failing commit whose error quotes the Authorization header
+    # -- error paths: a refused token, and a failing create whose error quotes the Authorization header
     refused = cli("deploy", str(variant_id), "--target", "spaces-docker", "--space", "tester/e2e-api",
                   env={"HF_TOKEN": HF_BAD}, ok=False)
     assert refused.returncode == 1 and "rejected the token" in refused.stderr
@@ -126,8 +126,11 @@ def test_no_secret_reaches_the_store_logs_bundles_screens_or_output(stand_ins, t
 
     job_id = jobs.enqueue(db, "deploy", {"action": "deploy", "variant_id": variant_id, "target": "spaces-static",
                                          "options": {"repo_id": "tester/e2e-demo"}})
-    log = home / "files" / "worker.log"
+    from core import paths
+
+    log = paths.files_dir(db_path) / "worker.log"       # where the dashboard's background worker logs
     log.parent.mkdir(parents=True, exist_ok=True)
+    hub.tokens.discard(HF_FILE)       # so the deploy below can only succeed with HF_TOKEN_PATH's token
     worker_env = {k: v for k, v in {**env, "HF_TOKEN": None, "HF_TOKEN_PATH": str(token_path)}.items() if v}
     with open(log, "ab") as out:
         subprocess.run([sys.executable, "-m", "core.worker", "--db", str(db_path), "--once"], cwd=ROOT,
