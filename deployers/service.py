@@ -21,7 +21,10 @@ from store import deployments as store_deployments
 from store import events
 from store.db import transaction
 
-SECRET_KEYS = {"api_key", "token", "hf_token", "credentials", "password", "secret"}
+SECRET_KEYS = {"api_key", "token", "hf_token", "credentials", "password", "secret", "webhook_url"}
+# Environment variables whose values are secrets: the served API key, Hugging Face tokens (both
+# names huggingface_hub reads) and the alert webhook (its URL is its credential).
+SECRET_ENV = ("POCKETOPS_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "POCKETOPS_WEBHOOK_URL")
 LIVE_QUERY = ("deploying", "running", "sleeping", "stopped")
 
 
@@ -41,18 +44,67 @@ def public_options(options: dict) -> dict:
     return safe
 
 
+def _hub_tokens() -> list[str]:
+    """The Hugging Face tokens huggingface_hub would send: HF_TOKEN, else its token file
+    (HF_TOKEN_PATH or HF_HOME/token), plus every profile ``hf auth login`` stored.
+
+    huggingface_hub's own getters, so its lookup rules are ours; imported only here, on paths
+    that record a deploy or an error (never the dashboard's start), and skipped when absent.
+    """
+    try:
+        import huggingface_hub
+        from huggingface_hub.utils import get_stored_tokens
+    except ImportError:
+        return []
+    tokens = []
+    for getter in (huggingface_hub.get_token, lambda: list(get_stored_tokens().values())):
+        try:
+            found = getter()
+        except Exception:   # a broken token file or a failed refresh: nothing more to mask from it
+            continue
+        tokens += found if isinstance(found, list) else [found]
+    return [t for t in tokens if isinstance(t, str) and t]
+
+
+def secret_values(options: dict | None = None) -> list[str]:
+    """Every secret value this process could leak, longest first: secret options, the secret
+    environment variables and huggingface_hub's tokens (a URL secret also by its path)."""
+    found = [str(v) for k, v in (options or {}).items() if k in SECRET_KEYS and isinstance(v, str) and v]
+    found += [os.environ[k] for k in SECRET_ENV if os.environ.get(k)]
+    found += _hub_tokens()
+    values = set()
+    for value in (v.strip() for v in found):
+        values.add(value)
+        if "://" in value:
+            # An error may quote a webhook's path without its host; the path is the secret part.
+            path = value.split("://", 1)[1].partition("/")[2]
+            if len(path) >= 8:
+                values.add("/" + path)
+    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+
+
 def scrub(text: str, options: dict | None = None) -> str:
-    """``text`` with any secret value from ``options`` (or the environment's key) masked."""
-    secrets = [str(v) for k, v in (options or {}).items() if k in SECRET_KEYS and isinstance(v, str) and v]
-    secrets += [os.environ[k] for k in ("POCKETOPS_API_KEY", "HF_TOKEN") if os.environ.get(k)]
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
+    """``text`` with every secret of :func:`secret_values` masked as ``***``."""
+    for secret in secret_values(options):
+        text = text.replace(secret, "***")
     return text
 
 
-def _clean_meta(meta: dict) -> dict:
-    return {k: (_clean_meta(v) if isinstance(v, dict) else v) for k, v in (meta or {}).items() if k not in SECRET_KEYS}
+def _clean_meta(meta: dict, secrets: list[str] | None = None) -> dict:
+    """``meta`` without secret keys, and with any secret value quoted in a string (an error) masked."""
+    secrets = secret_values() if secrets is None else secrets
+
+    def clean(value):
+        if isinstance(value, dict):
+            return _clean_meta(value, secrets)
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, str):
+            for secret in secrets:
+                value = value.replace(secret, "***")
+        return value
+
+    return {k: clean(v) for k, v in (meta or {}).items() if k not in SECRET_KEYS}
 
 
 def _db_path(db) -> Path:
@@ -102,8 +154,8 @@ def status(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
     deployer = deployer or registry.get(row["target"])
     try:
         release = deployer.status(row)
-    except (PocketopsError, MissingDependency):
-        raise
+    except (PocketopsError, MissingDependency) as exc:
+        _raise_scrubbed(exc)
     except Exception as exc:
         raise DeployError(f"status of deployment {deployment_id} failed: {type(exc).__name__}: {scrub(str(exc))}") from exc
     fields = {"status": release.status}
@@ -144,8 +196,8 @@ def stop(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
     deployer = deployer or registry.get(row["target"])
     try:
         release = deployer.stop(row)
-    except (PocketopsError, MissingDependency):
-        raise
+    except (PocketopsError, MissingDependency) as exc:
+        _raise_scrubbed(exc)
     except Exception as exc:
         raise DeployError(f"stop of deployment {deployment_id} failed: {type(exc).__name__}: {scrub(str(exc))}") from exc
     events.log(db, "info", "deploy", f"deployment {deployment_id}: {label(row)} stopped")
@@ -172,6 +224,14 @@ def _only_the_serving_release(db, row: dict, action: str) -> None:
     if serving is not None and serving["id"] != row["id"]:
         raise DeployError(f"deployment {row['id']} ({label(row)}) is {row['status']}, not the release serving "
                           f"{row['name']}: #{serving['id']} v{serving['version']} is; {action} #{serving['id']} instead")
+
+
+def _raise_scrubbed(exc: BaseException) -> None:
+    """Re-raise ``exc``, as a DeployError without the secret if its message quotes one."""
+    message = scrub(str(exc))
+    if message != str(exc):
+        raise DeployError(message) from None
+    raise exc
 
 
 def _get(db, deployment_id: int) -> dict:

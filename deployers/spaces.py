@@ -3,7 +3,8 @@
 Both push one commit per release with the real ``huggingface_hub`` client; status comes from
 ``get_space_runtime``; rollback is a commit that copies the previous release's files back
 (``CommitOperationCopy(src_revision=<previous commit>)`` plus deletes), since the Hub has no
-revert; stop pauses the Space. The token is huggingface_hub's own (``hf auth login`` or
+revert; stop pauses the Space. Files go up as on any Space: tracked/binary ones through
+git LFS, with Xet pinned off (see ``_hub``). The token is huggingface_hub's own (``hf auth login`` or
 ``HF_TOKEN``): we never store, log or print it.
 """
 from __future__ import annotations
@@ -64,7 +65,22 @@ class _SpaceDeployer:
 
     # -- the client ----------------------------------------------------------------------
     def _hub(self):
-        return require("huggingface_hub", f"Deploying to Hugging Face ({self.target})")
+        hub = require("huggingface_hub", f"Deploying to Hugging Face ({self.target})")
+        constants = require("huggingface_hub.constants", f"Deploying to Hugging Face ({self.target})")
+        # Pin uploads to git LFS, the documented HF_HUB_DISABLE_XET switch (read per call by
+        # huggingface_hub's is_xet_available, so setting it here works after import too). With
+        # hf_xet installed, 2.4.0 sends every LFS file (a Space's .gitattributes makes *.onnx one)
+        # through hf_xet's Rust CAS client, and upload_folder through a multi-commit pipeline; no
+        # loopback test can serve that protocol, so that path would first run on a user's real
+        # deploy. The Hub keeps taking LFS batch uploads for Xet-backed repos, and our bundles
+        # are small (KB to a few MB), where Xet's chunk de-duplication gains nothing.
+        # tests/test_spaces.py checks the .onnx arrives through the LFS batch API intact.
+        constants.HF_HUB_DISABLE_XET = True
+        if constants.HF_HUB_DISABLE_PROGRESS_BARS is None:
+            # LFS uploads draw tqdm bars on stderr: noise on a phone's screen and in worker.log.
+            # A user's own HF_HUB_DISABLE_PROGRESS_BARS=0 still wins.
+            require("huggingface_hub.utils", f"Deploying to Hugging Face ({self.target})").disable_progress_bars()
+        return hub
 
     def _api(self):
         hub = self._hub()

@@ -105,7 +105,8 @@ def test_rollback_copies_the_previous_files_back(hub, docker, bundles):
     assert back.meta["restored_commit"] == first.meta["commit"] and back.meta["restored_by"] == "copy"
     assert back.meta["commit"] == hub.repos[REPO].head.id != second.meta["commit"]
     assert "rollback to r1-fp32-aaaa" in hub.repos[REPO].head.title
-    assert len(hub.repos[REPO].commits) == 3        # history kept: rollback is a new commit
+    # history kept: rollback is a new commit (after the Hub's own initial .gitattributes commit)
+    assert len(hub.repos[REPO].commits) == 1 + 3
 
 
 def test_rollback_reuploads_when_the_previous_commit_is_gone(hub, docker, bundles):
@@ -213,7 +214,7 @@ def test_static_space_uploads_the_page(hub, bundles):
     files = hub.files("tester/demo")
     assert hub.repos["tester/demo"].sdk == "static"
     assert "index.html" in files and "sdk: static" in files["README.md"].decode()
-    assert {f["path"] for f in plan.files} == set(files)
+    assert {f["path"] for f in plan.files} == set(files) - {".gitattributes"}   # that one is the Hub's
     assert files["model.onnx"] == (bundles[0].path / "model.onnx").read_bytes()
     assert release.meta["sdk"] == "static" and "app.js" in release.meta["files"]
 
@@ -320,5 +321,55 @@ def test_releases_still_building_are_superseded_and_rolled_back_to(hub, tmp_path
     assert store_deployments.get(db, first["id"])["status"] == "superseded"
     back = service.rollback(db, second["id"], deployer=deployer)
     assert back["meta"]["restores"] == first["id"] and back["variant_id"] == v1
-    assert hub.files("tester/digits")["model.onnx"] == v1_model != hub.repos["tester/digits"].commits[1].files["model.onnx"]
+    assert hub.files("tester/digits")["model.onnx"] == v1_model != hub.repos["tester/digits"].commits[-2].files["model.onnx"]
     assert store_deployments.get(db, second["id"])["status"] == "rolled-back"
+
+
+def test_onnx_goes_through_git_lfs_as_on_a_real_space(hub, docker, bundles):
+    """A new Space's .gitattributes makes *.onnx LFS: preupload says so, the bytes go through the
+    LFS batch API and a presigned PUT (not inline, not Xet), and the commit names them by sha256."""
+    import hashlib
+
+    from tests.standins.hf_hub import lfs_tracked
+
+    release = docker.deploy(bundles[0], {"repo_id": REPO}, None)
+    repo = hub.repos[REPO]
+    assert lfs_tracked(hub.files(REPO)[".gitattributes"].decode(), "model.onnx")
+    assert hub.upload_modes["model.onnx"] == "lfs" and hub.upload_modes["reference.npz"] == "lfs"
+    assert hub.upload_modes["server.py"] == hub.upload_modes["Dockerfile"] == "regular"
+    onnx = (bundles[0].path / "model.onnx").read_bytes()
+    sha = hashlib.sha256(onnx).hexdigest()
+    assert (REPO, sha, len(onnx)) in hub.lfs_puts
+    assert ("PUT", f"/lfs-storage/{REPO}/{sha}") in hub.requests
+    assert ("POST", f"/spaces/{REPO}.git/info/lfs/objects/verify") in hub.requests
+    assert repo.head.lfs == {"model.onnx", "reference.npz"}
+    assert hashlib.sha256(hub.files(REPO)["model.onnx"]).hexdigest() == sha
+    assert release.meta["commit"] == repo.head.id
+
+    # A second release PUTs only its own objects; the rollback PUTs none.
+    puts = len(hub.lfs_puts)
+    second = docker.deploy(bundles[1], {"repo_id": REPO}, row(release))
+    assert len(hub.lfs_puts) == puts + 2    # v2's own model.onnx and reference.npz
+    # Rollback copies LFS files by their sha256 (an lfsFile line), which the stand-in only takes
+    # for objects it stored: v1's model comes back byte for byte.
+    docker.rollback(row(second, 2), row(release, 1), bundles[0])
+    assert hub.files(REPO)["model.onnx"] == onnx and hub.repos[REPO].head.lfs == {"model.onnx", "reference.npz"}
+    assert len(hub.lfs_puts) == puts + 2
+
+
+def test_the_stand_in_refuses_binary_files_sent_inline(hub):
+    """The Hub rejects a binary file outside LFS; so must the stand-in, or the LFS test proves nothing."""
+    import base64
+
+    hub_client = pytest.importorskip("huggingface_hub")
+    api = hub_client.HfApi(endpoint=hub.url, token=TOKEN)
+    api.create_repo(REPO, repo_type="space", space_sdk="docker")
+    line = {"key": "file", "value": {"path": "model.onnx", "encoding": "base64",
+                                     "content": base64.b64encode(b"\x08\x00onnx").decode()}}
+    body = "\n".join(json.dumps(x) for x in ({"key": "header", "value": {"summary": "inline"}}, line)).encode()
+    request = urllib.request.Request(f"{hub.url}/api/spaces/{REPO}/commit/main", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 400 and "binary" in info.value.read().decode()
+    assert "model.onnx" not in hub.files(REPO)

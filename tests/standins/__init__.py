@@ -16,6 +16,9 @@ class StandIn:
         self.lock = threading.RLock()
         self.requests: list[tuple[str, str]] = []      # (method, path) seen, for assertions
         self.fail: dict[str, int] = {}                  # route name -> HTTP status to answer instead
+        # route name -> the error text of that failure; "{authorization}" becomes the request's
+        # Authorization header, as a careless proxy or server echoes it (for the secrets tests).
+        self.fail_message: dict[str, str] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class)
         self.server.daemon_threads = True
         self.server.standin = self  # type: ignore[attr-defined]
@@ -52,8 +55,21 @@ class JsonHandler(BaseHTTPRequestHandler):
         pass
 
     def body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._chunked_body()   # httpx streams a file object (an LFS PUT) this way
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
+
+    def _chunked_body(self) -> bytes:
+        data = bytearray()
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass   # trailers
+                return bytes(data)
+            data += self.rfile.read(size)
+            self.rfile.readline()   # the CRLF after each chunk
 
     def split(self) -> tuple[str, dict[str, list[str]]]:
         parts = urlsplit(self.path)
@@ -75,5 +91,8 @@ class JsonHandler(BaseHTTPRequestHandler):
         status = self.standin.fail.get(route)
         if status is None:
             return False
-        self.send(status, {"error": f"stand-in told to fail {route}"})
+        message = self.standin.fail_message.get(route, f"stand-in told to fail {route}")
+        message = message.replace("{authorization}", self.headers.get("Authorization") or "")
+        self.send(status, {"error": message},
+                  headers={"X-Error-Message": message} if route in self.standin.fail_message else None)
         return True

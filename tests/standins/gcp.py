@@ -88,7 +88,9 @@ class CloudHandler(JsonHandler):
         status = self.standin.fail.get(route)
         if not isinstance(status, int):
             return False
-        self.send(status, {"error": {"code": status, "message": f"stand-in told to fail {route}", "status": "INTERNAL"}})
+        message = self.standin.fail_message.get(route, f"stand-in told to fail {route}")
+        message = message.replace("{authorization}", self.headers.get("Authorization") or "")
+        self.send(status, {"error": {"code": status, "message": message, "status": "INTERNAL"}})
         return True
 
     def do_GET(self):
