@@ -74,7 +74,7 @@ class TrainingData:
     points: list[dict]
     device: dict | None
     device_source: str
-    workers: int
+    workers: int | None  # None: not known yet (no "no worker" warning)
     progress: dict = field(default_factory=dict)
 
 
@@ -99,7 +99,7 @@ def run_cells(run: dict) -> tuple[str, ...]:
     )
 
 
-def summary_text(run: dict | None, series: RunSeries, progress: dict, workers: int) -> str:
+def summary_text(run: dict | None, series: RunSeries, progress: dict, workers: int | None) -> str:
     """The selected run in two or three lines, as Textual content markup."""
     if run is None:
         return "No runs yet. Press n for a new run, or s to start digits/cnn with defaults."
@@ -163,6 +163,24 @@ class Panel(PollingPanel):
                 yield CurveChart("loss", id="loss-chart")
                 yield CurveChart("accuracy", y_range=(0.0, 1.0), id="acc-chart")
 
+    def on_mount(self) -> None:
+        # The first frame shows the runs and the selected run's curves: read them here (a few
+        # ms on an existing store) rather than one poll later. Device and worker liveness wait
+        # for the first poll, which starts once the store is set up.
+        import sqlite3
+
+        opener = getattr(self.app, "existing_store", None)
+        db = opener() if opener is not None else None
+        if db is None:
+            return
+        try:
+            data = self.fetch(db, (None, 0, "none"), quick=True)
+        except sqlite3.Error:
+            return  # the first poll reports it
+        finally:
+            db.close()
+        self.update_view(data)
+
     # -- polling ------------------------------------------------------------------------
     def poll_args(self):
         # Without fresh worker telemetry: "sample" here (every few seconds), "keep" the last one, or show "none".
@@ -174,7 +192,7 @@ class Panel(PollingPanel):
             local = "keep"
         return self.selected, self.series.cursor if self.series.run_id == self.selected else 0, local
 
-    def fetch(self, db, args) -> TrainingData:
+    def fetch(self, db, args, *, quick: bool = False) -> TrainingData:
         from store import jobs as store_jobs
         from store import runs as store_runs
         from store import telemetry as store_telemetry
@@ -198,6 +216,8 @@ class Panel(PollingPanel):
                 from core.telemetry import sample
 
                 device, source = sample(), "this process"
+        if quick:  # the first frame: liveness (core.worker and its imports) comes with the first poll
+            return TrainingData(runs, selected, points, device, "keep" if device is None else source, None, progress)
         from core.worker import live_workers  # a worker killed with signal 9 still has a recent heartbeat
 
         return TrainingData(runs, selected, points, device, source, len(live_workers(db)), progress)
@@ -220,6 +240,9 @@ class Panel(PollingPanel):
         if data.device_source != "keep":
             self.query_one("#device", DeviceStrip).set_sample(data.device, data.device_source)
         self.show_summary()
+        shown = getattr(self.app, "data_shown", None)
+        if shown is not None:  # the runs table and the selected run's curves are in: a frame with data
+            shown()
 
     def update_table(self, runs: list[dict]) -> None:
         table = self.query_one("#runs-table", DataTable)
