@@ -19,6 +19,7 @@ ORDER = 20
 TELEMETRY_FRESH_S = 15.0   # the worker records every 5 s; older means no worker is sampling
 LOCAL_SAMPLE_EVERY_S = 2.0
 ACTIVE = ("queued", "running")
+RUNS_PAGE = 100  # rows the runs table loads; "More" adds a page (a year of runs is never read at once)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class TrainingData:
     device_source: str
     workers: int | None  # None: not known yet (no "no worker" warning)
     progress: dict = field(default_factory=dict)
+    total_runs: int = 0
 
 
 def _pct(value) -> str:
@@ -140,6 +142,7 @@ class Panel(PollingPanel):
         Binding("s", "quick_start", "Start"),
         Binding("x", "cancel_run", "Cancel"),
         Binding("r", "resume_run", "Resume"),
+        Binding("m", "more_runs", "More"),
     ]
 
     def __init__(self, *args, **kwargs):
@@ -150,6 +153,8 @@ class Panel(PollingPanel):
         self.progress: dict = {}
         self.alive_workers = 0
         self._local_sample_at = 0.0
+        self.page_rows = RUNS_PAGE  # how many of the newest runs the table shows
+        self.total_runs = 0
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="panel-body"):
@@ -174,7 +179,7 @@ class Panel(PollingPanel):
         if db is None:
             return
         try:
-            data = self.fetch(db, (None, 0, "none"), quick=True)
+            data = self.fetch(db, (None, 0, "none", self.page_rows), quick=True)
         except sqlite3.Error:
             return  # the first poll reports it
         finally:
@@ -190,7 +195,7 @@ class Panel(PollingPanel):
             local = "sample"
         else:
             local = "keep"
-        return self.selected, self.series.cursor if self.series.run_id == self.selected else 0, local
+        return self.selected, self.series.cursor if self.series.run_id == self.selected else 0, local, self.page_rows
 
     def fetch(self, db, args, *, quick: bool = False) -> TrainingData:
         from store import jobs as store_jobs
@@ -198,8 +203,9 @@ class Panel(PollingPanel):
         from store import telemetry as store_telemetry
         from store.db import now
 
-        selected, cursor, local = args
-        runs = store_runs.list_all(db, limit=100)
+        selected, cursor, local, page_rows = args
+        runs = store_runs.list_all(db, limit=page_rows)
+        total = store_runs.count(db) if len(runs) == page_rows else len(runs)
         ids = [r["id"] for r in runs]
         if selected not in ids:
             running = [r["id"] for r in runs if r["status"] == "running"]
@@ -217,13 +223,14 @@ class Panel(PollingPanel):
 
                 device, source = sample(), "this process"
         if quick:  # the first frame: liveness (core.worker and its imports) comes with the first poll
-            return TrainingData(runs, selected, points, device, "keep" if device is None else source, None, progress)
+            return TrainingData(runs, selected, points, device, "keep" if device is None else source, None, progress, total)
         from core.worker import live_workers  # a worker killed with signal 9 still has a recent heartbeat
 
-        return TrainingData(runs, selected, points, device, source, len(live_workers(db)), progress)
+        return TrainingData(runs, selected, points, device, source, len(live_workers(db)), progress, total)
 
     def update_view(self, data: TrainingData) -> None:
         self.alive_workers = data.workers
+        self.total_runs = data.total_runs
         self.update_table(data.runs)
         if data.run_id != self.selected:
             if self.selected is not None and self.selected in self.runs:
@@ -293,6 +300,16 @@ class Panel(PollingPanel):
         if run is None:
             self.notify(f"No run selected to {verb}.", severity="warning")
         return run
+
+    def action_more_runs(self) -> None:
+        """Load the next page of older runs into the table."""
+        shown = len(self.runs)
+        if shown >= self.total_runs:
+            self.notify(f"All {self.total_runs:,} runs are shown.")
+            return
+        self.page_rows = shown + RUNS_PAGE
+        self.notify(f"Showing up to {min(self.page_rows, self.total_runs):,} of {self.total_runs:,} runs.")
+        self.poll_now()
 
     def _queued(self, ids) -> None:
         if ids:
