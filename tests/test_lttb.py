@@ -46,3 +46,19 @@ def test_a_100k_point_run_draws_the_same_shape_as_its_downsampled_curve():
     assert full.y_max == 3.0  # the spike sets the scale
     top = full.rows[0][full.gutter:]
     assert top.strip() != "" and len(top.strip()) <= 2  # the spike reaches the top row, and only it
+
+
+def test_a_long_runs_curves_stay_bounded_and_keep_their_peak():
+    """RunSeries thins each curve past MAX_CURVE_POINTS, polls of 5,000 points at a time as the panel reads them."""
+    from tui.panels.training import MAX_CURVE_POINTS, RunSeries
+
+    series = RunSeries(run_id=1)
+    n = 100_000
+    for start in range(0, n, 5000):
+        series.add([{"id": i + 1, "kind": "train", "step": i + 1, "epoch": 1 + i // 10_000,
+                     "loss": 5.0 if i == 43_210 else 1.0 / (1 + i / 1000), "accuracy": None}
+                    for i in range(start, start + 5000)])
+    assert series.cursor == n and series.last_step == n
+    assert MAX_CURVE_POINTS // 2 <= len(series.train_loss) <= MAX_CURVE_POINTS
+    assert series.train_loss[0] == (1.0, 1.0) and series.train_loss[-1][0] == float(n)
+    assert (43_211.0, 5.0) in series.train_loss

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Static
 
 from tui.format import fmt_bytes
 from tui.messages import StoreChanged
-from tui.widgets.chart import CurveChart, Series
+from tui.widgets.chart import CurveChart, Series, lttb
 from tui.widgets.device import DeviceStrip
 from tui.widgets.polling import PollingPanel
 
@@ -19,6 +19,9 @@ ORDER = 20
 TELEMETRY_FRESH_S = 15.0   # the worker records every 5 s; older means no worker is sampling
 LOCAL_SAMPLE_EVERY_S = 2.0
 ACTIVE = ("queued", "running")
+# Points kept per curve: past this a curve is thinned (LTTB) to half, so a 100,000-point run
+# costs the same memory and drawing time as a short one and keeps its first, last and peak points.
+MAX_CURVE_POINTS = 4000
 RUNS_PAGE = 100  # rows the runs table loads; "More" adds a page (a year of runs is never read at once)
 
 
@@ -59,6 +62,9 @@ class RunSeries:
                 loss.append((x, float(p["loss"])))
             if p.get("accuracy") is not None:
                 acc.append((x, float(p["accuracy"])))
+        for curve in (self.train_loss, self.train_acc, self.val_loss, self.val_acc):
+            if len(curve) > MAX_CURVE_POINTS:
+                curve[:] = lttb(curve, MAX_CURVE_POINTS // 2)
         return added
 
     def loss_series(self) -> list[Series]:
