@@ -19,9 +19,10 @@ ORDER = 20
 TELEMETRY_FRESH_S = 15.0   # the worker records every 5 s; older means no worker is sampling
 LOCAL_SAMPLE_EVERY_S = 2.0
 ACTIVE = ("queued", "running")
-# Points kept per curve: past this a curve is thinned (LTTB) to half, so a 100,000-point run
-# costs the same memory and drawing time as a short one and keeps its first, last and peak points.
-MAX_CURVE_POINTS = 4000
+# Points kept per curve: past this a curve is thinned (LTTB) to half, still more than a wide
+# chart has dot columns. So a 100,000-point run costs about the memory and drawing time of a
+# short one, and keeps its first, last and peak points.
+MAX_CURVE_POINTS = 800
 RUNS_PAGE = 100  # rows the runs table loads; "More" adds a page (a year of runs is never read at once)
 
 
@@ -185,7 +186,8 @@ class Panel(PollingPanel):
         if db is None:
             return
         try:
-            data = self.fetch(db, (None, 0, "none", self.page_rows), quick=True)
+            # A screenful of rows, not the page: the first poll fills in the rest of the page.
+            data = self.fetch(db, (None, 0, "none", min(self.page_rows, max(20, self.app.size.height))), quick=True)
         except sqlite3.Error:
             return  # the first poll reports it
         finally:
