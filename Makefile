@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-fast bench screenshots clean browser-deps
+.PHONY: install run test test-fast bench bench-check screenshots clean browser-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,14 @@ bench: install
 	$(PY) benchmarks/dashboard_startup.py
 	$(PY) benchmarks/quantization.py
 	$(PY) benchmarks/cold_start.py
+	$(PY) benchmarks/scale.py
+
+# Every benchmark in its short mode (~5 min on 2 cores); fails only on a clear regression (a
+# figure past its target by more than its noise margin, see benchmarks/check.py). A script not
+# in the tree (serve_load before it lands) is skipped with a line.
+BENCHMARKS := train_overhead dashboard_startup quantization cold_start scale serve_load
+bench-check: install
+	$(PY) benchmarks/check.py $(BENCHMARKS)
 
 screenshots: install
 	$(PY) scripts/screenshots.py
