@@ -11,8 +11,9 @@ A figure past its target but inside the margin is reported as "noise?" and does 
 noise never blocks a landing. A script that is not in this tree is skipped with a line.
 
 The margins are what repeated short runs on a busy 2-core machine vary by: wall-clock ratios of
-fresh processes ±20%, RSS ±5%, throughput ratios of back-to-back runs ±5%, quantized latency
-±25%, absolute milliseconds on a shared machine ±50%.
+fresh processes ±20%, RSS ±5%, short (2-epoch) training throughput ratios ±15% (per-repeat
+ratios of one run spread 0.65-1.05 at load average 7), quantized latency ±25%, absolute
+milliseconds on a shared machine ±50%.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class Target:
 
 # script -> its figures. A script with no figures here is judged by its exit status alone.
 TARGETS: dict[str, list[Target]] = {
-    "train_overhead": [Target("ratio", ">=", 0.95, 0.05, "worker samples/s over a bare PyTorch loop")],
+    "train_overhead": [Target("ratio", ">=", 0.95, 0.15, "worker samples/s over a bare PyTorch loop")],
     "dashboard_startup": [
         Target("time ratio", "<=", 1.3, 0.2, "first frame with data vs a sqlite3+DataTable Textual app"),
         Target("rss ratio", "<=", 1.3, 0.05, "RSS at that frame"),
