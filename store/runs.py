@@ -51,7 +51,7 @@ def list_all(db: Database, limit: int = 200, *, before: int | None = None) -> li
 
 
 def count(db: Database) -> int:
-    """How many runs there are (the runs table says "100 of 1,000")."""
+    """How many runs there are (the runs table's "More" says when all are shown)."""
     return one(db, "SELECT COUNT(*) AS n FROM runs")["n"]
 
 
