@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-fast test-phone bench screenshots clean browser-deps
+.PHONY: install run test test-fast test-phone bench bench-check screenshots clean browser-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,14 @@ bench: install
 	$(PY) benchmarks/cold_start.py
 	# the many-writers soak at full length (make test runs it for 15 s)
 	POCKETOPS_MANY_WRITERS_S=60 $(PY) -m pytest -q -s tests/test_many_writers.py
+	$(PY) benchmarks/scale.py
+
+# Every benchmark in its short mode (~5 min on 2 cores); fails only on a clear regression (a
+# figure past its target by more than its noise margin, see benchmarks/check.py). A script not
+# in the tree (serve_load before it lands) is skipped with a line.
+BENCHMARKS := train_overhead dashboard_startup quantization cold_start scale serve_load
+bench-check: install
+	$(PY) benchmarks/check.py $(BENCHMARKS)
 
 screenshots: install
 	$(PY) scripts/screenshots.py

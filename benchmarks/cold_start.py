@@ -1,6 +1,6 @@
 """Cold start: process start to first successful prediction, bundle server vs a torch server.
 
-    python benchmarks/cold_start.py [--repeats 7]
+    python benchmarks/cold_start.py [--repeats 7] [--short]
 
 Both serve the same digits model (a softmax regression trained here on the built-in digits,
 ~0.3 s): the bundle's ``server.py`` (numpy + onnxruntime, started exactly as ``pocketops
@@ -106,7 +106,10 @@ def setup(tmp: Path) -> tuple[Path, Path, list]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--short", action="store_true", help="3 repeats (for make bench-check)")
     args = parser.parse_args(argv)
+    if args.short:
+        args.repeats = 3
     with tempfile.TemporaryDirectory(prefix="pocketops-cold-") as tmp_name:
         tmp = Path(tmp_name)
         bundle, ckpt, sample = setup(tmp)

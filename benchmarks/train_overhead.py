@@ -9,7 +9,7 @@ torch threads fixed to 1. REPEATS runs each, alternating which goes first; the l
 the median of the per-repeat ratios (each pair ran back to back, so other load on the machine
 mostly cancels out); the medians of each side are printed too.
 
-    python benchmarks/train_overhead.py [--epochs 5] [--repeats 5] [--threads 1]
+    python benchmarks/train_overhead.py [--epochs 5] [--repeats 5] [--threads 1] [--short]
 """
 from __future__ import annotations
 
@@ -93,7 +93,10 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--short", action="store_true", help="2 epochs x 3 repeats (for make bench-check)")
     args = parser.parse_args(argv)
+    if args.short:
+        args.epochs, args.repeats = 2, 3
     import torch
 
     torch.set_num_threads(args.threads)

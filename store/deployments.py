@@ -65,12 +65,14 @@ def update(db: Database, deployment_id: int, *, meta: dict | None = None, **fiel
     return get(db, deployment_id)
 
 
-def list_all(db: Database, *, target: str | None = None, limit: int = 200) -> list[dict]:
-    """Newest first."""
+def list_all(db: Database, *, target: str | None = None, limit: int = 200, before: int | None = None) -> list[dict]:
+    """Newest first; ``before`` (a deployment id) gives the page after it (paged by key, never by offset)."""
+    before = 2 ** 63 - 1 if before is None else before
     if target:
-        found = rows(db, "SELECT * FROM deployments WHERE target = ? ORDER BY id DESC LIMIT ?", (target, limit))
+        found = rows(db, "SELECT * FROM deployments WHERE target = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                     (target, before, limit))
     else:
-        found = rows(db, "SELECT * FROM deployments ORDER BY id DESC LIMIT ?", (limit,))
+        found = rows(db, "SELECT * FROM deployments WHERE id < ? ORDER BY id DESC LIMIT ?", (before, limit))
     return [_decode(r) for r in found]
 
 

@@ -170,7 +170,24 @@ def _dashboards(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards]
+def _v2_scale_indexes(db: Database) -> None:
+    """Indexes for the queries the dashboard polls, so they stay fast on a store with a year of runs."""
+    for statement in (
+        # A run's train job (the Training panel's progress line, every poll).
+        "CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id, kind, id)",
+        # A run's variants (Quantize panel, deploy form).
+        "CREATE INDEX IF NOT EXISTS variants_run ON variants(run_id, name, id)",
+        # A deployment target's releases (Deploy panel history).
+        "CREATE INDEX IF NOT EXISTS deployments_target ON deployments(target, id)",
+        # A run's events since a cursor.
+        "CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id)",
+        # Runs of a dataset (deleting a dataset checks there are none).
+        "CREATE INDEX IF NOT EXISTS runs_dataset ON runs(dataset_id, id)",
+    ):
+        db.execute(statement)
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _v2_scale_indexes]
 
 
 def version(db: Database) -> int:

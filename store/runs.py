@@ -31,16 +31,28 @@ def get(db: Database, run_id: int) -> dict | None:
     return _decode(one(db, "SELECT * FROM runs WHERE id = ?", (run_id,)))
 
 
-def list_all(db: Database, limit: int = 200) -> list[dict]:
+NEWEST = 2 ** 63 - 1  # larger than any row id: "before NEWEST" is the first page
+
+
+def list_all(db: Database, limit: int = 200, *, before: int | None = None) -> list[dict]:
+    """Up to ``limit`` runs, newest first; ``before`` (a run id) gives the page after that run.
+
+    Paged by key (``id < before``) so a page costs the same on the thousandth run as on the first.
+    """
     return [
         _decode(r)
         for r in rows(
             db,
             """SELECT runs.*, datasets.name AS dataset_name FROM runs
-               JOIN datasets ON datasets.id = runs.dataset_id ORDER BY runs.id DESC LIMIT ?""",
-            (limit,),
+               JOIN datasets ON datasets.id = runs.dataset_id WHERE runs.id < ? ORDER BY runs.id DESC LIMIT ?""",
+            (NEWEST if before is None else before, limit),
         )
     ]
+
+
+def count(db: Database) -> int:
+    """How many runs there are (the runs table's "More" says when all are shown)."""
+    return one(db, "SELECT COUNT(*) AS n FROM runs")["n"]
 
 
 def update(db: Database, run_id: int, **fields) -> None:

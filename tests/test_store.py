@@ -58,7 +58,7 @@ def test_migrations_run_once_and_keep_data(tmp_path, monkeypatch):
         applied.append(True)
         db.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
 
-    shipped = len(migrations.MIGRATIONS)
+    shipped = len(migrations.MIGRATIONS)  # the new one is appended after every shipped migration
     monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, v2])
     db2 = store.connect(path)
     store.connect(path)

@@ -86,7 +86,8 @@ class PocketopsApp(App):
         self.db_path = Path(db_path)
         self.poll_interval = poll_interval
         self.sample_device = sample_device  # sample CPU/RAM here when no worker records telemetry
-        self.start_panel = panel or PANELS[0].name
+        # $POCKETOPS_PANEL (a panel's name or key) opens another panel first, e.g. "training".
+        self.start_panel = panel or _env_panel() or PANELS[0].name
         self.start_worker = start_worker
         self.ready = False  # the store is set up (built-in datasets, worker) and panels poll
         self.demo = False  # the store is the seeded demo (its figures are recorded or typed demo values)
@@ -99,6 +100,7 @@ class PocketopsApp(App):
         self._worker_proc = None  # the background worker this dashboard started last (subprocess.Popen)
         self._worker_started_at = 0.0
         self.fatal: str | None = None  # why the dashboard closed itself (printed after it exits)
+        self.data_shown_at: float | None = None  # when a panel first drew store data
         self.notices: deque[tuple[str, str]] = deque(maxlen=50)  # (severity, message) as shown, newest last
 
     def notify(self, message, *, title: str = "", severity: str = "information", **kwargs) -> None:
@@ -114,6 +116,31 @@ class PocketopsApp(App):
 
             self._db = store.connect(self.db_path)
         return self._db
+
+    def existing_store(self):
+        """A connection to the store when it exists with the current schema, else None (no waiting, no writes).
+
+        The start panel reads its first data with it before the first frame, so that frame
+        shows the user's runs; a new or older store is set up by ``_set_up_store`` as before.
+        """
+        import sqlite3
+
+        if not self.db_path.is_file():
+            return None
+        import store
+        from store.migrations import MIGRATIONS, version
+
+        try:
+            db = store.connect(self.db_path, migrate=False)
+        except sqlite3.Error:
+            return None
+        try:
+            if version(db) == len(MIGRATIONS):
+                return db
+        except sqlite3.Error:
+            pass
+        db.close()
+        return None
 
     def compose(self) -> ComposeResult:
         start = self._info(self.start_panel)
@@ -146,12 +173,21 @@ class PocketopsApp(App):
                 tab.refresh(layout=True)
 
     def _after_first_frame(self) -> None:
+        import gc
+
+        gc.enable()  # run_dashboard turns it off for the first frame
         self.first_frame_at = time.monotonic()
-        if os.environ.get("POCKETOPS_STARTUP_PROBE"):
-            report_first_frame(self)
-            return
         self._focus_panel(self.current_panel)
         self._set_up_store()
+
+    def data_shown(self) -> None:
+        """A panel drew store data for the first time: note when (and report it to a start-up benchmark)."""
+        if self.data_shown_at is not None:
+            return
+        self.data_shown_at = time.monotonic()
+        if os.environ.get("POCKETOPS_STARTUP_PROBE"):
+            # After the refresh that paints it: the user sees the data in that frame.
+            self.call_after_refresh(report_first_frame, self)
 
     @work(thread=True, exclusive=True, group="setup", exit_on_error=False)
     def _set_up_store(self) -> None:
@@ -167,13 +203,17 @@ class PocketopsApp(App):
         try:
             db = store.connect(self.db_path)
             try:
+                from store import datasets as store_datasets
                 from store.demo import is_demo
 
                 demo = is_demo(db)
-                from core.datasets import ensure_builtin
+                # core.datasets pulls in numpy (~0.15 s, ~20 MB): only when the built-in is missing.
+                if store_datasets.by_name(db, "digits") is None:
+                    from core.datasets import ensure_builtin
+
+                    ensure_builtin(db, self.db_path)
                 from store import dashboards
 
-                ensure_builtin(db, self.db_path)
                 dashboards.attach(db, self.dashboard_id, os.getpid(), socket.gethostname())
                 self._attached = True
                 with self._beat_lock:
@@ -335,6 +375,11 @@ class PocketopsApp(App):
             self._dashboard_beat()  # a job was probably queued: have a worker for it now
 
 
+def _env_panel() -> str | None:
+    name = os.environ.get("POCKETOPS_PANEL", "").strip()
+    return name if any(name in (p.name, p.key) for p in PANELS) else None
+
+
 def report_first_frame(app: App) -> None:
     """Benchmark hook: append "wall-s-since-$POCKETOPS_STARTUP_T0 rss-MB cpu-s" to $POCKETOPS_STARTUP_PROBE, exit."""
     import resource
@@ -365,11 +410,20 @@ def run_dashboard(db_path: str | os.PathLike, *, start_worker: bool = False) -> 
     The store setup (migrations, the built-in dataset, a background worker with
     ``start_worker``) runs in a thread after the first frame, so the CLI need not do it first.
     """
-    app = make_app(db_path, start_worker=start_worker)
+    import gc
+
+    # Building and painting the first screen allocates many small objects that all stay alive:
+    # the cyclic collector would scan them over and over (~10% of start-up). It is back on
+    # after the first frame.
+    gc.disable()
     try:
-        app.run()
+        app = make_app(db_path, start_worker=start_worker)
+        try:
+            app.run()
+        finally:
+            app.detach()  # also when the app ended without unmounting (an exception)
     finally:
-        app.detach()  # also when the app ended without unmounting (an exception)
+        gc.enable()  # also when the app never reached its first frame
     if app.fatal:
         print(f"pocketops: {app.fatal}", file=sys.stderr)
     return app.return_code or 0

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Static
 
 from tui.format import fmt_bytes
 from tui.messages import StoreChanged
-from tui.widgets.chart import CurveChart, Series
+from tui.widgets.chart import CurveChart, Series, lttb
 from tui.widgets.device import DeviceStrip
 from tui.widgets.disk import DiskUse
 from tui.widgets.polling import PollingPanel
@@ -20,6 +20,11 @@ ORDER = 20
 TELEMETRY_FRESH_S = 15.0   # the worker records every 5 s; older means no worker is sampling
 LOCAL_SAMPLE_EVERY_S = 2.0
 ACTIVE = ("queued", "running")
+# Points kept per curve: past this a curve is thinned (LTTB) to half, still more than a wide
+# chart has dot columns. So a 100,000-point run costs about the memory and drawing time of a
+# short one, and keeps its first, last and peak points.
+MAX_CURVE_POINTS = 800
+RUNS_PAGE = 100  # rows the runs table loads; "More" adds a page (a year of runs is never read at once)
 
 
 @dataclass
@@ -59,6 +64,9 @@ class RunSeries:
                 loss.append((x, float(p["loss"])))
             if p.get("accuracy") is not None:
                 acc.append((x, float(p["accuracy"])))
+        for curve in (self.train_loss, self.train_acc, self.val_loss, self.val_acc):
+            if len(curve) > MAX_CURVE_POINTS:
+                curve[:] = lttb(curve, MAX_CURVE_POINTS // 2)
         return added
 
     def loss_series(self) -> list[Series]:
@@ -75,9 +83,10 @@ class TrainingData:
     points: list[dict]
     device: dict | None
     device_source: str
-    workers: int
+    workers: int | None  # None: not known yet (no "no worker" warning)
     progress: dict = field(default_factory=dict)
-    disk: dict | None = None
+    total_runs: int = 0
+    disk: dict | None = None  # bytes on disk by kind (None: not read yet)
 
 
 def _pct(value) -> str:
@@ -101,7 +110,7 @@ def run_cells(run: dict) -> tuple[str, ...]:
     )
 
 
-def summary_text(run: dict | None, series: RunSeries, progress: dict, workers: int) -> str:
+def summary_text(run: dict | None, series: RunSeries, progress: dict, workers: int | None) -> str:
     """The selected run in two or three lines, as Textual content markup."""
     if run is None:
         return "No runs yet. Press n for a new run, or s to start digits/cnn with defaults."
@@ -142,6 +151,7 @@ class Panel(PollingPanel):
         Binding("s", "quick_start", "Start"),
         Binding("x", "cancel_run", "Cancel"),
         Binding("r", "resume_run", "Resume"),
+        Binding("m", "more_runs", "More"),
     ]
 
     def __init__(self, *args, **kwargs):
@@ -152,6 +162,8 @@ class Panel(PollingPanel):
         self.progress: dict = {}
         self.alive_workers = 0
         self._local_sample_at = 0.0
+        self.page_rows = RUNS_PAGE  # how many of the newest runs the table shows
+        self.total_runs = 0
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="panel-body"):
@@ -166,6 +178,25 @@ class Panel(PollingPanel):
                 yield CurveChart("loss", id="loss-chart")
                 yield CurveChart("accuracy", y_range=(0.0, 1.0), id="acc-chart")
 
+    def on_mount(self) -> None:
+        # The first frame shows the runs and the selected run's curves: read them here (a few
+        # ms on an existing store) rather than one poll later. Device and worker liveness wait
+        # for the first poll, which starts once the store is set up.
+        import sqlite3
+
+        opener = getattr(self.app, "existing_store", None)
+        db = opener() if opener is not None else None
+        if db is None:
+            return
+        try:
+            # A screenful of rows, not the page: the first poll fills in the rest of the page.
+            data = self.fetch(db, (None, 0, "none", min(self.page_rows, max(20, self.app.size.height))), quick=True)
+        except sqlite3.Error:
+            return  # the first poll reports it
+        finally:
+            db.close()
+        self.update_view(data)
+
     # -- polling ------------------------------------------------------------------------
     def poll_args(self):
         # Without fresh worker telemetry: "sample" here (every few seconds), "keep" the last one, or show "none".
@@ -175,16 +206,17 @@ class Panel(PollingPanel):
             local = "sample"
         else:
             local = "keep"
-        return self.selected, self.series.cursor if self.series.run_id == self.selected else 0, local
+        return self.selected, self.series.cursor if self.series.run_id == self.selected else 0, local, self.page_rows
 
-    def fetch(self, db, args) -> TrainingData:
+    def fetch(self, db, args, *, quick: bool = False) -> TrainingData:
         from store import jobs as store_jobs
         from store import runs as store_runs
         from store import telemetry as store_telemetry
         from store.db import now
 
-        selected, cursor, local = args
-        runs = store_runs.list_all(db, limit=100)
+        selected, cursor, local, page_rows = args
+        runs = store_runs.list_all(db, limit=page_rows)
+        total = store_runs.count(db) if len(runs) == page_rows else len(runs)
         ids = [r["id"] for r in runs]
         if selected not in ids:
             running = [r["id"] for r in runs if r["status"] == "running"]
@@ -201,15 +233,20 @@ class Panel(PollingPanel):
                 from core.telemetry import sample
 
                 device, source = sample(), "this process"
+        if quick:  # the first frame: liveness (core.worker and its imports) comes with the first poll
+            return TrainingData(runs, selected, points, device, "keep" if device is None else source, None, progress, total)
         from core.worker import live_workers  # a worker killed with signal 9 still has a recent heartbeat
 
         from store.retention import disk_use
 
-        return TrainingData(runs, selected, points, device, source, len(live_workers(db)), progress, disk_use(db))
+        return TrainingData(runs, selected, points, device, source, len(live_workers(db)), progress, total,
+                            disk=disk_use(db))
 
     def update_view(self, data: TrainingData) -> None:
         self.alive_workers = data.workers
-        self.query_one("#training-disk", DiskUse).set_use(data.disk)
+        self.total_runs = data.total_runs
+        if data.disk is not None:
+            self.query_one("#training-disk", DiskUse).set_use(data.disk)
         self.update_table(data.runs)
         if data.run_id != self.selected:
             if self.selected is not None and self.selected in self.runs:
@@ -226,6 +263,9 @@ class Panel(PollingPanel):
         if data.device_source != "keep":
             self.query_one("#device", DeviceStrip).set_sample(data.device, data.device_source)
         self.show_summary()
+        shown = getattr(self.app, "data_shown", None)
+        if shown is not None:  # the runs table and the selected run's curves are in: a frame with data
+            shown()
 
     def update_table(self, runs: list[dict]) -> None:
         table = self.query_one("#runs-table", DataTable)
@@ -276,6 +316,16 @@ class Panel(PollingPanel):
         if run is None:
             self.notify(f"No run selected to {verb}.", severity="warning")
         return run
+
+    def action_more_runs(self) -> None:
+        """Load the next page of older runs into the table."""
+        shown = len(self.runs)
+        if shown >= self.total_runs:
+            self.notify(f"All {self.total_runs:,} runs are shown.")
+            return
+        self.page_rows = shown + RUNS_PAGE
+        self.notify(f"Showing up to {min(self.page_rows, self.total_runs):,} of {self.total_runs:,} runs.")
+        self.poll_now()
 
     def _queued(self, ids) -> None:
         if ids:

@@ -64,6 +64,49 @@ def _clean(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
             if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
 
 
+def lttb(points: Sequence[tuple[float, float]], n: int) -> list[tuple[float, float]]:
+    """Largest-Triangle-Three-Buckets: ``n`` of ``points`` (sorted by x) that keep the curve's shape.
+
+    The first and last points are always kept; each bucket in between keeps the point that makes
+    the largest triangle with the point kept before it and the next bucket's average, so peaks and
+    dips survive where every-k-th sampling would drop them. Fewer than ``n`` points come back as is.
+    """
+    size = len(points)
+    if n >= size or size <= 2:
+        return list(points)
+    if n <= 2:
+        return [points[0], points[-1]][:max(n, 0)]
+    out = [points[0]]
+    every = (size - 2) / (n - 2)
+    # Prefix sums: each bucket's average in O(1), so the whole pass reads every point once.
+    sum_x, sum_y = [0.0], [0.0]
+    for x, y in points:
+        sum_x.append(sum_x[-1] + x)
+        sum_y.append(sum_y[-1] + y)
+    a_x, a_y = points[0]
+    for i in range(n - 2):
+        start = int(i * every) + 1
+        end = int((i + 1) * every) + 1
+        nxt_end = min(int((i + 2) * every) + 1, size)
+        if end >= nxt_end:  # the last bucket: the next "average" is the last point
+            avg_x, avg_y = points[-1]
+        else:
+            count = nxt_end - end
+            avg_x = (sum_x[nxt_end] - sum_x[end]) / count
+            avg_y = (sum_y[nxt_end] - sum_y[end]) / count
+        best, best_area = start, -1.0
+        dx, dy = avg_x - a_x, avg_y - a_y
+        for j in range(start, end):
+            x, y = points[j]
+            area = abs((a_x - x) * dy - (a_y - y) * dx)  # twice the triangle's area; only the order matters
+            if area > best_area:
+                best, best_area = j, area
+        out.append(points[best])
+        a_x, a_y = points[best]
+    out.append(points[-1])
+    return out
+
+
 def _line(x0: int, y0: int, x1: int, y1: int) -> list[tuple[int, int]]:
     """Dots on the segment between two dots (Bresenham), both ends included."""
     dots = []
@@ -89,10 +132,17 @@ def plot(series: Sequence[Series], width: int, height: int, *,
 
     Consecutive points are joined, so a curve stays continuous however few points it has.
     ``y_range`` fixes the vertical scale (e.g. 0–1 for accuracy); otherwise it fits the data.
+    A series with more points than the plot has dot columns is first thinned with :func:`lttb`
+    (to one point per dot column), so a 100,000-point run costs little more than a short one.
     """
     cleaned = [_clean(s.points) for s in series]
+    total = sum(len(pts) for pts in cleaned)
+    # The widest the plot can be (no gutter): thinning never drops a point a dot column could show.
+    budget = max(3, 2 * max(1, width))
+    cleaned = [lttb(pts, budget) if len(pts) > budget else pts for pts in cleaned]
     every = [p for pts in cleaned for p in pts]
     if every:
+        # The axes fit the points drawn: LTTB keeps the spikes, so the scale still spans them.
         xs = [p[0] for p in every]
         ys = [p[1] for p in every]
         x_min, x_max = min(xs), max(xs)
@@ -137,7 +187,7 @@ def plot(series: Sequence[Series], width: int, height: int, *,
         rows.append(body)
     legend = [f"{s.name} {fmt_value(pts[-1][1])}" if pts else f"{s.name} –" for s, pts in zip(series, cleaned)]
     return Plot(rows=rows, owners=owners, y_min=y_min, y_max=y_max, x_min=x_min, x_max=x_max,
-                gutter=gutter, points=len(every), legend=legend)
+                gutter=gutter, points=total, legend=legend)
 
 
 def to_content(result: Plot, title: str = "", palette: Sequence[str] = PALETTE) -> Content:
@@ -170,9 +220,11 @@ class CurveChart(Widget):
         self.title = title
         self.y_range = y_range
         self.series: list[Series] = []
+        self._plot: tuple[tuple, Plot] | None = None  # (size, plot): a repaint without new data redraws nothing
 
     def set_series(self, series: Sequence[Series]) -> None:
         self.series = list(series)
+        self._plot = None
         self.refresh()
 
     @property
@@ -181,8 +233,10 @@ class CurveChart(Widget):
 
     def current_plot(self) -> Plot:
         """The plot as it is drawn at the widget's current size (one line goes to the title)."""
-        return plot(self.series, self.content_size.width or 40, max(1, (self.content_size.height or 8) - 1),
-                    y_range=self.y_range)
+        size = (self.content_size.width or 40, max(1, (self.content_size.height or 8) - 1))
+        if self._plot is None or self._plot[0] != size:
+            self._plot = (size, plot(self.series, *size, y_range=self.y_range))
+        return self._plot[1]
 
     def render(self) -> Content:
         return to_content(self.current_plot(), self.title)
