@@ -146,6 +146,9 @@ def _guarded(route):
 class Handler(BaseHTTPRequestHandler):
     server_version = "pocketops-serve/1"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes: with Nagle on, the body waits for the client's
+    # delayed ACK (~40 ms on Linux) on every kept-alive request.
+    disable_nagle_algorithm = True
 
     # -- plumbing ------------------------------------------------------------------------
     def setup(self) -> None:
@@ -159,13 +162,7 @@ class Handler(BaseHTTPRequestHandler):
         # Wait for the next request's first byte with a bound (keep-alive idle time after the first one),
         # then give the whole request a deadline the watchdog enforces: slow headers or bodies end in 408.
         idle = self.server.io_timeout if self._requests_seen == 0 else self.server.keepalive
-        try:
-            self.connection.settimeout(idle)
-            arrived = bool(self.rfile.peek(1))
-            self.connection.settimeout(self.server.io_timeout)
-        except OSError:  # idle too long (TimeoutError), reset by the client, ...
-            arrived = False
-        if not arrived:
+        if not self._wait_for_request(idle):
             self.close_connection = True
             return
         self._requests_seen += 1
@@ -175,6 +172,29 @@ class Handler(BaseHTTPRequestHandler):
             super().handle_one_request()
         finally:
             self.server.reading(self, False)
+
+    def _wait_for_request(self, idle: float) -> bool:
+        """True once the next request's first byte is here; False after ``idle`` seconds, at EOF, or as
+        soon as every handler is busy and another connection waits (an idle client yields its slot)."""
+        sock = self.connection
+        try:
+            sock.settimeout(0)
+            try:
+                if self.rfile.peek(1):  # already buffered (a pipelined request) or on the socket
+                    return True
+            finally:
+                sock.settimeout(self.server.io_timeout)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            until = time.monotonic() + idle
+            while (left := until - time.monotonic()) > 0:
+                if poller.poll(min(left, 0.5) * 1000):
+                    return bool(self.rfile.peek(1))  # data, or b"" at EOF: returns at once either way
+                if self.server.crowded():
+                    return False
+        except OSError:  # reset by the client, or timed out on a half-sent first line
+            pass
+        return False
 
     def parse_request(self) -> bool:
         ok = super().parse_request()
@@ -438,8 +458,10 @@ class Server(ThreadingHTTPServer):
         """All handler slots are taken and a connection is waiting to be accepted."""
         if self._active < self.max_connections:
             return False
+        poller = select.poll()
         try:
-            return bool(select.select([self.socket], [], [], 0)[0])
+            poller.register(self.socket, select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return False
 
