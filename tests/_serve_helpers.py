@@ -94,36 +94,48 @@ class Response:
         return json.loads(self.body)
 
 
-def read_response(sock: socket.socket) -> Response:
-    """Read one response from a blocking socket: status line, headers, a Content-Length body."""
-    f = sock.makefile("rb")
+def _read_one(f) -> Response:
+    """One response from a buffered socket file: status line, headers, a Content-Length body."""
     try:
-        line = f.readline(65537)
-        if not line:
-            return Response(None, error="eof")
-        parts = line.decode("latin-1").split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/"):
-            return Response(None, error=f"not a status line: {line[:80]!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        while True:
-            h = f.readline(65537)
-            if h in (b"\r\n", b"\n", b""):
-                break
-            k, _, v = h.decode("latin-1").partition(":")
-            headers[k.strip().lower()] = v.strip()
+        status = 100
+        while status == 100:  # "100 Continue" (Expect: 100-continue), then the real answer
+            line = f.readline(65537)
+            if not line:
+                return Response(None, error="eof")
+            parts = line.decode("latin-1").split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+                return Response(None, error=f"not a status line: {line[:80]!r}")
+            status = int(parts[1])
+            headers: dict[str, str] = {}
+            while True:
+                h = f.readline(65537)
+                if h in (b"\r\n", b"\n", b""):
+                    break
+                k, _, v = h.decode("latin-1").partition(":")
+                headers[k.strip().lower()] = v.strip()
         body = f.read(int(headers.get("content-length", "0")))
         return Response(status, headers, body)
     except ConnectionResetError:
         return Response(None, error="reset")
     except TimeoutError:
         return Response(None, error="timeout")
-    finally:
-        f.close()
+
+
+def read_response(sock: socket.socket) -> Response:
+    """Read one response from a blocking socket."""
+    with sock.makefile("rb") as f:
+        return _read_one(f)
 
 
 def raw_exchange(port: int, data: bytes, *, timeout: float = 30.0, shut_write: bool = False) -> Response:
     """Send ``data`` on a new connection and read one response (``shut_write``: then half-close)."""
+    return raw_exchange_all(port, data, timeout=timeout, shut_write=shut_write, limit=1)[0]
+
+
+def raw_exchange_all(port: int, data: bytes, *, timeout: float = 30.0, shut_write: bool = True,
+                     limit: int = 1000) -> list[Response]:
+    """Send ``data`` (it may hold several pipelined requests) and read every response until the
+    server closes; the last item is the end (status None: "eof", "reset" or "timeout")."""
     with socket.create_connection((HOST, port), timeout=timeout) as sock:
         try:
             sock.sendall(data)
@@ -131,7 +143,13 @@ def raw_exchange(port: int, data: bytes, *, timeout: float = 30.0, shut_write: b
                 sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed before taking everything: its answer is still readable
-        return read_response(sock)
+        answers: list[Response] = []
+        with sock.makefile("rb") as f:
+            while len(answers) < limit:
+                answers.append(_read_one(f))
+                if answers[-1].status is None:
+                    break
+        return answers
 
 
 def call(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None, **kw) -> Response:

@@ -397,6 +397,25 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, result)
 
 
+LINGER_S = 1.0
+LINGER_BYTES = 256 * 1024
+
+
+def _linger(sock: socket.socket) -> None:
+    """Read what the client still sends before closing: closing with unread bytes makes the kernel
+    send a reset, which can destroy our answer (a 400 or 414) before the client has read it."""
+    try:
+        sock.settimeout(0.1)
+        until, left = time.monotonic() + LINGER_S, LINGER_BYTES
+        while left > 0 and time.monotonic() < until:
+            chunk = sock.recv(min(left, 65536))
+            if not chunk:
+                return  # the client closed too
+            left -= len(chunk)
+    except OSError:  # nothing more within 0.1 s (TimeoutError), or already reset
+        pass
+
+
 class Server(ThreadingHTTPServer):
     """The stdlib threading server with bounds: a deep listen backlog, at most ``max_connections``
     handler threads (the rest wait in the backlog, so a burst queues and is never refused), socket,
@@ -448,7 +467,12 @@ class Server(ThreadingHTTPServer):
     def shutdown_request(self, request) -> None:
         # Called exactly once for every accepted connection (handled, refused or failed to start).
         try:
-            super().shutdown_request(request)
+            try:
+                request.shutdown(socket.SHUT_WR)  # our answer is complete: FIN after it
+            except OSError:
+                pass
+            _linger(request)
+            self.close_request(request)
         finally:
             with self._lock:
                 self._active -= 1
