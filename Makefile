@@ -55,6 +55,8 @@ bench: install
 	$(PY) benchmarks/dashboard_startup.py
 	$(PY) benchmarks/quantization.py
 	$(PY) benchmarks/cold_start.py
+	$(PY) benchmarks/serve_load.py
+	POCKETOPS_FUZZ_FULL=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_serve_fuzz.py
 
 screenshots: install
 	$(PY) scripts/screenshots.py

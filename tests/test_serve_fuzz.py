@@ -167,6 +167,10 @@ def _expected_predict_status(body: bytes) -> set[int]:
     """What POST /v1/predict may answer for ``body`` (the exact code where it is certain)."""
     if len(body) > MAX_BODY:
         return {413}
+    if body.count(b"[") + body.count(b"{") > 500:
+        # Deep nesting: refused as JSON (400) where the server's parser hits Python's recursion
+        # limit, else refused as a shape (422); where exactly depends on the stack, not the body.
+        return {400, 422}
     try:
         value = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
