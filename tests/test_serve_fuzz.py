@@ -313,3 +313,47 @@ def test_stats_count_every_answer_by_status(served):
     """Runs last in this file: the server's counts equal what the fuzzing client read."""
     served.check_stats()
     assert served.srv.proc.poll() is None
+
+
+# -- the predictor alone: a text model's token ids -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def text_predictor(tmp_path_factory):
+    """A bag-of-bytes text bundle (int64 token ids in, Gather + ReduceSum, 2 logits out)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deployers.runtime.predictor import TEXT_VOCAB, Predictor
+
+    root = tmp_path_factory.mktemp("text-bundle")
+    emb = np.random.default_rng(0).normal(size=(TEXT_VOCAB, 2)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["E", "input"], ["votes"]),
+         helper.make_node("ReduceSum", ["votes", "axes"], ["logits"], keepdims=0)], "text",
+        [helper.make_tensor_value_info("input", TensorProto.INT64, ["batch", 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(emb, "E"), numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(root / "model.onnx"))
+    (root / "model.json").write_text(json.dumps({
+        "version": "t1", "labels": ["neg", "pos"], "model_file": "model.onnx",
+        "input": {"shape": [16], "dtype": "int64", "kind": "text"}, "preprocessing": {"max_len": 16}}))
+    return Predictor(root)
+
+
+@FUZZ
+@given(ids=st.lists(st.one_of(st.integers(-(2 ** 70), 2 ** 70), st.floats(allow_nan=False, allow_infinity=False)),
+                    min_size=16, max_size=16),
+       text=st.text(max_size=40))
+def test_text_model_takes_any_text_and_refuses_token_ids_it_has_no_embedding_for(text_predictor, ids, text):
+    """An id outside 0..257 used to reach onnxruntime's Gather and fail with a 500; now it is an InputError (422)."""
+    from deployers.runtime.predictor import TEXT_VOCAB, InputError
+
+    assert text_predictor.predict([text])["labels"][0] in ("neg", "pos")
+    valid = all(float(i).is_integer() and 0 <= i < TEXT_VOCAB for i in ids)
+    if valid:
+        assert len(text_predictor.predict([ids])["labels"]) == 1
+    else:
+        with pytest.raises(InputError):
+            text_predictor.predict([ids])

@@ -223,6 +223,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.request_version == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # a broken request line: still answer with a status line and headers
+        if self.timed_out:  # the line is broken because the deadline cut it
+            self._timeout_answer()
+            return
         text = message or (HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "error")
         if code >= 500:  # 505 for "HTTP/2.0" on this socket: the client's mistake, not a server failure
             text, code = f"{text}; speak HTTP/1.1", HTTPStatus.BAD_REQUEST
