@@ -106,6 +106,7 @@ BACKLOG = 1024           # listen queue (capped by the kernel's somaxconn): a bu
 IO_TIMEOUT_S = 15.0      # one socket read/write, and a new connection's wait for its first byte
 KEEPALIVE_S = 5.0        # idle time between two requests on a kept-alive connection
 REQUEST_TIMEOUT_S = 30.0  # a whole request (line, headers and body) from its first byte
+FIRST_BYTE_GRACE_S = 2.0  # a new connection silent this long yields its slot when others wait
 
 
 def listen_backlog(wanted: int = BACKLOG) -> int:
@@ -161,8 +162,9 @@ class Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         # Wait for the next request's first byte with a bound (keep-alive idle time after the first one),
         # then give the whole request a deadline the watchdog enforces: slow headers or bodies end in 408.
-        idle = self.server.io_timeout if self._requests_seen == 0 else self.server.keepalive
-        if not self._wait_for_request(idle):
+        first = self._requests_seen == 0
+        idle = self.server.io_timeout if first else self.server.keepalive
+        if not self._wait_for_request(idle, grace=FIRST_BYTE_GRACE_S if first else 0.0):
             self.close_connection = True
             return
         self._requests_seen += 1
@@ -173,9 +175,10 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.server.reading(self, False)
 
-    def _wait_for_request(self, idle: float) -> bool:
-        """True once the next request's first byte is here; False after ``idle`` seconds, at EOF, or as
-        soon as every handler is busy and another connection waits (an idle client yields its slot)."""
+    def _wait_for_request(self, idle: float, grace: float) -> bool:
+        """True once the next request's first byte is here; False after ``idle`` seconds, at EOF, or,
+        once silent for ``grace`` seconds, as soon as every handler is busy and another connection
+        waits (an idle client yields its slot; a new one gets the grace to send its first request)."""
         sock = self.connection
         try:
             sock.settimeout(0)
@@ -186,11 +189,12 @@ class Handler(BaseHTTPRequestHandler):
                 sock.settimeout(self.server.io_timeout)
             poller = select.poll()
             poller.register(sock, select.POLLIN)
-            until = time.monotonic() + idle
+            now = time.monotonic()
+            until, patient_until = now + idle, now + grace
             while (left := until - time.monotonic()) > 0:
                 if poller.poll(min(left, 0.5) * 1000):
                     return bool(self.rfile.peek(1))  # data, or b"" at EOF: returns at once either way
-                if self.server.crowded():
+                if time.monotonic() >= patient_until and self.server.crowded():
                     return False
         except OSError:  # reset by the client, or timed out on a half-sent first line
             pass
