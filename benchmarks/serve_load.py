@@ -191,8 +191,10 @@ def main() -> int:
                         results[name]["burst_counts"][k] = results[name]["burst_counts"].get(k, 0) + v
             for _ in range(rounds):
                 for name, srv in servers.items():
+                    started = time.perf_counter()
                     counts, lat = soak(srv.port, payload, seconds=soak_s / rounds, connections=SOAK_CONNECTIONS)
-                    results[name]["rps"].append(counts.get("200", 0) / (soak_s / rounds))
+                    # Elapsed, not the nominal round: a request waiting out a timeout lengthens the round.
+                    results[name]["rps"].append(counts.get("200", 0) / (time.perf_counter() - started))
                     results[name]["lat"] += lat
                     for k, v in counts.items():
                         results[name]["counts"][k] = results[name]["counts"].get(k, 0) + v
@@ -216,6 +218,10 @@ def main() -> int:
               f"latency p50 {sp['p50']:.2f} p95 {sp['p95']:.2f} p99 {sp['p99']:.2f} ms, "
               f"resets {s_res}, 5xx {s_5xx}, other failures {s_other}, "
               f"RSS {r['rss_before'] / 2**20:.1f} -> {r['rss_after'] / 2**20:.1f} MiB")
+        failed = {k: v for k, v in {**r["burst_counts"], **r["counts"]}.items() if k != "200"}
+        if failed:
+            print(f"{name:9s} failures: burst {dict((k, v) for k, v in r['burst_counts'].items() if k != '200')}, "
+                  f"soak {dict((k, v) for k, v in r['counts'].items() if k != '200')}")
     if "stdlib" in results:
         base = results["stdlib"]
         for name in names:
