@@ -9,8 +9,12 @@ the machine can read) and checked against the ``X-API-Key`` header on ``/v1/*``;
 ``--public-without-key`` opts out explicitly (e.g. a public demo Space). Every bad request
 gets a 4xx JSON ``{"error": message}`` and the server keeps serving.
 
+Bounded for a public demo: a listen backlog of 1024 (a burst queues, it is not reset), at most
+64 connections handled at once (the others wait in the backlog, never a 503), a 15 s socket
+timeout, 5 s keep-alive idle time, and 30 s for a whole request (else 408). See ``--help``.
+
 ``--supervise`` runs the server as a child process and restarts it when it dies (crash,
-out-of-memory kill), with backoff; SIGTERM to the supervisor stops both.
+out-of-memory kill), with backoff; SIGTERM to the supervisor stops both, at any moment.
 """
 from __future__ import annotations
 
