@@ -75,6 +75,8 @@ bench: install
 	# the many-writers soak at full length (make test runs it for 15 s)
 	POCKETOPS_MANY_WRITERS_S=60 $(PY) -m pytest -q -s tests/test_many_writers.py
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/serve_load.py
+	POCKETOPS_FUZZ_FULL=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_serve_fuzz.py
 
 # Every benchmark in its short mode (~5 min on 2 cores); fails only on a clear regression (a
 # figure past its target by more than its noise margin, see benchmarks/check.py). A script not

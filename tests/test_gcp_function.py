@@ -103,3 +103,14 @@ def test_function_refuses_bad_requests_and_keeps_serving(function):
     assert status == 200 and stats["errors"] >= 4
     status, _ = _request(url + "/v1/predict", data=json.dumps({"inputs": [[0, 0, 0, 0]]}).encode(), headers=key)
     assert status == 200
+
+
+def test_function_refuses_deep_nesting_and_huge_numbers_with_4xx(function):
+    """These reached Flask as a 500 (RecursionError, a >4300-digit int) or onnxruntime (an int beyond float range)."""
+    url, _ = function
+    key = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+    assert _request(url + "/v1/predict", data=b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", headers=key)[0] == 400
+    assert _request(url + "/v1/predict", data=b'{"inputs": [[' + b"9" * 5000 + b", 1, 2, 3]]}", headers=key)[0] == 400
+    status, answer = _request(url + "/v1/predict", data=b'{"inputs": [[' + b"9" * 400 + b", 1, 2, 3]]}", headers=key)
+    assert status == 422 and "numbers" in answer["error"]
+    assert _request(url + "/v1/predict", data=json.dumps({"inputs": [[0, 0, 0, 0]]}).encode(), headers=key)[0] == 200

@@ -129,7 +129,7 @@ class Predictor:
                 inputs = self._texts_to_ids(inputs)
             try:
                 arr = np.asarray(inputs, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer beyond float range
                 raise InputError(f"'inputs' must be numbers in nested lists of shape {list(self.sample_shape)} "
                                  f"(or a batch of them): {exc}") from None
         if arr.dtype.kind not in "biuf":
@@ -156,6 +156,9 @@ class Predictor:
             raise InputError("'inputs' contains NaN or infinity")
         if np.abs(arr).max() > self.max_abs:
             raise InputError(f"'inputs' has a value of magnitude {np.abs(arr).max():g}, over the limit {self.max_abs:g}")
+        if self.kind == "text" and (np.any(arr != np.floor(arr)) or arr.min() < 0 or arr.max() >= TEXT_VOCAB):
+            # Token ids index the model's embedding: one out of range fails inside onnxruntime.
+            raise InputError(f"text inputs must be strings or whole token ids from 0 to {TEXT_VOCAB - 1}")
         return arr
 
     def _texts_to_ids(self, inputs: list) -> list:

@@ -72,8 +72,9 @@ def handle(request):
         return _error(413, f"body is over the limit of {MAX_BODY_BYTES} bytes; send fewer samples")
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return _error(400, f"body is not valid JSON ({exc}); send {{\"inputs\": [...]}}")
+    except (ValueError, RecursionError) as exc:  # also an integer of > 4300 digits, and deep nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        return _error(400, f"body is not valid JSON ({reason}); send {{\"inputs\": [...]}}")
     if not isinstance(body, dict) or "inputs" not in body:
         return _error(400, "body must be a JSON object with an 'inputs' field: {\"inputs\": [...]}")
     try:
