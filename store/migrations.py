@@ -157,7 +157,12 @@ def _v1(db: Database) -> None:
             db.execute(statement)
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1]
+def _v2(db: Database) -> None:
+    # A worker's process create time, so a pid the kernel reused is not taken for the worker.
+    db.execute("ALTER TABLE workers ADD COLUMN create_time REAL")
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2]
 
 
 def version(db: Database) -> int:

@@ -48,6 +48,7 @@ def test_migrations_run_once_and_keep_data(tmp_path, monkeypatch):
     """Re-opening does not re-run migrations; a new migration applies on top and keeps existing rows."""
     path = tmp_path / "p.db"
     db = store.connect(path)
+    shipped = migrations.version(db)
     jobs.enqueue(db, "train", {"run_id": 1})
     applied = []
 
@@ -59,14 +60,14 @@ def test_migrations_run_once_and_keep_data(tmp_path, monkeypatch):
     db2 = store.connect(path)
     store.connect(path)
     assert applied == [True]
-    assert migrations.version(db2) == 2
+    assert migrations.version(db2) == shipped + 1
     assert db2.execute("SELECT COUNT(*), MAX(priority) FROM jobs").fetchone() == (1, 0)
 
 
 def test_failed_migration_leaves_old_schema(tmp_path, monkeypatch):
     """A migration that fails half-way rolls back whole: version and tables as before."""
     path = tmp_path / "p.db"
-    store.connect(path)
+    shipped = migrations.version(store.connect(path))
 
     def broken(db):
         db.execute("CREATE TABLE half (x INTEGER)")
@@ -76,7 +77,7 @@ def test_failed_migration_leaves_old_schema(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         store.connect(path)
     db = store.connect(path, migrate=False)
-    assert migrations.version(db) == 1
+    assert migrations.version(db) == shipped
     assert "half" not in db.table_names()
 
 
