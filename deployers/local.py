@@ -122,11 +122,15 @@ class LocalDeployer:
     def _restart(self, meta: dict, host: str, port: int, api_key: str | None, workdir: Path,
                  exc: DeployError, which: str) -> DeployError:
         """Start the release that stepped aside again; the error to raise, carrying its new pid/port."""
+        # The restarted server is that release's, recorded on its row, not the new row's to stop.
+        hook, self.on_started = self.on_started, None
         try:
             again = self._start(Path(meta["bundle"]), meta.get("host", host), port, api_key,
-                                Path(meta.get("workdir") or workdir), record=False)
+                                Path(meta.get("workdir") or workdir))
         except DeployError as failed:
             return DeployError(f"{exc}; restarting the {which} release also failed: {failed}")
+        finally:
+            self.on_started = hook
         error = DeployError(f"{exc} (the {which} release was restarted on port {port})")
         error.restored = again  # service records its new pid on that release's row
         return error
@@ -153,8 +157,7 @@ class LocalDeployer:
         return Release("stopped", deployment.get("url"), {"stopped_pid": meta.get("pid"), "reason": None})
 
     # -- process -------------------------------------------------------------------------
-    def _start(self, bundle_dir: Path, host: str, port: int, api_key: str | None, workdir: Path,
-               record: bool = True) -> Release:
+    def _start(self, bundle_dir: Path, host: str, port: int, api_key: str | None, workdir: Path) -> Release:
         """Start the supervised server; wait for its first successful prediction (the cold start)."""
         bundle_dir = Path(bundle_dir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +173,7 @@ class LocalDeployer:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                     cwd=str(bundle_dir), start_new_session=True)
-        if record and self.on_started is not None:
+        if self.on_started is not None:
             self.on_started({"pid": proc.pid, "bundle": str(bundle_dir), "workdir": str(workdir)})
         pace.hold("deploy:server-started")  # tests: a kill here must not leave the server unknown
         deadline = time.monotonic() + self.startup_timeout
