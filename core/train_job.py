@@ -88,6 +88,20 @@ class StoreCallbacks(Callbacks):
         self.ctx.log("info", "training continues: battery charging or recovered", run_id=self.run_id)
 
 
+def _recover(run_dir: Path, callbacks: StoreCallbacks) -> None:
+    """After a kill: drop half-written temp files and re-register the checkpoints on disk.
+
+    Signal 9 during an atomic write leaves its temp file; one between a checkpoint's rename and
+    its registration leaves the row's sha256 behind the file (and best.pt may never be rewritten).
+    Only the worker holding the run's job writes in its directory, so both are safe here.
+    """
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    for name in ("best.pt", "last.pt"):
+        if (run_dir / name).is_file():
+            callbacks.on_checkpoint(run_dir / name)
+
+
 def run(ctx) -> dict:
     """Train the run in ``ctx.payload['run_id']``; the run row says how it ended."""
     db = ctx.db
@@ -105,7 +119,9 @@ def run(ctx) -> dict:
     try:
         dataset = store_datasets.get(db, run_row["dataset_id"])
         cfg = TrainConfig.from_dict(run_row["config"])
-        trainer = Trainer(cfg, load_arrays(dataset), ctx.files("runs", run_id), callbacks)
+        run_dir = ctx.files("runs", run_id)
+        _recover(run_dir, callbacks)
+        trainer = Trainer(cfg, load_arrays(dataset), run_dir, callbacks)
         summary = trainer.fit()
     except JobCancelled:
         callbacks.flush()

@@ -114,3 +114,178 @@ def test_a_deploy_of_a_process_still_running_is_not_reconciled(tmp_path):
     assert sorted(r["id"] for r in closed) == [dead["id"], reused["id"]]
     assert store_deployments.get(db, alive["id"])["status"] == "deploying"
     assert all(store_deployments.get(db, r)["status"] == "failed" for r in (dead["id"], reused["id"]))
+
+
+# -- the harness: 20 kills across train, export and deploy ----------------------------------
+
+SEED = 20261201
+EPOCHS, BATCH = 3, 8
+
+
+def _moments(rng, total_steps: int) -> dict[str, list[tuple]]:
+    """20 kill moments, seeded: (kind, argument) per stage, train ones in step order."""
+    train = sorted([("held", rng.randrange(10, total_steps, 10)) for _ in range(6)]
+                   + [("val", rng.randint(1, EPOCHS - 1)) for _ in range(2)], key=lambda m: (m[1] * 1000 if m[0] == "val" else m[1]))
+    train = [("claimed", None)] + train + [("done-running", None)]
+    export = [rng.choice(["claimed", "file", "registered", "benchmarked"]) for _ in range(5)]
+    deploy = [rng.choice(["claimed", "row", "bundle", "held", "held"]) for _ in range(5)]
+    return {"train": train, "export": [(m, None) for m in export], "deploy": [(m, None) for m in deploy]}
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def _registered(db, db_path: Path) -> set[Path]:
+    """Every file the store accounts for: artifacts (a bundle is a directory), variants,
+    datasets, and each deployment's working directory (server log, ready file)."""
+    from store.db import rows
+
+    roots = [Path(r["path"]) for r in rows(db, "SELECT path FROM artifacts")]
+    roots += [Path(r["path"]) for r in rows(db, "SELECT path FROM variants")]
+    roots += [Path(r["artifact_path"]) for r in rows(db, "SELECT artifact_path FROM datasets")]
+    roots += [Path(d["meta"]["workdir"]) for d in store_deployments.list_all(db) if d["meta"].get("workdir")]
+    out = set()
+    for root in roots:
+        out |= _files(root) if root.is_dir() else {root}
+    return out
+
+
+def test_kill9_anywhere_loses_nothing_and_leaves_nothing(tmp_path):
+    """SIGKILL the worker at 20 seeded moments across a train, an export and a deploy job, a new
+    worker each time: every job ends done, the metric points are exactly a clean run's, every
+    artifact's sha256 matches its file, no file under the data dir is unaccounted for (temp files
+    included) and no release is left 'deploying'."""
+    import random
+
+    from core import paths, runs
+    from core.atomic import sha256_file
+    from core.datasets import ensure_builtin, load_arrays, split_indices
+    from store import datasets as store_datasets
+    from store import runs as store_runs
+    from store import variants as store_variants
+    from store.db import rows
+
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    db_path = tmp_path / "data" / "t.db"
+    db = store.connect(db_path)
+    ensure_builtin(db, db_path)
+    n_batches = -(-len(split_indices(load_arrays(store_datasets.by_name(db, "digits")).y)[0]) // BATCH)
+    total_steps = EPOCHS * n_batches
+    rng = random.Random(SEED)
+    plan = _moments(rng, total_steps)
+    assert sum(len(m) for m in plan.values()) == 20
+    pace = Pace(tmp_path)
+    kills: list[str] = []
+
+    def job_status(job_id):
+        return jobs.get(db, job_id)["status"]
+
+    def run_stage(stage: str, job_id: int, moment_ready) -> None:
+        for kind, arg in plan[stage]:
+            pace.set(**({"train_step": arg} if stage == "train" and kind == "held" else
+                        {"hold": ["deploy:server-started"]} if kind == "held" else {}))
+            pace.clear_held()
+            worker = start_worker(db_path, pace)
+            try:
+                seen = wait_for(lambda: (moment_ready(kind, arg, worker) and "moment")
+                                or (job_status(job_id) == "done" and "job already done")
+                                or (worker.poll() is not None and f"worker exited {worker.returncode}"),
+                                240, f"{stage} moment {kind} {arg}")
+            finally:
+                kill9(worker)
+            assert not seen.startswith("worker exited"), seen
+            kills.append(f"{stage}:{kind}:{arg}:{seen}")
+        pace.set()
+        last = start_worker(db_path, pace, "--once")
+        assert last.wait(timeout=300) == 0
+        job = jobs.get(db, job_id)
+        assert job["status"] == "done", (stage, job)
+
+    try:
+        # 1. train
+        run_id, train_job = runs.new_run(db, dataset="digits", model="cnn", preset="tiny", epochs=EPOCHS,
+                                         batch_size=BATCH, patience=50, threads=1)
+
+        def train_moment(kind, arg, worker):
+            if kind == "claimed":
+                return job_status(train_job) == "running"
+            if kind == "held":
+                at = pace.held()
+                return at is not None and at["pid"] == worker.pid
+            if kind == "val":
+                return len(rows(db, "SELECT 1 FROM metrics WHERE run_id = ? AND kind = 'val' AND step >= ?",
+                                (run_id, arg))) > 0 and job_status(train_job) == "running"
+            # done-running: the run row says done but the job has not been closed yet, or any later point
+            return store_runs.get(db, run_id)["status"] == "done"
+
+        run_stage("train", train_job, train_moment)
+
+        # 2. export (fp32 only: the export, verify, register, benchmark and compare steps)
+        export_job = jobs.enqueue(db, "export", {"run_id": run_id, "variants": ["fp32"], "threads": 1})
+        onnx_dir = paths.files_dir(db_path) / "runs" / str(run_id) / "onnx" / f"job-{export_job}"
+
+        def export_moment(kind, arg, worker):
+            if kind == "claimed":
+                return job_status(export_job) == "running"
+            if kind == "file":
+                return onnx_dir.is_dir() and any(onnx_dir.iterdir())
+            mine = store_variants.for_job(db, export_job)
+            if kind == "registered":
+                return bool(mine)
+            return bool(mine) and all(v["status"] == "benchmarked" for v in mine)
+
+        run_stage("export", export_job, export_moment)
+        [variant] = store_variants.for_job(db, export_job)
+
+        # 3. deploy to the local target
+        deploy_job = jobs.enqueue(db, "deploy", {"action": "deploy", "variant_id": variant["id"], "target": "local",
+                                                 "options": {"port": 0}})
+        bundles = paths.files_dir(db_path) / "bundles"
+
+        def deploy_moment(kind, arg, worker):
+            if kind == "claimed":
+                return job_status(deploy_job) == "running"
+            if kind == "row":
+                return any(d["status"] == "deploying" for d in store_deployments.list_all(db))
+            if kind == "bundle":
+                return bundles.is_dir() and any(bundles.iterdir())
+            at = pace.held()
+            return at is not None and at["pid"] == worker.pid
+
+        run_stage("deploy", deploy_job, deploy_moment)
+
+        # -- what a clean run would have left ---------------------------------------------
+        print("\n".join(kills))
+        train = [r["step"] for r in rows(db, "SELECT step FROM metrics WHERE run_id = ? AND kind = 'train' ORDER BY step", (run_id,))]
+        assert train == list(range(10, total_steps + 1, 10)), "train points lost or doubled"
+        val = [r["step"] for r in rows(db, "SELECT step FROM metrics WHERE run_id = ? AND kind = 'val' ORDER BY step", (run_id,))]
+        assert val == list(range(1, EPOCHS + 1))
+        s = store_runs.get(db, run_id)
+        assert s["status"] == "done" and s["epochs_done"] == EPOCHS
+        from core.trainer import read_checkpoint
+
+        assert read_checkpoint(Path(s["checkpoint_path"]).parent / "last.pt")["step"] == total_steps
+        for art in rows(db, "SELECT * FROM artifacts"):
+            path = Path(art["path"])
+            target = path / "model.json" if art["kind"] == "bundle" else path
+            assert target.is_file() and sha256_file(target) == art["sha256"], f"artifact {art['id']} {path}"
+        for v in rows(db, "SELECT * FROM variants"):
+            assert sha256_file(v["path"]) == v["sha256"]
+        orphans = _files(paths.files_dir(db_path)) - _registered(db, db_path)
+        assert not orphans, sorted(map(str, orphans))
+        deps = store_deployments.list_all(db)
+        assert not [d for d in deps if d["status"] == "deploying"]
+        serving = [d for d in deps if d["status"] == "running"]
+        assert len(serving) == 1 and serving[0]["id"] == jobs.get(db, deploy_job)["result"]["deployment_id"]
+        assert all(d["status"] in ("failed", "superseded") for d in deps if d is not serving[0])
+        from deployers.local import _request
+
+        assert _request(serving[0]["url"], "/health")[0]
+        # no server left that no row knows: only the serving release's process group runs
+        from deployers.local import _groups_running
+
+        assert _groups_running(str(paths.files_dir(db_path))) == {serving[0]["meta"]["pid"]}
+    finally:
+        stop_servers(db)
