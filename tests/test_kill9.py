@@ -158,13 +158,8 @@ def test_kill9_anywhere_loses_nothing_and_leaves_nothing(tmp_path):
     included) and no release is left 'deploying'."""
     import random
 
-    from core import paths, runs
-    from core.atomic import sha256_file
     from core.datasets import ensure_builtin, load_arrays, split_indices
     from store import datasets as store_datasets
-    from store import runs as store_runs
-    from store import variants as store_variants
-    from store.db import rows
 
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
@@ -199,93 +194,106 @@ def test_kill9_anywhere_loses_nothing_and_leaves_nothing(tmp_path):
             kills.append(f"{stage}:{kind}:{arg}:{seen}")
         pace.set()
         last = start_worker(db_path, pace, "--once")
-        assert last.wait(timeout=300) == 0
+        assert last.wait(timeout=600) == 0, f"the {stage} stage's last worker failed"
         job = jobs.get(db, job_id)
         assert job["status"] == "done", (stage, job)
 
     try:
-        # 1. train
-        run_id, train_job = runs.new_run(db, dataset="digits", model="cnn", preset="tiny", epochs=EPOCHS,
-                                         batch_size=BATCH, patience=50, threads=1)
-
-        def train_moment(kind, arg, worker):
-            if kind == "claimed":
-                return job_status(train_job) == "running"
-            if kind == "held":
-                at = pace.held()
-                return at is not None and at["pid"] == worker.pid
-            if kind == "val":
-                return len(rows(db, "SELECT 1 FROM metrics WHERE run_id = ? AND kind = 'val' AND step >= ?",
-                                (run_id, arg))) > 0 and job_status(train_job) == "running"
-            # done-running: the run row says done but the job has not been closed yet, or any later point
-            return store_runs.get(db, run_id)["status"] == "done"
-
-        run_stage("train", train_job, train_moment)
-
-        # 2. export (fp32 only: the export, verify, register, benchmark and compare steps)
-        export_job = jobs.enqueue(db, "export", {"run_id": run_id, "variants": ["fp32"], "threads": 1})
-        onnx_dir = paths.files_dir(db_path) / "runs" / str(run_id) / "onnx" / f"job-{export_job}"
-
-        def export_moment(kind, arg, worker):
-            if kind == "claimed":
-                return job_status(export_job) == "running"
-            if kind == "file":
-                return onnx_dir.is_dir() and any(onnx_dir.iterdir())
-            mine = store_variants.for_job(db, export_job)
-            if kind == "registered":
-                return bool(mine)
-            return bool(mine) and all(v["status"] == "benchmarked" for v in mine)
-
-        run_stage("export", export_job, export_moment)
-        [variant] = store_variants.for_job(db, export_job)
-
-        # 3. deploy to the local target
-        deploy_job = jobs.enqueue(db, "deploy", {"action": "deploy", "variant_id": variant["id"], "target": "local",
-                                                 "options": {"port": 0}})
-        bundles = paths.files_dir(db_path) / "bundles"
-
-        def deploy_moment(kind, arg, worker):
-            if kind == "claimed":
-                return job_status(deploy_job) == "running"
-            if kind == "row":
-                return any(d["status"] == "deploying" for d in store_deployments.list_all(db))
-            if kind == "bundle":
-                return bundles.is_dir() and any(bundles.iterdir())
-            at = pace.held()
-            return at is not None and at["pid"] == worker.pid
-
-        run_stage("deploy", deploy_job, deploy_moment)
-
-        # -- what a clean run would have left ---------------------------------------------
-        print("\n".join(kills))
-        train = [r["step"] for r in rows(db, "SELECT step FROM metrics WHERE run_id = ? AND kind = 'train' ORDER BY step", (run_id,))]
-        assert train == list(range(10, total_steps + 1, 10)), "train points lost or doubled"
-        val = [r["step"] for r in rows(db, "SELECT step FROM metrics WHERE run_id = ? AND kind = 'val' ORDER BY step", (run_id,))]
-        assert val == list(range(1, EPOCHS + 1))
-        s = store_runs.get(db, run_id)
-        assert s["status"] == "done" and s["epochs_done"] == EPOCHS
-        from core.trainer import read_checkpoint
-
-        assert read_checkpoint(Path(s["checkpoint_path"]).parent / "last.pt")["step"] == total_steps
-        for art in rows(db, "SELECT * FROM artifacts"):
-            path = Path(art["path"])
-            target = path / "model.json" if art["kind"] == "bundle" else path
-            assert target.is_file() and sha256_file(target) == art["sha256"], f"artifact {art['id']} {path}"
-        for v in rows(db, "SELECT * FROM variants"):
-            assert sha256_file(v["path"]) == v["sha256"]
-        orphans = _files(paths.files_dir(db_path)) - _registered(db, db_path)
-        assert not orphans, sorted(map(str, orphans))
-        deps = store_deployments.list_all(db)
-        assert not [d for d in deps if d["status"] == "deploying"]
-        serving = [d for d in deps if d["status"] == "running"]
-        assert len(serving) == 1 and serving[0]["id"] == jobs.get(db, deploy_job)["result"]["deployment_id"]
-        assert all(d["status"] in ("failed", "superseded") for d in deps if d is not serving[0])
-        from deployers.local import _request
-
-        assert _request(serving[0]["url"], "/health")[0]
-        # no server left that no row knows: only the serving release's process group runs
-        from deployers.local import _groups_running
-
-        assert _groups_running(str(paths.files_dir(db_path))) == {serving[0]["meta"]["pid"]}
+        _harness(db, db_path, pace, plan, kills, run_stage, job_status, total_steps)
+    except AssertionError as exc:  # say where the kills landed, so a failure can be replayed
+        raise AssertionError(f"{exc}\nkills so far (stage:moment:arg:seen): {kills}") from exc
     finally:
         stop_servers(db)
+
+
+def _harness(db, db_path, pace, plan, kills, run_stage, job_status, total_steps):
+    """The three stages and the checks of the end state (see the test above)."""
+    from core import paths, runs
+    from core.atomic import sha256_file
+    from store import runs as store_runs
+    from store import variants as store_variants
+    from store.db import rows
+
+    # 1. train
+    run_id, train_job = runs.new_run(db, dataset="digits", model="cnn", preset="tiny", epochs=EPOCHS,
+                                     batch_size=BATCH, patience=50, threads=1)
+
+    def train_moment(kind, arg, worker):
+        if kind == "claimed":
+            return job_status(train_job) == "running"
+        if kind == "held":
+            at = pace.held()
+            return at is not None and at["pid"] == worker.pid
+        if kind == "val":
+            return len(rows(db, "SELECT 1 FROM metrics WHERE run_id = ? AND kind = 'val' AND step >= ?",
+                            (run_id, arg))) > 0 and job_status(train_job) == "running"
+        # done-running: the run row says done but the job has not been closed yet, or any later point
+        return store_runs.get(db, run_id)["status"] == "done"
+
+    run_stage("train", train_job, train_moment)
+
+    # 2. export (fp32 only: the export, verify, register, benchmark and compare steps)
+    export_job = jobs.enqueue(db, "export", {"run_id": run_id, "variants": ["fp32"], "threads": 1})
+    onnx_dir = paths.files_dir(db_path) / "runs" / str(run_id) / "onnx" / f"job-{export_job}"
+
+    def export_moment(kind, arg, worker):
+        if kind == "claimed":
+            return job_status(export_job) == "running"
+        if kind == "file":
+            return onnx_dir.is_dir() and any(onnx_dir.iterdir())
+        mine = store_variants.for_job(db, export_job)
+        if kind == "registered":
+            return bool(mine)
+        return bool(mine) and all(v["status"] == "benchmarked" for v in mine)
+
+    run_stage("export", export_job, export_moment)
+    [variant] = store_variants.for_job(db, export_job)
+
+    # 3. deploy to the local target
+    deploy_job = jobs.enqueue(db, "deploy", {"action": "deploy", "variant_id": variant["id"], "target": "local",
+                                             "options": {"port": 0}})
+    bundles = paths.files_dir(db_path) / "bundles"
+
+    def deploy_moment(kind, arg, worker):
+        if kind == "claimed":
+            return job_status(deploy_job) == "running"
+        if kind == "row":
+            return any(d["status"] == "deploying" for d in store_deployments.list_all(db))
+        if kind == "bundle":
+            return bundles.is_dir() and any(bundles.iterdir())
+        at = pace.held()
+        return at is not None and at["pid"] == worker.pid
+
+    run_stage("deploy", deploy_job, deploy_moment)
+
+    # -- what a clean run would have left ---------------------------------------------
+    print("\n".join(kills))
+    train = [r["step"] for r in rows(db, "SELECT step FROM metrics WHERE run_id = ? AND kind = 'train' ORDER BY step", (run_id,))]
+    assert train == list(range(10, total_steps + 1, 10)), "train points lost or doubled"
+    val = [r["step"] for r in rows(db, "SELECT step FROM metrics WHERE run_id = ? AND kind = 'val' ORDER BY step", (run_id,))]
+    assert val == list(range(1, EPOCHS + 1))
+    s = store_runs.get(db, run_id)
+    assert s["status"] == "done" and s["epochs_done"] == EPOCHS
+    from core.trainer import read_checkpoint
+
+    assert read_checkpoint(Path(s["checkpoint_path"]).parent / "last.pt")["step"] == total_steps
+    for art in rows(db, "SELECT * FROM artifacts"):
+        path = Path(art["path"])
+        target = path / "model.json" if art["kind"] == "bundle" else path
+        assert target.is_file() and sha256_file(target) == art["sha256"], f"artifact {art['id']} {path}"
+    for v in rows(db, "SELECT * FROM variants"):
+        assert sha256_file(v["path"]) == v["sha256"]
+    orphans = _files(paths.files_dir(db_path)) - _registered(db, db_path)
+    assert not orphans, sorted(map(str, orphans))
+    deps = store_deployments.list_all(db)
+    assert not [d for d in deps if d["status"] == "deploying"]
+    serving = [d for d in deps if d["status"] == "running"]
+    assert len(serving) == 1 and serving[0]["id"] == jobs.get(db, deploy_job)["result"]["deployment_id"]
+    assert all(d["status"] in ("failed", "superseded") for d in deps if d is not serving[0])
+    from deployers.local import _request
+
+    assert _request(serving[0]["url"], "/health")[0]
+    # no server left that no row knows: only the serving release's process group runs
+    from deployers.local import _groups_running
+
+    assert _groups_running(str(paths.files_dir(db_path))) == {serving[0]["meta"]["pid"]}
