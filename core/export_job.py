@@ -319,6 +319,9 @@ def run(ctx) -> dict:
     mine = store_variants.for_job(ctx.db, ctx.job_id)
     if not mine:  # a resumed job keeps what an earlier attempt registered
         out_dir = ctx.files("runs", req.run_id, "onnx", f"job-{ctx.job_id}")
+        # An attempt killed before registering left unregistered files (temp files too): start clean.
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
         try:
             _build(ctx, req, run_row, ckpt_path, model, ckpt, data, out_dir)
         except BaseException:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from core import pace
 from core.atomic import sha256_file
 from core.datasets import load_arrays
 from core.errors import JobCancelled, JobStopped, PocketopsError
@@ -28,6 +29,8 @@ class StoreCallbacks(Callbacks):
         self.buffer: list[dict] = []
         self.last_flush = time.monotonic()
         self.samples_per_s: float | None = None
+        self._paced = pace.active()  # tests only: hold at a train point (core/pace.py)
+        self._pace_step: int | None = None
 
     def flush(self) -> None:
         if self.buffer:
@@ -39,6 +42,9 @@ class StoreCallbacks(Callbacks):
         if self.buffer and time.monotonic() - self.last_flush >= FLUSH_S:
             self.flush()
         self.ctx.check()
+        if self._pace_step is not None:  # the first safe point after a train point
+            step, self._pace_step = self._pace_step, None
+            pace.hold("train:step", step=step, check=self.ctx.check, on_hold=self.flush)
 
     def on_start(self, *, epoch: int, step: int, resumed: bool) -> None:
         if resumed:
@@ -50,6 +56,8 @@ class StoreCallbacks(Callbacks):
         self.buffer.append({"run_id": self.run_id, "kind": "train", "step": step, "epoch": epoch, "loss": loss,
                             "accuracy": accuracy, "samples_per_s": self.samples_per_s})
         self.ctx.progress(epoch=epoch - 1, epochs=self.epochs_total, step=step, samples_per_s=self.samples_per_s)
+        if self._paced:
+            self._pace_step = step
 
     def on_epoch_end(self, epoch, metrics, checkpoint_path) -> None:
         self.buffer.append({"run_id": self.run_id, "kind": "val", "step": epoch, "epoch": epoch,
@@ -99,6 +107,20 @@ class StoreCallbacks(Callbacks):
         self.ctx.log("info", "training continues: battery charging or recovered", run_id=self.run_id)
 
 
+def _recover(run_dir: Path, callbacks: StoreCallbacks) -> None:
+    """After a kill: drop half-written temp files and re-register the checkpoints on disk.
+
+    Signal 9 during an atomic write leaves its temp file; one between a checkpoint's rename and
+    its registration leaves the row's sha256 behind the file (and best.pt may never be rewritten).
+    Only the worker holding the run's job writes in its directory, so both are safe here.
+    """
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    for name in ("best.pt", "last.pt"):
+        if (run_dir / name).is_file():
+            callbacks.on_checkpoint(run_dir / name)
+
+
 def run(ctx) -> dict:
     """Train the run in ``ctx.payload['run_id']``; the run row says how it ended."""
     db = ctx.db
@@ -116,7 +138,9 @@ def run(ctx) -> dict:
     try:
         dataset = store_datasets.get(db, run_row["dataset_id"])
         cfg = TrainConfig.from_dict(run_row["config"])
-        trainer = Trainer(cfg, load_arrays(dataset), ctx.files("runs", run_id), callbacks)
+        run_dir = ctx.files("runs", run_id)
+        _recover(run_dir, callbacks)
+        trainer = Trainer(cfg, load_arrays(dataset), run_dir, callbacks)
         summary = trainer.fit()
     except JobCancelled:
         callbacks.flush()

@@ -107,13 +107,34 @@ def _load_handler(kind: str) -> Callable[[JobContext], dict]:
     return getattr(importlib.import_module(module), name)
 
 
-def pid_alive(pid: int) -> bool:
+CREATE_TIME_SLACK_S = 0.5  # psutil's create time is exact per boot; slack only for float rounding
+
+
+def process_create_time(pid: int | None = None) -> float | None:
+    """When process ``pid`` (default: this one) started, on psutil's clock; None if unknown."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid or os.getpid()).create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+def pid_alive(pid: int, create_time: float | None = None) -> bool:
+    """True if ``pid`` runs and is not a zombie and, with ``create_time``, is that same process
+    (not another one that got the pid after the worker died)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(int(pid))
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return False  # dead but not reaped by its parent: it runs nothing any more
+        if create_time is not None and abs(proc.create_time() - float(create_time)) > CREATE_TIME_SLACK_S:
+            return False  # the kernel gave the dead worker's pid to a newer process
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
+    except psutil.AccessDenied:
+        return True  # exists, owned by someone else; only the heartbeat can tell more
     return True
 
 
@@ -122,10 +143,10 @@ def reap_dead(db, host: str) -> int:
     released = 0
     for row in storedb.rows(
         db,
-        """SELECT jobs.id, jobs.worker_id, workers.pid, workers.host FROM jobs
+        """SELECT jobs.id, jobs.worker_id, workers.pid, workers.host, workers.create_time FROM jobs
            JOIN workers ON workers.id = jobs.worker_id WHERE jobs.status = 'running'""",
     ):
-        if row["host"] == host and row["pid"] != os.getpid() and not pid_alive(row["pid"]):
+        if row["host"] == host and row["pid"] != os.getpid() and not pid_alive(row["pid"], row["create_time"]):
             if jobs.release(db, row["id"], row["worker_id"]):
                 events.log(db, "warning", "worker", f"job {row['id']} was held by dead worker pid {row['pid']}; requeued", job_id=row["id"])
                 released += 1
@@ -184,7 +205,7 @@ class Worker:
     @contextlib.contextmanager
     def _registered(self):
         """Registered in the store with a heartbeat thread for as long as the block runs."""
-        workers.register(self.db, self.id, os.getpid(), self.host)
+        workers.register(self.db, self.id, os.getpid(), self.host, process_create_time())
         self._beat_stop.clear()
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
@@ -284,7 +305,8 @@ def live_workers(db) -> list[dict]:
     """Workers with a recent heartbeat, less those on this host whose process is gone (signal 9)."""
     host = socket.gethostname()
     found = workers.alive(db, within=WORKER_ALIVE_S)
-    return [w for w in found if w["host"] != host or w["pid"] == os.getpid() or pid_alive(w["pid"])]
+    return [w for w in found if w["host"] != host or w["pid"] == os.getpid()
+            or pid_alive(w["pid"], w.get("create_time"))]
 
 
 def attached_dashboards(db) -> list[dict]:

@@ -175,7 +175,10 @@ def build_bundle(db, db_path: str | os.PathLike | None, variant_id: int, *, out_
     out_dir = Path(out_dir)
     existing = _reuse(out_dir, sha)
     if existing is not None:
+        if register and store_artifacts.by_path(db, str(out_dir)) is None:
+            _register(db, existing, variant)  # built by a process killed before it registered it
         return existing
+    _sweep_staging(out_dir)
     dataset = _dataset_for(db, variant)
     info = describe(model_path, variant, dataset)
     reference, reference_note = _reference(dataset, info["input"], info["preprocessing"], reference_rows)
@@ -197,13 +200,12 @@ def build_bundle(db, db_path: str | os.PathLike | None, variant_id: int, *, out_
         + int(np.asarray(reference, dtype=np.float32).nbytes)
     with no_space_as_error(out_dir, needed, what="deploy bundle"):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))  # same filesystem: rename is atomic
+        # same filesystem: rename is atomic; the pid in the name lets a later build sweep a killed one's
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", dir=out_dir.parent))
         _fill(staging, out_dir, model_path, reference, model_json)
     bundle = Bundle(path=out_dir, variant_id=variant_id, version=model_json["version"], model_json=model_json)
     if register:
-        store_artifacts.register(db, kind="bundle", path=str(out_dir), sha256=sha256_file(out_dir / "model.json"),
-                                 size_bytes=sum(size for _, size in bundle.files()), run_id=variant.get("run_id"),
-                                 meta={"variant_id": variant_id, "version": bundle.version})
+        _register(db, bundle, variant)
     return bundle
 
 
@@ -226,6 +228,22 @@ def _fill(staging: Path, out_dir: Path, model_path: Path, reference, model_json:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _register(db, bundle: Bundle, variant: dict) -> None:
+    store_artifacts.register(db, kind="bundle", path=str(bundle.path), sha256=sha256_file(bundle.path / "model.json"),
+                             size_bytes=sum(size for _, size in bundle.files()), run_id=variant.get("run_id"),
+                             meta={"variant_id": bundle.variant_id, "version": bundle.version})
+
+
+def _sweep_staging(out_dir: Path) -> None:
+    """Remove staging directories of ``out_dir`` left by a build whose process died (signal 9)."""
+    from core.worker import pid_alive
+
+    for staging in out_dir.parent.glob(f".{out_dir.name}.*"):
+        pid = staging.name[len(out_dir.name) + 2:].split(".", 1)[0]
+        if staging.is_dir() and (not pid.isdigit() or not pid_alive(int(pid))):
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _reuse(out_dir: Path, sha: str) -> Bundle | None:

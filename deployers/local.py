@@ -17,7 +17,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
+from core import pace
 from deployers.base import Bundle, DeployError, Plan, Release
 from deployers.runtime.server import KEY_ENV, is_loopback
 
@@ -34,6 +36,9 @@ class LocalDeployer:
         self.python = python or sys.executable
         self.startup_timeout = startup_timeout
         self.threads = threads
+        # Called with {pid, bundle, workdir} right after a release's server process starts,
+        # before waiting for it: the service records it so a kill mid-deploy leaves it known.
+        self.on_started: Callable[[dict], None] | None = None
 
     # -- protocol ------------------------------------------------------------------------
     def plan(self, bundle: Bundle, options: dict) -> Plan:
@@ -117,14 +122,30 @@ class LocalDeployer:
     def _restart(self, meta: dict, host: str, port: int, api_key: str | None, workdir: Path,
                  exc: DeployError, which: str) -> DeployError:
         """Start the release that stepped aside again; the error to raise, carrying its new pid/port."""
+        # The restarted server is that release's, recorded on its row, not the new row's to stop.
+        hook, self.on_started = self.on_started, None
         try:
             again = self._start(Path(meta["bundle"]), meta.get("host", host), port, api_key,
                                 Path(meta.get("workdir") or workdir))
         except DeployError as failed:
             return DeployError(f"{exc}; restarting the {which} release also failed: {failed}")
+        finally:
+            self.on_started = hook
         error = DeployError(f"{exc} (the {which} release was restarted on port {port})")
         error.restored = again  # service records its new pid on that release's row
         return error
+
+    def abandon(self, deployment: dict) -> str | None:
+        """Stop every server a deploy killed midway started (recorded, or found by its workdir); what was done."""
+        meta = deployment.get("meta") or {}
+        groups = {int(p["pid"]) for p in meta.get("started") or [] if p.get("pid")}
+        for workdir in ({p.get("workdir") for p in meta.get("started") or []} | {meta.get("workdir")}) - {None}:
+            # the window between starting the process and recording it: its command line names the workdir
+            groups |= _groups_running(str(Path(workdir) / "ready.json"))
+        stopped = sorted(g for g in groups if _members(g))
+        for group in stopped:
+            _terminate(group)
+        return f"stopped the server it had started (process group {', '.join(map(str, stopped))})" if stopped else None
 
     def stop(self, deployment: dict) -> Release:
         meta = deployment.get("meta") or {}
@@ -152,6 +173,9 @@ class LocalDeployer:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                     cwd=str(bundle_dir), start_new_session=True)
+        if self.on_started is not None:
+            self.on_started({"pid": proc.pid, "bundle": str(bundle_dir), "workdir": str(workdir)})
+        pace.hold("deploy:server-started")  # tests: a kill here must not leave the server unknown
         deadline = time.monotonic() + self.startup_timeout
         while not ready_file.exists():
             if proc.poll() is not None:
@@ -278,6 +302,27 @@ def _members(pgid, bundle: str | None = None) -> list[int]:
             continue  # exited meanwhile, or not ours to read
         if "server.py" in cmdline and (bundle is None or str(bundle) in cmdline):
             found.append(int(entry.name))
+    return found
+
+
+def _groups_running(marker: str) -> set[int]:
+    """Process groups of server.py processes whose command line contains ``marker``."""
+    found = set()
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            if "server.py" not in cmdline or marker not in cmdline:
+                continue
+            state, _ppid, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if state != "Z":
+            found.add(int(group))
     return found
 
 

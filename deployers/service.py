@@ -7,6 +7,7 @@ Secrets (API keys, tokens, credentials) never reach a row, an event or an error 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import traceback
 from pathlib import Path
@@ -132,13 +133,16 @@ def deploy(db, db_path, variant_id: int, target: str, options: dict, deployer: D
     load_variant(db, variant_id)               # a wrong id fails before any row exists
     deployer = deployer or registry.get(target)  # so does a missing client package
     name = line_name(target, options)
+    reconcile(db, target, name, deployer)
     row = store_deployments.create(db, variant_id=variant_id, target=target, name=name,
-                                   meta={"options": public_options(options)})
+                                   meta={"options": public_options(options), "owner": _owner()})
     events.log(db, "info", "deploy", f"deployment {row['id']}: {label(row)} of variant {variant_id} started")
     previous = store_deployments.live(db, target, name, exclude_id=row["id"])
+    _record_processes(db, row, deployer)
     try:
         bundle = build_bundle(db, db_path, variant_id)
         options.setdefault("workdir", str(paths.artifact_dir(db_path, "deployments", row["id"])))
+        store_deployments.update(db, row["id"], meta={"workdir": options["workdir"]})  # known before any process
         release = deployer.deploy(bundle, options, previous)
     except Exception as exc:
         raise _failed(db, row, exc, options, previous) from exc
@@ -178,9 +182,11 @@ def rollback(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
     previous_bundle = _bundle_of(db, previous)
     row = store_deployments.create(
         db, variant_id=previous["variant_id"], target=current["target"], name=current["name"],
-        meta={"rolled_back_from": current["id"], "restores": previous["id"], "restores_version": previous["version"]})
+        meta={"rolled_back_from": current["id"], "restores": previous["id"], "restores_version": previous["version"],
+              "owner": _owner()})
     events.log(db, "info", "deploy", f"deployment {row['id']}: rollback of {label(current)} "
                                      f"to v{previous['version']} started")
+    _record_processes(db, row, deployer)
     try:
         release = deployer.rollback(current, previous, previous_bundle)
     except Exception as exc:
@@ -205,7 +211,55 @@ def stop(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
                                     meta={**_clean_meta(release.meta), "stopped_from": row["status"]})
 
 
+def reconcile(db, target: str, name: str, deployer: Deployer | None = None) -> list[dict]:
+    """Close the line's releases left 'deploying' by a process that died mid-deploy (signal 9).
+
+    Such a row never got its outcome: the server it may have started is stopped (the deployer's
+    ``abandon``) and the row is marked failed with the reason. Rows whose deploy returned (a
+    Space still building: ``meta.served`` set) or whose deploying process still runs (or runs
+    on another host, where its pid means nothing) are left alone. Returns the rows closed.
+    """
+    from core.worker import pid_alive  # the job loop's liveness rules (zombie, reused pid)
+
+    host = socket.gethostname()
+    closed = []
+    for row in store_deployments.current(db, target, name):
+        meta = row["meta"] or {}
+        owner = meta.get("owner") or {}
+        if row["status"] != "deploying" or "served" in meta or owner.get("host") != host or not owner.get("pid"):
+            continue
+        if pid_alive(owner["pid"], owner.get("create_time")):
+            continue
+        deployer = deployer or registry.get(target)
+        abandon = getattr(deployer, "abandon", None)
+        note = abandon(row) if abandon is not None else None
+        reason = (f"interrupted: the process deploying it (pid {owner['pid']}) died before it finished"
+                  + (f"; {note}" if note else ""))
+        closed.append(store_deployments.update(db, row["id"], status="failed", error=reason,
+                                               meta={"interrupted": True}))
+        events.log(db, "warning", "deploy", f"deployment {row['id']}: {label(row)} {reason}")
+    return closed
+
+
 # -- helpers ------------------------------------------------------------------------------
+
+def _owner() -> dict:
+    """Who is deploying a row: this process (pid + create time, so a reused pid is not it) on this host."""
+    from core.worker import process_create_time
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "create_time": process_create_time()}
+
+
+def _record_processes(db, row: dict, deployer: Deployer) -> None:
+    """Have the deployer record each server process it starts on ``row`` before waiting for it,
+    so one left behind by a kill can be found and stopped (see :func:`reconcile`)."""
+    if hasattr(deployer, "on_started"):
+        def record(process: dict) -> None:
+            started = (store_deployments.get(db, row["id"])["meta"] or {}).get("started") or []
+            store_deployments.update(db, row["id"], meta={"started": [*started, process]})
+
+        deployer.on_started = record
+
 
 def label(row: dict) -> str:
     """``local v3`` / ``spaces-static me/digits v2``: the target, its line name when it has one, the version."""

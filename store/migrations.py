@@ -187,7 +187,12 @@ def _v2_scale_indexes(db: Database) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _v2_scale_indexes]
+def _worker_create_time(db: Database) -> None:
+    # A worker's process create time, so a pid the kernel reused is not taken for the worker.
+    db.execute("ALTER TABLE workers ADD COLUMN create_time REAL")
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _v2_scale_indexes, _worker_create_time]
 
 
 def version(db: Database) -> int:

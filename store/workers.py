@@ -5,11 +5,12 @@ from __future__ import annotations
 from store.db import Database, now, rows
 
 
-def register(db: Database, worker_id: str, pid: int, host: str) -> None:
+def register(db: Database, worker_id: str, pid: int, host: str, create_time: float | None = None) -> None:
+    """Record a worker; ``create_time`` (its process's start, psutil's clock) tells a reused pid apart."""
     t = now()
     db.execute(
-        "INSERT OR REPLACE INTO workers (id, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
-        (worker_id, pid, host, t, t),
+        "INSERT OR REPLACE INTO workers (id, pid, host, started_at, heartbeat_at, create_time) VALUES (?, ?, ?, ?, ?, ?)",
+        (worker_id, pid, host, t, t, create_time),
     )
 
 

@@ -51,6 +51,7 @@ def test_migrations_run_once_and_keep_data(tmp_path, monkeypatch):
     """Re-opening does not re-run migrations; a new migration applies on top and keeps existing rows."""
     path = tmp_path / "p.db"
     db = store.connect(path)
+    shipped = migrations.version(db)
     jobs.enqueue(db, "train", {"run_id": 1})
     applied = []
 
@@ -70,7 +71,7 @@ def test_migrations_run_once_and_keep_data(tmp_path, monkeypatch):
 def test_failed_migration_leaves_old_schema(tmp_path, monkeypatch):
     """A migration that fails half-way rolls back whole: version and tables as before."""
     path = tmp_path / "p.db"
-    store.connect(path)
+    shipped = migrations.version(store.connect(path))
 
     def broken(db):
         db.execute("CREATE TABLE half (x INTEGER)")

@@ -20,13 +20,14 @@ from store import artifacts, events, jobs
 from store import datasets as store_datasets
 from store import runs as store_runs
 from store.db import one, rows
+from tests._pace import Pace
 
 pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_worker(db_path: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "POCKETOPS_HOME": str(db_path.parent / "home"), "PYTHONWARNINGS": "ignore"}
+def start_worker(db_path: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "POCKETOPS_HOME": str(db_path.parent / "home"), "PYTHONWARNINGS": "ignore", **(env or {})}
     log = open(db_path.parent / f"worker-{time.monotonic_ns()}.log", "wb")
     return subprocess.Popen([sys.executable, "-m", "core.worker", "--db", str(db_path), *extra],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -127,19 +128,28 @@ def test_cancel_and_resume_of_a_queued_run(digits_db):
 def test_sigterm_then_sigkill_each_next_worker_resumes_from_the_checkpoint(digits_db):
     """SIGTERM: checkpoint mid-epoch, job back to the queue, clean exit. SIGKILL (Android's
     phantom process killer): the next worker reaps the dead claim and resumes from last.pt.
-    In the end every batch was trained exactly once and no metric point is duplicated."""
+    In the end every batch was trained exactly once and no metric point is duplicated.
+    Each worker is held (core/pace.py) at a train point of the epoch the test stops it in, so the
+    moment exists however fast or slow the machine trains."""
     db, db_path = digits_db
     epochs = 4
     run_id, job_id = runs.new_run(db, dataset="digits", model="cnn", preset="small", epochs=epochs, batch_size=4,
                                   patience=50, threads=1)
+    n_batches = -(-len(split_indices(load_arrays(store_datasets.by_name(db, "digits")).y)[0]) // 4)
+
+    def mid(epoch: int) -> int:  # a train point's step (log_every 10) halfway through ``epoch``
+        return ((epoch - 1) * n_batches + n_batches // 2) // 10 * 10
+
+    pace = Pace(db_path.parent, train_step=mid(2))
 
     def mid_epoch():  # a train point of an epoch whose val point is not there yet
         r = one(db, "SELECT MAX(epoch) AS e FROM metrics WHERE run_id = ? AND kind = 'train'", (run_id,))
         return r["e"] is not None and r["e"] >= 2 and r["e"] > len(val_steps(db, run_id))
 
     # 1. SIGTERM in the middle of epoch 2
-    first = start_worker(db_path)
+    first = start_worker(db_path, env=pace.env)
     try:
+        pace.wait_held("train:step", pid=first.pid, proc=first)
         wait_for(mid_epoch, 90, "a train point in epoch 2", first)
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=30) == 0
@@ -154,8 +164,10 @@ def test_sigterm_then_sigkill_each_next_worker_resumes_from_the_checkpoint(digit
     assert artifacts.by_path(db, str(last_pt))["sha256"] == sha256_file(last_pt)
 
     # 2. the next worker resumes; SIGKILL it once it has finished two more epochs
-    second = start_worker(db_path)
+    pace.set(train_step=mid(4))
+    second = start_worker(db_path, env=pace.env)
     try:
+        pace.wait_held("train:step", pid=second.pid, proc=second)
         wait_for(lambda: len(val_steps(db, run_id)) >= 3, 90, "val point of epoch 3", second)
     finally:
         second.kill()
@@ -165,7 +177,8 @@ def test_sigterm_then_sigkill_each_next_worker_resumes_from_the_checkpoint(digit
     assert store_runs.get(db, run_id)["status"] == "running" and 3 <= done_before < epochs
 
     # 3. a third worker reaps the dead claim and finishes from the epoch-end checkpoint
-    third = start_worker(db_path, "--once")
+    pace.set()  # no more holds
+    third = start_worker(db_path, "--once", env=pace.env)
     assert third.wait(timeout=120) == 0
     s = runs.run_summary(db, run_id)
     assert s["status"] == "done" and s["epochs_done"] == s["epochs_total"] == epochs
@@ -184,15 +197,16 @@ def test_sigterm_then_sigkill_each_next_worker_resumes_from_the_checkpoint(digit
     # the epochs finished before the kill were not trained again: their val points predate it
     early = rows(db, "SELECT ts FROM metrics WHERE run_id = ? AND kind = 'val' AND step <= ?", (run_id, done_before))
     assert len(early) == done_before and all(r["ts"] < killed_at for r in early)
-    n_train = len(split_indices(load_arrays(store_datasets.by_name(db, "digits")).y)[0])
-    assert final["step"] == epochs * -(-n_train // 4)  # one optimizer step per batch, none lost or doubled
+    assert final["step"] == epochs * n_batches  # one optimizer step per batch, none lost or doubled
 
 
 def test_cancel_stops_a_running_job_within_seconds(digits_db):
     db, db_path = digits_db
     run_id, job_id = runs.new_run(db, dataset="digits", model="cnn", preset="tiny", epochs=50, patience=50, threads=1)
-    proc = start_worker(db_path)
+    pace = Pace(db_path.parent, train_step=10)  # held at its first train point until the cancel lands
+    proc = start_worker(db_path, env=pace.env)
     try:
+        pace.wait_held("train:step", pid=proc.pid, proc=proc)
         wait_for(lambda: store_runs.count_metrics(db, run_id, "train") > 0, 90, "a train point", proc)
         asked = time.monotonic()
         assert runs.cancel_run(db, run_id) == "cancelling"

@@ -468,8 +468,11 @@ def test_pocketops_starts_a_worker_and_closing_the_dashboard_leaves_the_run_trai
 
     from core import worker as core_worker
 
+    from tests._pace import Pace
+
     home = tmp_path / "home"
-    env = {**os.environ, "POCKETOPS_HOME": str(home), "TERM": "xterm-256color"}
+    pace = Pace(tmp_path, train_step=20)  # the worker holds at step 20 until the dashboard is gone
+    env = {**os.environ, "POCKETOPS_HOME": str(home), "TERM": "xterm-256color", **pace.env}
     queued = subprocess.run([sys.executable, "-m", "tui.cli", "train", "--dataset", "digits", "--model", "cnn",
                              "--preset", "tiny", "--epochs", "40", "--patience", "40", "--json"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
@@ -490,6 +493,7 @@ def test_pocketops_starts_a_worker_and_closing_the_dashboard_leaves_the_run_trai
             assert dashboard.poll() is None, "the dashboard exited on its own"
             time.sleep(0.1)
         assert store_runs.count_metrics(conn, run_id, "train"), "no worker trained the queued run"
+        pace.wait_held("train:step", timeout=60)
         [worker] = core_worker.alive_workers(db_path)
         worker_pid = worker["pid"]
         assert worker_pid != dashboard.pid
@@ -498,6 +502,7 @@ def test_pocketops_starts_a_worker_and_closing_the_dashboard_leaves_the_run_trai
         assert dashboard.wait(timeout=20) is not None
         assert store_runs.get(conn, run_id)["status"] == "running"
         before = store_runs.count_metrics(conn, run_id, "train")
+        pace.set(train_step=40)  # let it go on to the next hold: it must still be training
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and store_runs.count_metrics(conn, run_id, "train") <= before:
             time.sleep(0.1)

@@ -99,6 +99,68 @@ def test_job_of_a_killed_worker_is_requeued_at_once(tmp_path):
     assert core_worker.reap_dead(db, socket.gethostname()) == 0
 
 
+def test_a_zombie_worker_pid_is_not_alive(tmp_path):
+    """A worker that died but was not reaped by its parent (a zombie) holds nothing: its job is requeued."""
+    import socket
+
+    import psutil
+
+    path = tmp_path / "p.db"
+    db = store.connect(path)
+    job_id = jobs.enqueue(db, "train")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # exits; never waited for until the end
+    try:
+        created = psutil.Process(child.pid).create_time()
+        _wait(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, timeout=30)
+        assert not core_worker.pid_alive(child.pid) and not core_worker.pid_alive(child.pid, created)
+        workers.register(db, "zombie", child.pid, socket.gethostname(), created)
+        jobs.claim(db, "zombie")
+        assert core_worker.live_workers(db) == []
+        assert core_worker.reap_dead(db, socket.gethostname()) == 1
+        assert jobs.get(db, job_id)["status"] == "queued"
+    finally:
+        child.wait()
+
+
+def test_a_reused_pid_is_not_the_worker_that_registered(tmp_path):
+    """The worker died and the kernel gave its pid to another process: the recorded create time
+    differs, so the pid is not taken for the worker and its job is requeued at once."""
+    import socket
+
+    path = tmp_path / "p.db"
+    db = store.connect(path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = core_worker.process_create_time(other.pid)
+        assert started is not None and core_worker.pid_alive(other.pid, started)
+        assert not core_worker.pid_alive(other.pid, started - 100)  # same pid, an older process
+        # the same live process under its true create time is a live worker and keeps its job...
+        workers.register(db, "real", other.pid, socket.gethostname(), started)
+        real_job = jobs.enqueue(db, "train")
+        jobs.claim(db, "real", job_id=real_job)
+        assert core_worker.reap_dead(db, socket.gethostname()) == 0
+        assert [w["id"] for w in core_worker.live_workers(db)] == ["real"]
+        # ...but a registration recorded by an earlier process with that pid is dead
+        workers.register(db, "earlier", other.pid, socket.gethostname(), started - 100)
+        job_id = jobs.enqueue(db, "train")
+        jobs.claim(db, "earlier", job_id=job_id)
+        assert [w["id"] for w in core_worker.live_workers(db)] == ["real"]
+        assert core_worker.reap_dead(db, socket.gethostname()) == 1
+        assert jobs.get(db, job_id)["status"] == "queued" and jobs.get(db, real_job)["status"] == "running"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_worker_records_its_process_create_time(tmp_path, handlers):
+    path = tmp_path / "p.db"
+    db = store.connect(path)
+    jobs.enqueue(db, "ok", {"x": 1})
+    core_worker.Worker(path, worker_id="w1", kinds=("ok",)).run(once=True)
+    [row] = [w for w in store.db.rows(db, "SELECT * FROM workers") if w["id"] == "w1"]
+    assert row["pid"] == os.getpid() and abs(row["create_time"] - core_worker.process_create_time()) < 0.01
+
+
 def test_ensure_worker_starts_one_background_worker(tmp_path):
     """The dashboard's start-up starts a worker process only when none is alive, and it survives on its own."""
     path = tmp_path / "p.db"
