@@ -170,7 +170,7 @@ def _dashboards(db: Database) -> None:
     )
 
 
-def _v2_scale_indexes(db: Database) -> None:
+def _scale_indexes(db: Database) -> None:
     """Indexes for the queries the dashboard polls, so they stay fast on a store with a year of runs."""
     for statement in (
         # A run's train job (the Training panel's progress line, every poll).
@@ -192,7 +192,7 @@ def _worker_create_time(db: Database) -> None:
     db.execute("ALTER TABLE workers ADD COLUMN create_time REAL")
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _v2_scale_indexes, _worker_create_time]
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _scale_indexes, _worker_create_time]
 
 
 def version(db: Database) -> int:
