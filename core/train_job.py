@@ -108,17 +108,23 @@ class StoreCallbacks(Callbacks):
 
 
 def _recover(run_dir: Path, callbacks: StoreCallbacks) -> None:
-    """After a kill: drop half-written temp files and re-register the checkpoints on disk.
+    """After a kill: drop half-written temp files and register checkpoints renamed but not recorded.
 
     Signal 9 during an atomic write leaves its temp file; one between a checkpoint's rename and
     its registration leaves the row's sha256 behind the file (and best.pt may never be rewritten).
-    Only the worker holding the run's job writes in its directory, so both are safe here.
+    Only a file the store expected (its ``pending_sha256``) or never saw is registered: a file
+    that matches neither is damaged, and the trainer's sha256 check rejects it with the reason.
+    Only the worker holding the run's job writes in its directory, so this is safe here.
     """
     for tmp in run_dir.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
     for name in ("best.pt", "last.pt"):
-        if (run_dir / name).is_file():
-            callbacks.on_checkpoint(run_dir / name)
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        row = artifacts.by_path(callbacks.db, str(path))
+        if row is None or sha256_file(path) == (row["meta"] or {}).get("pending_sha256"):
+            callbacks.on_checkpoint(path)
 
 
 def run(ctx) -> dict:
