@@ -25,8 +25,10 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+
+pytest.importorskip("hypothesis", reason="hypothesis (a dev tool) is not installed: `make test` installs it")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from tests._serve_helpers import (HOST, Response, http_request, raw_exchange, raw_exchange_all, read_response,
                                   running_server)
