@@ -228,10 +228,14 @@ def main() -> int:
             if name == "stdlib":
                 continue
             other = results[name]
-            rps = statistics.median(base["rps"]) / max(statistics.median(other["rps"]), 1e-9)
+            other_rps = statistics.median(other["rps"])
+            # A server that answered nothing in most rounds (it stalled: see its failures line) has no
+            # meaningful throughput ratio; say so rather than print a division by ~0.
+            rps = (f"{statistics.median(base['rps']) / other_rps:.2f}" if other_rps > 0
+                   else f"n/a ({name} answered nothing in most soak rounds)")
             p99 = percentiles_ms(base["lat"])["p99"] / max(percentiles_ms(other["lat"])["p99"], 1e-9)
             burst_ratio = statistics.median(base["burst_s"]) / max(statistics.median(other["burst_s"]), 1e-9)
-            print(f"ratio stdlib/{name}: requests/s {rps:.2f}, soak p99 {p99:.2f}, burst time {burst_ratio:.2f}")
+            print(f"ratio stdlib/{name}: requests/s {rps}, soak p99 {p99:.2f}, burst time {burst_ratio:.2f}")
     failures = sum(sum(_bad(results[n]["burst_counts"])) + sum(_bad(results[n]["counts"])) for n in names if n == "stdlib")
     return 1 if failures else 0
 
