@@ -144,6 +144,11 @@ class PocketopsApp(App):
 
     def compose(self) -> ComposeResult:
         start = self._info(self.start_panel)
+        # Textual sets the breakpoint class on the screen's first Resize, after the first layout:
+        # every widget would be styled and laid out twice (~25 ms). With the class set now, that
+        # Resize changes nothing and the first frame already has the right layout.
+        wide = self.size.width >= WIDE_FROM
+        self.screen.update_classes({"-wide": wide, "-narrow": not wide}, animate=False)
         with Horizontal(id="panel-bar"):
             yield Label("pocketops", id="app-name")
             yield Label("demo", id="demo-mark")

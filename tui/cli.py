@@ -9,24 +9,26 @@ sub-parser and sets ``func`` (``func(args) -> int``). Adding a command means add
 """
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
-import pkgutil
 import sys
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
-from tui import commands
-from tui.commands._common import CliError, add_global_options
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line usage error (the headless contract), not usage + error."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+if TYPE_CHECKING:
+    import argparse
 
 
 def _base_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from tui.commands._common import add_global_options
+
+    class _Parser(argparse.ArgumentParser):
+        """argparse with a one-line usage error (the headless contract), not usage + error."""
+
+        def error(self, message: str):
+            self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
     parser = _Parser(
         prog="pocketops",
         description="ML ops from the phone in your pocket. Without a command: open the dashboard.",
@@ -37,44 +39,59 @@ def _base_parser() -> argparse.ArgumentParser:
 
 
 def _command_names() -> list[str]:
+    import pkgutil
+
+    from tui import commands
+
     return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _base_parser()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import importlib
+
     for name in _command_names():
         importlib.import_module(f"tui.commands.{name}").register(sub)
     return parser
 
 
-def _opens_dashboard(argv: list[str]) -> bool:
-    """True when ``argv`` names no command (only --db/--no-worker/--json): the dashboard's fast path."""
+def _dashboard_args(argv: list[str]) -> SimpleNamespace | None:
+    """``argv``'s options when it names no command and argparse would accept it as is, else None.
+
+    Read by hand: importing argparse, its first parse (gettext's catalogue search, its regexes) and the
+    import of the commands' helpers cost ~10 ms that the dashboard's first frame need not wait for.
+    Anything unusual (a value that looks like an option, ``--help``, an abbreviation) returns None
+    and goes through argparse as before.
+    """
+    args = SimpleNamespace(db=None, json=False, no_worker=False, command=None)
     rest = list(argv)
     while rest:
         token = rest.pop(0)
-        if token == "--db" and rest:
-            rest.pop(0)
-        elif not (token.startswith("--db=") or token in ("--no-worker", "--json")):
-            return False
-    return True
+        if token == "--db" and rest and not rest[0].startswith("-"):
+            args.db = rest.pop(0)
+        elif token.startswith("--db="):
+            args.db = token.removeprefix("--db=")
+        elif token == "--no-worker":
+            args.no_worker = True
+        elif token == "--json":
+            args.json = True
+        else:
+            return None
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if _opens_dashboard(argv):
-        # Importing every command's parser costs ~40 ms the dashboard's first frame need not wait for.
-        args = _base_parser().parse_args(argv)
-        args.command = None
-    else:
+    args = _dashboard_args(argv)
+    if args is None:
+        # Importing every command's parser costs ~40 ms the dashboard's first frame need not wait for,
+        # so only a command (or anything the fast path does not read) builds the full parser.
         args = build_parser().parse_args(argv)
     try:
         if args.command is None:
             return _dashboard(args)
         return int(args.func(args) or 0)
-    except CliError as exc:
-        print(f"pocketops: {exc}", file=sys.stderr)
-        return exc.code
     except KeyboardInterrupt:
         print("pocketops: interrupted", file=sys.stderr)
         return 130
@@ -84,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as exc:
         from core.errors import PocketopsError
+        from tui.commands._common import CliError
+
+        if isinstance(exc, CliError):
+            print(f"pocketops: {exc}", file=sys.stderr)
+            return exc.code
         from core.optional import MissingDependency
 
         if isinstance(exc, (PocketopsError, MissingDependency)):
