@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import paths, telemetry
+from core.cliargs import seconds_arg
 from core.errors import ConfigError, JobCancelled, JobStopped, PocketopsError
 from core.optional import MissingDependency
 from store import dashboards, events, jobs, workers
@@ -360,17 +361,6 @@ def ensure_worker(db_path: str | Path) -> int | None:
     if alive_workers(db_path):
         return None
     return spawn_background(db_path)
-
-
-def seconds_arg(text: str) -> float:
-    """argparse type: a duration in seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, found {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, found {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,29 +1,17 @@
 """`pocketops worker [--once] [--idle-exit SECONDS]`: run queued jobs in this process."""
 from __future__ import annotations
 
+from core.cliargs import seconds_arg
 from tui.commands._common import add_parser, emit, open_db
 
 
 def register(sub) -> None:
     p = add_parser(sub, "worker", "run queued jobs (training, export, deploy) until stopped")
     p.add_argument("--once", action="store_true", help="run what is queued now, then exit")
-    p.add_argument("--idle-exit", type=_seconds, default=None, metavar="SECONDS",
+    p.add_argument("--idle-exit", type=seconds_arg, default=None, metavar="SECONDS",
                    help="exit after this many seconds without a job while no dashboard is open "
                         "(default: keep running; the dashboard's own worker uses $POCKETOPS_IDLE_EXIT_S, default 300)")
     p.set_defaults(func=run)
-
-
-def _seconds(text: str) -> float:
-    # Not core.worker.seconds_arg: importing core.worker here would slow every command's start by ~50 ms.
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, found {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, found {text}")
-    return value
 
 
 def run(args) -> int:
