@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from core import paths, telemetry
+from core import jobkinds, paths, telemetry
 from core.cliargs import seconds_arg
 from core.errors import ConfigError, JobCancelled, JobStopped, PocketopsError
 from core.optional import MissingDependency
@@ -44,13 +44,9 @@ DASHBOARD_ALIVE_S = float(os.environ.get("POCKETOPS_DASHBOARD_ALIVE_S", "15"))
 # stay on the phone for good.
 DEFAULT_IDLE_EXIT_S = 300.0
 
-# kind -> "module:function". Each handler takes a JobContext and returns a JSON-able result.
-HANDLERS: dict[str, str] = {
-    "train": "core.train_job:run",
-    "export": "core.export_job:run",
-    "bench": "core.export_job:run_bench",
-    "deploy": "deployers.jobs:run",
-}
+# kind -> "module:function", from the one registry (core.jobkinds). Each handler takes a
+# JobContext and returns a JSON-able result. Tests add their own kinds to this dict.
+HANDLERS: dict[str, str] = {name: jobkinds.handler_path(name) for name in jobkinds.names()}
 
 
 @dataclass
