@@ -124,10 +124,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of the file at ``path``."""
-    digest = hashlib.sha256()
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of the file at ``path``, read in blocks by :func:`hashlib.file_digest`."""
     with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
