@@ -47,10 +47,21 @@ def map_stage(stage: str | None) -> str:
     return "failed" if stage.endswith("_ERROR") else "deploying"
 
 
-def app_url(repo_id: str) -> str:
-    """Where a public Space's app answers: ``https://<owner>-<name>.hf.space``."""
-    sub = repo_id.replace("/", "-").replace("_", "-").replace(".", "-").lower()
-    return f"https://{sub}.hf.space"
+# The static Space's README; its front matter goes through huggingface_hub's SpaceCardData.
+STATIC_README = """---
+title: __TITLE__
+emoji: 📱
+colorFrom: indigo
+colorTo: green
+sdk: static
+app_file: index.html
+pinned: false
+---
+
+# __TITLE__
+
+Runs model `__VERSION__` in your browser with onnxruntime-web.
+"""
 
 
 class _SpaceDeployer:
@@ -125,9 +136,27 @@ class _SpaceDeployer:
         return repo_id
 
     def _urls(self, api, repo_id: str) -> tuple[str, str | None]:
+        """The Space's page on the Hub, and its app's host as ``space_info`` reports it (None if unknown)."""
         base = (self.endpoint or api.endpoint or "https://huggingface.co").rstrip("/")
-        is_hub = base == "https://huggingface.co"
-        return f"{base}/spaces/{repo_id}", (app_url(repo_id) if is_hub else None)
+        try:
+            # The Hub names the host (owner-name.hf.space, .static.hf.space, hashed for long names).
+            host = self._call(f"read the host of {repo_id}", api.space_info, repo_id).host
+        except DeployError:
+            host = None   # the release itself stands; only its app address is unknown for now
+        return f"{base}/spaces/{repo_id}", host
+
+    def _write_readme(self, bundle: Bundle, template: str, out_dir: Path, **fields) -> None:
+        """README.md from ``template``: front matter through ``SpaceCardData`` (YAML-quoted), placeholders filled."""
+        hub = self._hub_or_none()
+        if hub is None:
+            return   # an offline plan; deploy requires huggingface_hub and writes it then
+        card = hub.SpaceCard(template)
+        title = _title(bundle)
+        card.data.title = title
+        for key, value in fields.items():
+            setattr(card.data, key, value)
+        card.text = card.text.replace("__TITLE__", title).replace("__VERSION__", bundle.version)
+        (out_dir / "README.md").write_text(str(card), "utf-8")
 
     # -- what each flavour uploads ---------------------------------------------------------
     def stage_files(self, bundle: Bundle, options: dict, out_dir: Path) -> None:
@@ -151,6 +180,8 @@ class _SpaceDeployer:
         hub = self._hub_or_none()
         if hub is not None:
             notes.append("token: found" if (self._token or hub.get_token()) else f"token: none found; {LOGIN_HINT}")
+        else:
+            notes.append("huggingface_hub not installed: README.md is written at deploy, which needs it")
         return Plan(self.target, files, estimate.monthly_usd, self._requirements(options), notes)
 
     def _hub_or_none(self):
@@ -186,7 +217,7 @@ class _SpaceDeployer:
         except DeployError as exc:
             # The commit landed, so this release is what the Space builds now: not a failed deploy.
             page, app = self._urls(api, repo_id)
-            return Release("deploying", self._public_url(page, app), {**meta, "stage": None, "status_error": str(exc),
+            return Release("deploying", self._public_url(page, app, "deploying"), {**meta, "stage": None, "status_error": str(exc),
                                                                        "space_url": page, "app_url": app})
 
     def _settle(self, api, repo_id: str, meta: dict, wait_s: float, pushed: float) -> Release:
@@ -204,11 +235,14 @@ class _SpaceDeployer:
         health = None
         if status == "running" and app and self.sdk == "docker":
             health, meta["health"] = probe_health(app)
-        return Release(status, self._public_url(page, app), meta, health_latency_ms=health, cold_start_ms=cold)
+        return Release(status, self._public_url(page, app, status), meta, health_latency_ms=health, cold_start_ms=cold)
 
-    def _public_url(self, page: str, app: str | None) -> str:
-        """Where users go: the API host for a Docker Space, the Space page (which embeds it) for a static one."""
-        return app if (app and self.sdk == "docker") else page
+    def _public_url(self, page: str, app: str | None, status: str) -> str:
+        """Where users go: a running Docker Space's API host, else the Space page.
+
+        The page embeds a static Space's app, shows a Docker build's progress and wakes a sleeping Space.
+        """
+        return app if (app and self.sdk == "docker" and status == "running") else page
 
     def status(self, deployment: dict) -> Release:
         meta = dict(deployment.get("meta") or {})
@@ -268,7 +302,8 @@ class _SpaceDeployer:
         runtime = self._call(f"pause Space {repo_id}", api.pause_space, repo_id)
         page, app = self._urls(api, repo_id)
         meta.update(stage=runtime.stage, space_url=page, app_url=app)
-        return Release(map_stage(runtime.stage), self._public_url(page, app), meta)
+        status = map_stage(runtime.stage)
+        return Release(status, self._public_url(page, app, status), meta)
 
 
 class StaticSpaceDeployer(_SpaceDeployer):
@@ -283,12 +318,8 @@ class StaticSpaceDeployer(_SpaceDeployer):
 
         vendor = options.get("vendor_ort")
         build_static_site(bundle, out_dir, vendor_ort=Path(vendor) if vendor else None)
-        readme = out_dir / "README.md"
-        if not readme.exists():
-            title = _title(bundle)
-            readme.write_text(f"---\ntitle: {title}\nemoji: 📱\ncolorFrom: indigo\ncolorTo: green\nsdk: static\n"
-                              f"app_file: index.html\npinned: false\n---\n\n# {title}\n\n"
-                              f"Runs model `{bundle.version}` in your browser with onnxruntime-web.\n", "utf-8")
+        if not (out_dir / "README.md").exists():
+            self._write_readme(bundle, STATIC_README, out_dir)
 
     def _requirements(self, options: dict) -> list[str]:
         return super()._requirements(options) + ["static Spaces are free for everyone"]
@@ -306,11 +337,8 @@ class DockerSpaceDeployer(_SpaceDeployer):
         template = TEMPLATES / "docker"
         (out_dir / "Dockerfile").write_bytes((template / "Dockerfile").read_bytes())
         (out_dir / "requirements.txt").write_text(pinned_requirements(template / "requirements.txt"), "utf-8")
-        readme = (template / "README.md").read_text("utf-8")
-        title = _title(bundle)
-        readme = (readme.replace("__TITLE__", title).replace("__VERSION__", bundle.version)
-                  .replace("__DESCRIPTION__", "pocketops model API (onnxruntime)"))
-        (out_dir / "README.md").write_text(readme, "utf-8")
+        self._write_readme(bundle, (template / "README.md").read_text("utf-8"), out_dir,
+                           short_description="pocketops model API (onnxruntime)")
 
     def _requirements(self, options: dict) -> list[str]:
         return [PAID_PLAN] + super()._requirements(options)
@@ -320,7 +348,7 @@ class DockerSpaceDeployer(_SpaceDeployer):
 
 
 def _title(bundle: Bundle) -> str:
-    # Front matter titles are short and plain; YAML-sensitive characters are dropped.
+    # Short and on one line (it is also the page's heading); SpaceCardData quotes it for YAML.
     parts = [bundle.model_json.get(k) for k in ("dataset", "variant")]
-    name = " ".join(["pocketops", *(p for p in parts if isinstance(p, str) and p)]) or "pocketops model"
-    return "".join(c for c in name if c.isalnum() or c in " -_.")[:40].strip() or "pocketops model"
+    name = " ".join(["pocketops", *(p for p in parts if isinstance(p, str) and p)])
+    return " ".join(name.split())[:40].strip() or "pocketops model"

@@ -373,3 +373,39 @@ def test_the_stand_in_refuses_binary_files_sent_inline(hub):
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 400 and "binary" in info.value.read().decode()
     assert "model.onnx" not in hub.files(REPO)
+
+
+def test_the_app_address_is_the_host_the_hub_reports_not_a_guess(hub, bundles):
+    """app_url is space_info().host; a running Docker Space is probed there; a host the Hub does
+    not report stays unknown instead of being made up from the repo id."""
+    hub.stage_after_commit = "RUNNING"
+    deployer = DockerSpaceDeployer(endpoint=hub.url, token=TOKEN, poll_s=0.01)
+    release = deployer.deploy(bundles[0], {"repo_id": REPO, "wait_s": 5}, None)
+    host = hub.repos[REPO].host
+    assert host.startswith(hub.url) and "hf.space" not in host
+    assert release.meta["app_url"] == release.url == host
+    assert release.health_latency_ms is not None and release.meta["health"] == "HTTP 200"
+    assert ("GET", f"/api/spaces/{REPO}") in hub.requests
+
+    hub.repos[REPO].host = None
+    status = deployer.status(row(release))
+    assert status.meta["app_url"] is None and status.url.endswith(f"/spaces/{REPO}")
+
+    static = StaticSpaceDeployer(endpoint=hub.url, token=TOKEN, poll_s=0.01)
+    page = static.deploy(bundles[0], {"repo_id": "tester/demo", "wait_s": 5}, None)
+    assert page.meta["app_url"] == hub.repos["tester/demo"].host and page.url.endswith("/spaces/tester/demo")
+
+
+def test_readme_front_matter_is_yaml_even_for_odd_titles(hub, tmp_path):
+    """The title is quoted by SpaceCardData, not filtered: a colon, quotes or '#' survive as text."""
+    import yaml
+
+    bundle = make_bundle(tmp_path / "b", seed=0, version="r1-fp32-aaaa")
+    bundle.model_json["dataset"] = 'digits: "v2" #1'
+    for deployer, repo in ((DockerSpaceDeployer, REPO), (StaticSpaceDeployer, "tester/demo")):
+        deployer(endpoint=hub.url, token=TOKEN).deploy(bundle, {"repo_id": repo}, None)
+        text = hub.files(repo)["README.md"].decode()
+        front = yaml.safe_load(text.split("---")[1])
+        assert front["title"].startswith('pocketops digits: "v2" #1'), front
+        assert front["sdk"] == deployer.sdk and front["emoji"] == "📱"
+        assert f"# {front['title']}" in text and "r1-fp32-aaaa" in text

@@ -13,6 +13,12 @@ A commit that sends such a file inline ("file") is refused, as the Hub refuses b
 outside LFS, and an ``lfsFile`` whose object never arrived is refused too. The Xet path is not
 served: ``deployers.spaces`` pins huggingface_hub to LFS (see ``_hub`` there).
 
+Space info carries the Hub's ``subdomain`` and ``host`` fields (on the Hub
+``https://<subdomain>.hf.space``, ``https://<subdomain>.static.hf.space`` for a static Space).
+Here a Space's host is this server itself under ``/_host/<subdomain>``, so the app stays on
+loopback: ``GET <host>/health`` answers 200 while the stage is RUNNING and 503 otherwise,
+without a token like a public Space. A test can set ``repos[repo_id].host`` to anything.
+
 State is in memory: ``repos[repo_id]`` holds the sdk, the commit list (each with the full file
 map) and the runtime ``stage``; tests set ``stage`` directly ("BUILDING" -> "RUNNING" ->
 "SLEEPING") and make a route fail with ``fail["commit"] = 500``.
@@ -55,6 +61,12 @@ class Repo:
     commits: list[Commit] = field(default_factory=list)     # newest last
     secrets: dict[str, str] = field(default_factory=dict)
     lfs_objects: dict[str, bytes] = field(default_factory=dict)   # sha256 hex -> content (the LFS store)
+    host: str | None = None     # what space info answers as ``host``; set when the Space is created
+
+    @property
+    def subdomain(self) -> str:
+        # The Hub's shape for short names: owner-name, lower case, "_" and "." as "-".
+        return self.repo_id.replace("/", "-").replace("_", "-").replace(".", "-").lower()
 
     @property
     def head(self) -> Commit | None:
@@ -129,6 +141,7 @@ ROUTE = re.compile(r"^/api/(?P<kind>spaces|models|datasets)/(?P<repo>[^/]+/[^/]+
 RESOLVE = re.compile(r"^/spaces/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 LFS = re.compile(r"^/spaces/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/(?P<action>batch|verify)$")
 LFS_PUT = re.compile(r"^/lfs-storage/(?P<repo>[^/]+/[^/]+)/(?P<oid>[0-9a-f]{64})$")
+APP_HEALTH = re.compile(r"^/_host/(?P<sub>[^/]+)/health$")
 
 
 class HubHandler(JsonHandler):
@@ -150,6 +163,12 @@ class HubHandler(JsonHandler):
     def do_GET(self):
         path, query = self.split()
         self.standin.requests.append(("GET", path))
+        if m := APP_HEALTH.match(path):    # the Space's own app: public, no token
+            with self.standin.lock:
+                repo = next((r for r in self.standin.repos.values() if r.host and r.host.endswith(f"/_host/{m['sub']}")), None)
+                running = repo is not None and repo.stage.startswith("RUNNING")
+            self.send(200 if running else 503, {"status": "ok" if running else "not running"})
+            return
         if not self._auth():
             return
         with self.standin.lock:
@@ -179,7 +198,7 @@ class HubHandler(JsonHandler):
                 head = repo.head
                 files = repo.files_at(rest or "main") or {}
                 self.send(200, {"id": repo.repo_id, "sha": head.id if head else None, "sdk": repo.sdk,
-                                "private": repo.private,
+                                "private": repo.private, "subdomain": repo.subdomain, "host": repo.host,
                                 "siblings": [{"rfilename": name} for name in sorted(files)],
                                 "runtime": self.standin.runtime(repo)})
             elif action == "runtime":
@@ -278,6 +297,7 @@ class HubHandler(JsonHandler):
             self.send(402, {"error": f"{payload['sdk']} Spaces need a paid plan (PRO)"})
             return
         repo = self.standin.repos[repo_id] = Repo(repo_id, payload["sdk"], payload.get("visibility") == "private")
+        repo.host = f"{self.standin.url}/_host/{repo.subdomain}"
         # A new repo on the Hub already has one system commit: the default .gitattributes.
         self._record(repo, "initial commit", "", {".gitattributes": DEFAULT_GITATTRIBUTES.encode()}, set())
         repo.stage = "NO_APP_FILE"
