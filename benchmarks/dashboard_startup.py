@@ -72,10 +72,11 @@ def _report_first_frame(app) -> None:
     """The same probe as ``tui.app.report_first_frame``, copied so the baseline imports nothing of ours."""
     import resource
 
+    import psutil
+
     elapsed = time.time() - float(os.environ["POCKETOPS_STARTUP_T0"])
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    with open("/proc/self/status") as status:
-        rss_mb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+    rss_mb = psutil.Process().memory_info().rss / 2**20
     with open(os.environ["POCKETOPS_STARTUP_PROBE"], "a") as out:
         out.write(f"{elapsed:.4f} {rss_mb:.1f} {usage.ru_utime + usage.ru_stime:.4f}\n")
     app.exit()

@@ -267,6 +267,35 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _servers(pgid: int | None = None) -> list[tuple[int, int, str]] | None:
+    """(pid, process group, command line) of each live ``server.py`` process we may read.
+
+    Only group ``pgid`` when given (its members are found by group first: cheap, and
+    ``_terminate`` polls it). None when the process table cannot be listed at all.
+    """
+    import psutil
+
+    try:
+        pids = psutil.pids()
+    except OSError:
+        return None
+    found = []
+    for pid in pids:
+        try:
+            group = os.getpgid(pid)
+            if pgid is not None and group != pgid:
+                continue
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cmdline = " ".join(proc.cmdline())
+        except (OSError, psutil.Error):
+            continue  # exited meanwhile, or not ours to read (Android shows other users' pids as denied)
+        if "server.py" in cmdline:
+            found.append((pid, group, cmdline))
+    return found
+
+
 def _members(pgid, bundle: str | None = None) -> list[int]:
     """Pids of our server processes (supervisor, server) in process group ``pgid``.
 
@@ -282,48 +311,19 @@ def _members(pgid, bundle: str | None = None) -> list[int]:
         os.waitpid(pgid, os.WNOHANG)  # reap it if it is our own exited child (else it lingers as a zombie)
     except ChildProcessError:
         pass
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():  # no /proc: the kernel still knows the group
+    servers = _servers(pgid)
+    if servers is None:  # no readable process table: the kernel still knows the group
         try:
             os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):
             return []
         return [pgid]
-    found = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            state, _ppid, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
-            if int(group) != pgid or state == "Z":
-                continue
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except (OSError, ValueError):
-            continue  # exited meanwhile, or not ours to read
-        if "server.py" in cmdline and (bundle is None or str(bundle) in cmdline):
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, _group, cmdline in servers if bundle is None or str(bundle) in cmdline]
 
 
 def _groups_running(marker: str) -> set[int]:
     """Process groups of server.py processes whose command line contains ``marker``."""
-    found = set()
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
-        return found
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-            if "server.py" not in cmdline or marker not in cmdline:
-                continue
-            state, _ppid, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue
-        if state != "Z":
-            found.add(int(group))
-    return found
+    return {group for _pid, group, cmdline in _servers() or [] if marker in cmdline}
 
 
 def _alive(pid, bundle: str | None = None) -> bool:
@@ -352,16 +352,17 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
 
 def _key_of(*pids) -> str | None:
     """The API key a running server of ours got by environment (same user only; never stored)."""
+    import psutil
+
     for pid in [*pids, *(m for p in pids if p for m in _members(p))]:
         if not pid:
             continue
         try:
-            raw = Path(f"/proc/{int(pid)}/environ").read_bytes()
-        except OSError:
+            key = psutil.Process(int(pid)).environ().get(KEY_ENV)
+        except (OSError, psutil.Error):
             continue
-        for item in raw.split(b"\0"):
-            if item.startswith(KEY_ENV.encode() + b"="):
-                return item.split(b"=", 1)[1].decode("utf-8", "replace")
+        if key is not None:
+            return key
     return None
 
 

@@ -218,3 +218,40 @@ def test_a_deploy_failing_after_the_old_server_stepped_aside_restarts_it_and_rec
     assert call(kept["url"], "GET", "/v1/model")[1]["variant"] == "fp32"
     assert service.status(db, first["id"])["status"] == "running"
     assert service.stop(db, first["id"])["status"] == "stopped" and not _alive(kept["meta"]["pid"])
+
+
+def test_process_identity_comes_from_psutil_with_a_fallback_where_the_table_is_denied(tmp_path, monkeypatch):
+    """A process in its own group is ours only if its command line is a server.py of that bundle;
+    where the process table cannot be listed (as Android may deny), the group's existence decides."""
+    import psutil
+
+    from deployers import local
+
+    script = tmp_path / "server.py"
+    script.write_text("import time\ntime.sleep(120)\n")
+    other = tmp_path / "other.py"
+    other.write_text("import time\ntime.sleep(120)\n")
+    server = subprocess.Popen([sys.executable, str(script), str(tmp_path / "bundle")], start_new_session=True)
+    stranger = subprocess.Popen([sys.executable, str(other)], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not _members(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)   # until its exec shows the script in its command line
+        assert _members(server.pid, str(tmp_path / "bundle")) == [server.pid]
+        assert _members(server.pid, str(tmp_path / "elsewhere")) == []
+        assert _members(stranger.pid) == []
+        assert server.pid in local._groups_running(str(tmp_path / "bundle"))
+
+        def denied():
+            raise PermissionError(13, "Permission denied", "/proc")
+
+        monkeypatch.setattr(psutil, "pids", denied)
+        assert _members(server.pid) == [server.pid] and _members(stranger.pid) == [stranger.pid]
+        assert local._groups_running(str(tmp_path / "bundle")) == set()
+        stranger.kill()
+        stranger.wait(timeout=10)
+        assert _members(stranger.pid) == []
+    finally:
+        for proc in (server, stranger):
+            proc.kill()
+            proc.wait(timeout=10)

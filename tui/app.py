@@ -390,13 +390,13 @@ def report_first_frame(app: App) -> None:
     import resource
 
     elapsed = time.time() - float(os.environ.get("POCKETOPS_STARTUP_T0", "nan"))
+    import psutil
+
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    rss_mb = float("nan")
     try:
-        with open("/proc/self/status") as status:  # the current RSS, where /proc exists
-            rss_mb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
-    except (OSError, StopIteration):
-        rss_mb = usage.ru_maxrss / 1024
+        rss_mb = psutil.Process().memory_info().rss / 2**20  # the current RSS
+    except (OSError, psutil.Error):
+        rss_mb = usage.ru_maxrss / 1024  # KiB; the peak, where the current one cannot be read
     with open(os.environ["POCKETOPS_STARTUP_PROBE"], "a") as out:
         out.write(f"{elapsed:.4f} {rss_mb:.1f} {usage.ru_utime + usage.ru_stime:.4f}\n")
     app.exit()
