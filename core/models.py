@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.errors import ConfigError
+from core.fmt import fmt_bytes
 
 FAMILIES = ("mlp", "cnn", "transformer")
 PRESETS = ("tiny", "small", "base")
@@ -142,7 +143,7 @@ def check_config(family: str, input_shape, n_classes: int, preset: str = "small"
     size = estimate_size_bytes(params)
     if size > MAX_MODEL_BYTES:
         raise ConfigError(
-            f"{family}/{preset} on input {list(input_shape)} has {params:,} parameters = {size / 2**20:.1f} MB (fp32), "
+            f"{family}/{preset} on input {list(input_shape)} has {params:,} parameters = {fmt_bytes(size)} (fp32), "
             f"over the {MAX_MODEL_BYTES / 2**20:.0f} MB limit; pick a smaller preset, the cnn family, or smaller inputs"
         )
     return {"params": params, "size_bytes": size}

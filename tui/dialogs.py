@@ -15,7 +15,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from tui.format import fmt_bytes
+from core.fmt import fmt_bytes
 
 
 # What the core raises for bad input; shown inline as the one-line message it carries.

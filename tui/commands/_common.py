@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tui.format import fmt_bytes  # noqa: F401  (re-exported for the commands)
+from core.fmt import fmt_bytes  # noqa: F401  (re-exported for the commands)
 
 
 class CliError(Exception):

@@ -17,7 +17,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Select, Static
 
-from tui.format import fmt_bytes
+from core.fmt import fmt_bytes
 from tui.messages import StoreChanged
 from tui.widgets.polling import PollingPanel
 
@@ -363,7 +363,7 @@ class DeployDialog(ModalScreen["dict | None"]):
 def render_plan(plan: dict) -> str:
     """The plan for the form: total size, cost per month, requirements, notes (pure)."""
     total = sum(f["size_bytes"] for f in plan["files"])
-    lines = [f"{plan['target']}: {len(plan['files'])} files, {total / 1024:.1f} KB"]
+    lines = [f"{plan['target']}: {len(plan['files'])} files, {fmt_bytes(total)}"]
     lines += [f"  {f['path']}  {fmt_bytes(f['size_bytes'])}" for f in plan["files"]]
     lines.append(f"cost ≈ ${plan['estimated_monthly_cost_usd']:.2f}/month")
     lines += [f"needs: {r}" for r in plan.get("requirements", [])]

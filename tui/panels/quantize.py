@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Static
 
+from core.fmt import compact_bytes
 from tui.messages import StoreChanged
 from tui.widgets.bars import bar
 from tui.widgets.polling import PollingPanel
@@ -33,12 +34,6 @@ class QuantizeData:
 
 def _ms(value) -> str:
     return "–" if value is None else (f"{value * 1000:.0f}µs" if value < 0.1 else f"{value:.2f}ms")
-
-
-def _size(n) -> str:
-    if n is None:
-        return "–"
-    return f"{n / 1024:.0f}KB" if n < 1024 * 1024 else f"{n / 2**20:.1f}MB"
 
 
 def _rate(per_s: float) -> str:
@@ -92,9 +87,9 @@ def table_lines(variants: list[dict], recommended: str | None, torch_ms: float |
             lines.append(f"{star}{name} [$error]failed[/]")
         elif v.get("latency_p50_ms") is None:
             state = "measuring…" if active else "not measured"
-            lines.append(f"{star}{name} {_size(v.get('size_bytes')):>6} [$text-muted]{state}[/]")
+            lines.append(f"{star}{name} {compact_bytes(v.get('size_bytes')):>6} [$text-muted]{state}[/]")
         else:
-            lines.append(f"{star}{name} {_size(v.get('size_bytes')):>6} {_ms(v['latency_p50_ms']):>7} {_pct(v.get('accuracy')):>6}")
+            lines.append(f"{star}{name} {compact_bytes(v.get('size_bytes')):>6} {_ms(v['latency_p50_ms']):>7} {_pct(v.get('accuracy')):>6}")
     if torch_ms is not None:
         # "baseline" only where it fits: a wrapped table line is harder to read than a shorter one.
         tail = " [$text-muted]baseline[/]" if 2 + name_w + 16 + len(" baseline") <= width else ""
@@ -180,7 +175,7 @@ def render_detail(data: QuantizeData, *, width: int = 60, prefer: str = "latency
     measured = [v for v in data.variants if v.get("latency_p50_ms") is not None]
     if measured:
         lines.append("")
-        lines += bar_lines("size", [(v["name"], v.get("size_bytes"), _size(v.get("size_bytes"))) for v in measured], width)
+        lines += bar_lines("size", [(v["name"], v.get("size_bytes"), compact_bytes(v.get("size_bytes"))) for v in measured], width)
         lat = [(v["name"], v["latency_p50_ms"], _ms(v["latency_p50_ms"])) for v in measured]
         if torch_ms is not None:
             lat.append(("torch eager", torch_ms, _ms(torch_ms)))

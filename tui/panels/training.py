@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Static
 
-from tui.format import fmt_bytes
+from core.fmt import fmt_bytes
 from tui.messages import StoreChanged
 from tui.widgets.chart import CurveChart, Series, lttb
 from tui.widgets.device import DeviceStrip

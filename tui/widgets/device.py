@@ -4,6 +4,8 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widget import Widget
 
+from core.fmt import fmt_bytes, fmt_used_of
+
 UNKNOWN = "unknown"
 
 
@@ -18,9 +20,9 @@ def device_parts(sample: dict | None) -> list[tuple[str, str]]:
     if used is None:
         ram = UNKNOWN
     elif total:
-        ram = f"{used / 1024:.1f}/{total / 1024:.1f} GB"
+        ram = fmt_used_of(used * 2**20, total * 2**20)
     else:
-        ram = f"{used / 1024:.1f} GB"
+        ram = fmt_bytes(used * 2**20)
     battery = _pct(sample.get("battery_percent"))
     if battery != UNKNOWN and sample.get("charging"):
         battery += " charging"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widget import Widget
 
-from tui.format import fmt_bytes
+from core.fmt import compact_bytes, fmt_bytes
 
 # (key in store.retention.disk_use, long label, short label)
 KINDS = (("datasets", "datasets", "data"), ("checkpoints", "checkpoints", "ckpt"),
@@ -13,16 +13,7 @@ KINDS = (("datasets", "datasets", "data"), ("checkpoints", "checkpoints", "ckpt"
 
 def short_bytes(n: int) -> str:
     """At most 4 characters: ``0``, ``812B``, ``9.5K``, ``34M``, ``1.2G``."""
-    if not n:
-        return "0"
-    value, unit = float(n), "B"
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 999.5 or unit == "T":
-            break
-        value /= 1024
-    if unit == "B":
-        return f"{value:.0f}B"
-    return f"{value:.1f}{unit}" if value < 9.95 else f"{value:.0f}{unit}"
+    return compact_bytes(n, letter=True) if n else "0"
 
 
 def disk_line(use: dict | None, width: int = 40) -> str:
