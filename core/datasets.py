@@ -455,7 +455,3 @@ def delete_dataset(db, name: str) -> None:
     if not store_datasets.delete(db, row["id"]):
         raise DatasetError(f"dataset {name!r} is used by training runs and cannot be deleted",
                            hint="Runs keep referring to the data they were trained on")
-
-
-def names(db) -> list[str]:
-    return [d["name"] for d in store_datasets.list_all(db)]

@@ -9,8 +9,6 @@ from typing import Protocol, runtime_checkable
 from core.errors import PocketopsError
 
 TARGET_NAMES = ("local", "spaces-static", "spaces-docker", "gcp")
-# Release.status values a deployer may answer; the store adds superseded / rolled-back.
-RELEASE_STATUSES = ("running", "deploying", "sleeping", "stopped", "failed")
 
 
 class DeployError(PocketopsError):

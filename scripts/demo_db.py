@@ -160,9 +160,8 @@ def build(db_path: str | Path, *, live_fraction: float = 0.5) -> dict:
             ids[f"{status}-{rec['model']}-{rec['preset']}"] = run_id
         # Quantize and Deploy panels: the finished cnn's variants (figures recorded by
         # benchmarks/quantization.py) and a few releases of its int8 variant.
+        from demo_deployments import seed as seed_deployments
         from demo_variants import seed as seed_variants
-
-        from deployers.demo import seed as seed_deployments
 
         variant_ids = seed_variants(db, db_path, ids["done-cnn-small"])
         from store import variants as store_variants
