@@ -59,7 +59,7 @@ PHONE_STAMP := $(PHONE_VENV)/.installed
 $(PHONE_STAMP): pyproject.toml constraints.txt
 	test -x $(PHONE_PY) || $(PYTHON) -m venv $(PHONE_VENV)
 	$(PHONE_PY) -m pip install -q --upgrade pip
-	$(PHONE_PY) -m pip install -q -c constraints.txt -e . onnxruntime pytest pytest-timeout anyio
+	$(PHONE_PY) -m pip install -q -c constraints.txt -e . onnxruntime pytest pytest-timeout anyio sqlite-utils
 	@if $(PHONE_PY) -c 'import torch' 2>/dev/null || $(PHONE_PY) -c 'import onnx' 2>/dev/null; then \
 	  echo "test-phone: torch or onnx got into $(PHONE_VENV); the phone profile must not have them"; exit 1; fi
 	touch $(PHONE_STAMP)

@@ -1,9 +1,9 @@
 """Connections: WAL, busy timeout, explicit transactions, one connection per thread.
 
-``connect`` returns a thin :class:`Database` over ``sqlite3`` rather than a
-``Database``: importing sqlite-utils pulls in numpy (~0.35 s and ~23 MB here),
-which the dashboard must not pay before its first frame. ``Database.utils`` gives the full
-sqlite-utils API (introspection, ``transform`` for migrations) when something needs it.
+``connect`` returns a thin :class:`Database` over the standard library's ``sqlite3``: the
+store's queries are hand-written (their plans are pinned by tests/test_query_plans.py), and a
+wrapper library would add an import (sqlite-utils pulls in numpy: ~0.35 s and ~23 MB here) that
+the dashboard must not pay before its first frame. sqlite-utils is a test aid only (dev extra).
 """
 from __future__ import annotations
 
@@ -14,11 +14,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
-
-if TYPE_CHECKING:
-    import sqlite_utils
-
+from typing import Any, Iterator
 
 BUSY_TIMEOUT_MS = 30_000
 _local = threading.local()
@@ -34,31 +30,13 @@ class Database:
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        self._utils: sqlite_utils.Database | None = None
 
     def execute(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
+        """Run one statement on this connection (autocommit unless inside :func:`transaction`)."""
         return self.conn.execute(sql, params)
 
-    @property
-    def utils(self) -> "Database":
-        """sqlite-utils over the same connection (imported on first use)."""
-        if self._utils is None:
-            import sqlite_utils
-
-            self._utils = sqlite_utils.Database(self.conn)
-        return self._utils
-
-    def __getitem__(self, table: str):
-        """``db["name"]``: a sqlite-utils Table, as with ``sqlite_utils.Database``."""
-        return self.utils[table]
-
-    def __getattr__(self, name: str):
-        # Anything else (table_names, query, ...) is sqlite-utils' own API, loaded on demand.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.utils, name)
-
     def close(self) -> None:
+        """Close the connection."""
         self.conn.close()
 
 

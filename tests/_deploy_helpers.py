@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import sqlite_utils  # a test aid: a row straight from a dict
 
 import store
 from core.atomic import sha256_file
@@ -76,7 +77,7 @@ def make_variant(db, db_path: Path, *, name: str = "fp32", seed: int = 0, broken
            "meta": json.dumps({"dataset": "digits", "labels": [str(i) for i in range(10)],
                                "input_shape": [1, 8, 8], "input_dtype": "float32"}),
            "created_at": store.now()}
-    return db["variants"].insert(row).last_pk
+    return sqlite_utils.Database(db.conn)["variants"].insert(row).last_pk
 
 
 def digits_samples(n: int = 5, start: int = 0) -> np.ndarray:
@@ -98,7 +99,7 @@ def _register_variant(db, path: Path, name: str, dataset: str) -> int:
     row = {"run_id": None, "name": name, "path": str(path), "sha256": sha256_file(path),
            "size_bytes": path.stat().st_size, "status": "built", "bench": "{}",
            "meta": json.dumps({"dataset": dataset}), "created_at": store.now()}
-    return db["variants"].insert(row).last_pk
+    return sqlite_utils.Database(db.conn)["variants"].insert(row).last_pk
 
 
 def make_tabular_variant(db, db_path: Path) -> int:

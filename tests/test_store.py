@@ -7,6 +7,7 @@ import sqlite3
 import time
 
 import pytest
+import sqlite_utils  # a test aid: schema introspection (the store itself is plain sqlite3)
 
 import store
 from store import jobs, migrations, runs
@@ -44,7 +45,7 @@ def test_new_database_is_wal_and_at_latest_schema(tmp_path):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert migrations.version(db) == len(migrations.MIGRATIONS)
     assert {"datasets", "runs", "metrics", "jobs", "workers", "telemetry", "events", "artifacts", "variants", "deployments",
-            "dashboards"} <= set(db.table_names())
+            "dashboards"} <= set(sqlite_utils.Database(db.conn).table_names())
 
 
 def test_migrations_run_once_and_keep_data(tmp_path, monkeypatch):
@@ -83,7 +84,7 @@ def test_failed_migration_leaves_old_schema(tmp_path, monkeypatch):
         store.connect(path)
     db = store.connect(path, migrate=False)
     assert migrations.version(db) == shipped
-    assert "half" not in db.table_names()
+    assert "half" not in sqlite_utils.Database(db.conn).table_names()
 
 
 def test_newer_schema_is_refused(tmp_path):

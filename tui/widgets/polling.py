@@ -96,7 +96,7 @@ class PollingPanel(Widget):
 
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def _poll_thread(self, seq: int, args: Any) -> None:
-        import store  # lazily: sqlite-utils pulls in numpy, which the first frame does not need
+        import store  # lazily: the first frame does not need it
 
         worker = get_current_worker()
         db = None
