@@ -27,6 +27,7 @@ def expect(db: Database, path: str, sha256: str) -> None:
 
 
 def by_path(db: Database, path: str) -> dict | None:
+    """The artifact row registered for ``path`` (meta decoded), or None."""
     row = one(db, "SELECT * FROM artifacts WHERE path = ?", (path,))
     if row:
         row["meta"] = loads(row["meta"], {})
@@ -34,6 +35,7 @@ def by_path(db: Database, path: str) -> dict | None:
 
 
 def for_run(db: Database, run_id: int) -> list[dict]:
+    """Every artifact of a run, oldest first (meta decoded)."""
     found = rows(db, "SELECT * FROM artifacts WHERE run_id = ? ORDER BY id", (run_id,))
     for row in found:
         row["meta"] = loads(row["meta"], {})

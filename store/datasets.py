@@ -30,6 +30,7 @@ def insert(
     artifact_path: str,
     meta: dict | None = None,
 ) -> int:
+    """Register a processed dataset; returns its id (``n_classes`` is taken from ``classes``)."""
     cur = db.execute(
         """INSERT INTO datasets (name, kind, source, fingerprint, rows, n_classes, classes, class_counts,
                                  input_shape, artifact_path, meta, created_at)
@@ -43,14 +44,17 @@ def insert(
 
 
 def by_name(db: Database, name: str) -> dict | None:
+    """The dataset named ``name`` (JSON columns decoded), or None."""
     return _decode(one(db, "SELECT * FROM datasets WHERE name = ?", (name,)))
 
 
 def get(db: Database, dataset_id: int) -> dict | None:
+    """The dataset with this id (JSON columns decoded), or None."""
     return _decode(one(db, "SELECT * FROM datasets WHERE id = ?", (dataset_id,)))
 
 
 def list_all(db: Database) -> list[dict]:
+    """Every registered dataset, oldest first."""
     return [_decode(r) for r in rows(db, "SELECT * FROM datasets ORDER BY id")]
 
 

@@ -200,10 +200,12 @@ def transaction(db: Database, *, immediate: bool = True) -> Iterator[Database]:
 
 
 def dumps(value: Any) -> str:
+    """Compact JSON with sorted keys, as every JSON column is written."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def loads(text: str | None, default: Any = None) -> Any:
+    """Decode a JSON column; ``default`` for NULL or an empty string."""
     if text is None or text == "":
         return default
     return json.loads(text)
@@ -217,5 +219,6 @@ def rows(db: Database, sql: str, params: tuple | dict = ()) -> list[dict]:
 
 
 def one(db: Database, sql: str, params: tuple | dict = ()) -> dict | None:
+    """The first row of a query as a dict, or None."""
     found = rows(db, sql, params)
     return found[0] if found else None

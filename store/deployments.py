@@ -38,12 +38,14 @@ def create(db: Database, *, variant_id: int | None, target: str, name: str, stat
 
 
 def next_version(db: Database, target: str, name: str) -> int:
+    """The version number the next release of ``name`` on ``target`` gets (1 for the first)."""
     row = one(db, """SELECT MAX(version) AS v FROM deployments
                      WHERE target = ? AND COALESCE(json_extract(meta, '$.name'), target) = ?""", (target, name))
     return int(row["v"] or 0) + 1
 
 
 def get(db: Database, deployment_id: int) -> dict | None:
+    """The deployment with this id (meta decoded), or None."""
     return _decode(one(db, "SELECT * FROM deployments WHERE id = ?", (deployment_id,)))
 
 

@@ -24,6 +24,7 @@ def _decode(job: dict | None) -> dict | None:
 
 
 def enqueue(db: Database, kind: str, payload: dict | None = None, *, run_id: int | None = None) -> int:
+    """Queue a job of ``kind`` with its payload; returns its id. Callers go through core.jobkinds."""
     cur = db.execute(
         "INSERT INTO jobs (kind, payload, run_id, created_at) VALUES (?, ?, ?, ?)",
         (kind, dumps(payload or {}), run_id, now()),
@@ -32,6 +33,7 @@ def enqueue(db: Database, kind: str, payload: dict | None = None, *, run_id: int
 
 
 def get(db: Database, job_id: int) -> dict | None:
+    """The job with this id (payload, progress and result decoded), or None."""
     return _decode(one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,)))
 
 
@@ -100,6 +102,7 @@ def request_cancel(db: Database, job_id: int, *, stale_before: float | None = No
 
 
 def cancel_requested(db: Database, job_id: int) -> bool:
+    """True once someone asked to cancel this running job (the worker polls it)."""
     found = one(db, "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
     return bool(found and found["cancel_requested"])
 
@@ -134,6 +137,7 @@ def release(db: Database, job_id: int, worker_id: str) -> bool:
 
 
 def list_jobs(db: Database, *, status: str | None = None, limit: int = 100) -> list[dict]:
+    """Up to ``limit`` jobs, newest first, optionally only those with ``status``."""
     if status:
         found = rows(db, "SELECT * FROM jobs WHERE status = ? ORDER BY id DESC LIMIT ?", (status, limit))
     else:
@@ -142,6 +146,7 @@ def list_jobs(db: Database, *, status: str | None = None, limit: int = 100) -> l
 
 
 def latest_for_run(db: Database, run_id: int, kind: str | None = None) -> dict | None:
+    """A run's newest job, optionally of one ``kind``; None if it has none."""
     if kind:
         return _decode(one(db, "SELECT * FROM jobs WHERE run_id = ? AND kind = ? ORDER BY id DESC LIMIT 1", (run_id, kind)))
     return _decode(one(db, "SELECT * FROM jobs WHERE run_id = ? ORDER BY id DESC LIMIT 1", (run_id,)))

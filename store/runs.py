@@ -19,6 +19,7 @@ def _decode(row: dict | None) -> dict | None:
 
 def create(db: Database, *, dataset_id: int, model: str, config: dict, epochs_total: int,
            params: int | None = None, size_bytes: int | None = None) -> int:
+    """Insert a queued run; returns its id."""
     cur = db.execute(
         """INSERT INTO runs (dataset_id, model, config, epochs_total, params, size_bytes, created_at)
            VALUES (?, ?, ?, ?, ?, ?, ?)""",
@@ -28,6 +29,7 @@ def create(db: Database, *, dataset_id: int, model: str, config: dict, epochs_to
 
 
 def get(db: Database, run_id: int) -> dict | None:
+    """The run with this id (config and metrics decoded), or None."""
     return _decode(one(db, "SELECT * FROM runs WHERE id = ?", (run_id,)))
 
 
@@ -67,6 +69,7 @@ def update(db: Database, run_id: int, **fields) -> None:
 
 
 def set_status(db: Database, run_id: int, status: str, *, error: str | None = None) -> None:
+    """Set a run's status, stamping started_at on the first start and finished_at at the end."""
     if status not in STATUSES:
         raise ValueError(f"run status must be one of {STATUSES}, not {status!r}")
     t = now()
@@ -106,11 +109,13 @@ def metrics_since(db: Database, run_id: int, after_id: int = 0, limit: int = 500
 
 
 def last_step(db: Database, run_id: int, kind: str = "train") -> int:
+    """The highest ``step`` recorded for a run's metrics of ``kind`` (0 when none)."""
     found = one(db, "SELECT MAX(step) AS s FROM metrics WHERE run_id = ? AND kind = ?", (run_id, kind))
     return found["s"] or 0 if found else 0
 
 
 def count_metrics(db: Database, run_id: int, kind: str | None = None) -> int:
+    """How many metric points a run has, optionally of one ``kind``."""
     if kind:
         return one(db, "SELECT COUNT(*) AS n FROM metrics WHERE run_id = ? AND kind = ?", (run_id, kind))["n"]
     return one(db, "SELECT COUNT(*) AS n FROM metrics WHERE run_id = ?", (run_id,))["n"]

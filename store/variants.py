@@ -18,6 +18,7 @@ def _decode(row: dict | None) -> dict | None:
 
 def insert(db: Database, *, name: str, path: str, sha256: str, size_bytes: int,
            run_id: int | None = None, meta: dict | None = None, status: str = "built", bench: dict | None = None) -> int:
+    """Register a model variant (an ONNX file) with its sha256 and size; returns its id."""
     if status not in STATUSES:
         raise ValueError(f"variant status must be one of {STATUSES}, not {status!r}")
     cur = db.execute(
@@ -29,10 +30,12 @@ def insert(db: Database, *, name: str, path: str, sha256: str, size_bytes: int,
 
 
 def get(db: Database, variant_id: int) -> dict | None:
+    """The variant with this id (bench and meta decoded), or None."""
     return _decode(one(db, "SELECT * FROM variants WHERE id = ?", (variant_id,)))
 
 
 def by_path(db: Database, path: str) -> dict | None:
+    """The newest variant registered for ``path``, or None."""
     return _decode(one(db, "SELECT * FROM variants WHERE path = ? ORDER BY id DESC LIMIT 1", (path,)))
 
 
@@ -58,6 +61,7 @@ def latest_for_run(db: Database, run_id: int) -> list[dict]:
 
 
 def list_all(db: Database, *, run_id: int | None = None, limit: int = 500) -> list[dict]:
+    """Up to ``limit`` variants, newest first, optionally of one run only."""
     if run_id is None:
         found = rows(db, "SELECT * FROM variants ORDER BY id DESC LIMIT ?", (limit,))
     else:
@@ -66,6 +70,7 @@ def list_all(db: Database, *, run_id: int | None = None, limit: int = 500) -> li
 
 
 def runs_with_variants(db: Database) -> list[int]:
+    """Ids of the runs that have at least one variant, newest first."""
     return [r["run_id"] for r in rows(db, "SELECT DISTINCT run_id FROM variants WHERE run_id IS NOT NULL ORDER BY run_id DESC")]
 
 
@@ -80,6 +85,7 @@ def set_failed(db: Database, variant_id: int, error: str) -> None:
 
 
 def update_meta(db: Database, variant_id: int, **values) -> None:
+    """Merge ``values`` into a variant's meta; KeyError if there is no such variant."""
     row = get(db, variant_id)
     if row is None:
         raise KeyError(f"no variant {variant_id}")

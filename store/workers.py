@@ -15,10 +15,12 @@ def register(db: Database, worker_id: str, pid: int, host: str, create_time: flo
 
 
 def beat(db: Database, worker_id: str, job_id: int | None = None) -> None:
+    """Record that a worker is alive now, and which job it holds (None when idle)."""
     db.execute("UPDATE workers SET heartbeat_at = ?, job_id = ? WHERE id = ?", (now(), job_id, worker_id))
 
 
 def stopped(db: Database, worker_id: str) -> None:
+    """Mark a worker as stopped; it holds no job any more."""
     db.execute("UPDATE workers SET stopped_at = ?, job_id = NULL WHERE id = ?", (now(), worker_id))
 
 
