@@ -340,6 +340,7 @@ def _parse_images(folder: Path, size: tuple[int, int]) -> _Processed:
 
 
 def require_pil():
+    """Pillow's ``Image`` module, or MissingDependency saying how to install it."""
     from core.optional import require
 
     require("PIL", "reading image datasets")

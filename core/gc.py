@@ -36,12 +36,14 @@ class Item:
     row_id: int  # artifacts.id (checkpoint, bundle) or variants.id (variant)
 
     def as_dict(self) -> dict:
+        """The item as JSON-ready fields (``row_id`` as ``id``)."""
         return {"kind": self.kind, "run_id": self.run_id, "path": self.path, "size_bytes": self.size_bytes,
                 "id": self.row_id}
 
 
 @dataclass
 class Plan:
+    """What ``pocketops gc`` would remove and what it keeps, with the reason for each kept file."""
     keep_last: int | None
     older_than_days: float | None
     runs: list[int] = field(default_factory=list)  # the runs whose files go
@@ -52,15 +54,18 @@ class Plan:
 
     @property
     def bytes(self) -> int:
+        """Bytes the plan would free."""
         return sum(i.size_bytes for i in self.items)
 
     def counts(self) -> dict[str, int]:
+        """How many checkpoints, variants and bundles the plan removes."""
         found = {"checkpoint": 0, "variant": 0, "bundle": 0}
         for item in self.items:
             found[item.kind] += 1
         return found
 
     def as_dict(self) -> dict:
+        """The plan as JSON-ready fields (``--json`` output)."""
         return {"keep_last": self.keep_last, "older_than_days": self.older_than_days, "runs": self.runs,
                 "files": len(self.items), "bytes": self.bytes, "counts": self.counts(),
                 "items": [i.as_dict() for i in self.items], "kept": self.kept}

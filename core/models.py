@@ -23,17 +23,20 @@ TEXT_VOCAB = 257  # 256 byte values + 1, index 0 is padding
 
 @dataclass(frozen=True)
 class MLPSpec:
+    """Hidden layer widths of an mlp preset."""
     hidden: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class CNNSpec:
+    """Conv channels per block and the dense layer's width of a cnn preset."""
     channels: tuple[int, ...]
     hidden: int
 
 
 @dataclass(frozen=True)
 class TransformerSpec:
+    """Width, depth, attention heads and feed-forward width of a transformer preset."""
     d_model: int
     layers: int
     heads: int

@@ -25,6 +25,7 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
+        """Logits for a batch (features standardized first when the model was built for tabular data)."""
         if self.standardize:
             x = (x - self.feature_mean) / self.feature_std
         return self.net(x)
@@ -48,6 +49,7 @@ class CNN(nn.Module):
         )
 
     def forward(self, x):
+        """Logits for a batch of images (N, C, H, W)."""
         return self.head(self.features(x))
 
 
@@ -75,6 +77,7 @@ class Transformer(nn.Module):
         self.head = nn.Linear(d_model, n_classes)
 
     def forward(self, x):
+        """Logits for a batch: text bytes (mean over non-padding tokens), image rows or tabular features."""
         if self.kind == "text":
             h = self.embed(x) + self.pos
             mask = (x != 0).unsqueeze(-1).to(h.dtype)

@@ -13,6 +13,7 @@ from types import ModuleType
 
 @dataclass(frozen=True)
 class Extra:
+    """Where a missing package comes from: the pip name, the pocketops extra, the way on Termux."""
     package: str      # the pip distribution
     extra: str        # pocketops extra that brings it
     termux: str       # how to get it on Termux
@@ -84,6 +85,7 @@ def require_installed(module: str, purpose: str) -> None:
 
 
 def available(module: str) -> bool:
+    """True if ``module`` imports here (it is imported to find out)."""
     try:
         importlib.import_module(module)
     except ImportError:

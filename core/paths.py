@@ -14,6 +14,7 @@ DB_NAME = "pocketops.db"
 
 
 def home() -> Path:
+    """The data directory: ``$POCKETOPS_HOME``, else the platform's user data directory."""
     env = os.environ.get("POCKETOPS_HOME")
     if env:
         return Path(env).expanduser()
@@ -23,6 +24,7 @@ def home() -> Path:
 
 
 def db_path(explicit: str | os.PathLike | None = None) -> Path:
+    """The database file: ``explicit`` (``--db``) if given, else ``pocketops.db`` in :func:`home`."""
     if explicit:
         return Path(explicit).expanduser().resolve()
     return (home() / DB_NAME).resolve()

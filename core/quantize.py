@@ -116,6 +116,7 @@ def _preprocess(src: Path, tmp: Path) -> Path:
 
 
 def build_fp16(fp32: Path, out: Path) -> Built:
+    """Convert the fp32 model to fp16 weights (inputs and outputs stay float32) and write it to ``out``."""
     onnx = require("onnx", "The fp16 variant")
     float16 = require_fp16_tools()
     with _quiet():
@@ -125,6 +126,10 @@ def build_fp16(fp32: Path, out: Path) -> Built:
 
 
 def build_int8_dynamic(fp32: Path, out: Path, *, conv_integer: bool = False) -> Built:
+    """Dynamic int8 quantization of ``fp32`` into ``out``.
+
+    With convolutions, only MatMul/Gemm are quantized unless ``conv_integer`` (ConvInteger is often slower).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     has_conv = "Conv" in op_types(fp32)
@@ -147,6 +152,7 @@ class SampleReader:
         self._next = 0
 
     def get_next(self) -> dict | None:
+        """The next sample as onnxruntime's feed dict, or None when all were read."""
         if self._next >= len(self.samples):
             return None
         x = self.samples[self._next:self._next + 1]
@@ -154,6 +160,7 @@ class SampleReader:
         return {self.input_name: np.ascontiguousarray(x)}
 
     def rewind(self) -> None:
+        """Start again from the first sample."""
         self._next = 0
 
 

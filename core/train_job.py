@@ -33,12 +33,14 @@ class StoreCallbacks(Callbacks):
         self._pace_step: int | None = None
 
     def flush(self) -> None:
+        """Write the buffered metric points now."""
         if self.buffer:
             store_runs.add_metrics(self.db, self.buffer)
             self.buffer = []
         self.last_flush = time.monotonic()
 
     def check(self) -> None:
+        """Flush points older than FLUSH_S, then raise if the job was cancelled or must stop."""
         if self.buffer and time.monotonic() - self.last_flush >= FLUSH_S:
             self.flush()
         self.ctx.check()
@@ -47,11 +49,13 @@ class StoreCallbacks(Callbacks):
             pace.hold("train:step", step=step, check=self.ctx.check, on_hold=self.flush)
 
     def on_start(self, *, epoch: int, step: int, resumed: bool) -> None:
+        """Log a resume and report the starting epoch and step as job progress."""
         if resumed:
             self.ctx.log("info", f"resumed from checkpoint after epoch {epoch}, step {step}", run_id=self.run_id)
         self.ctx.progress(epoch=epoch, epochs=self.epochs_total, step=step)
 
     def on_train_point(self, step, epoch, loss, accuracy, samples_per_s) -> None:
+        """Buffer a train point and report it as job progress."""
         self.samples_per_s = round(samples_per_s, 1)
         self.buffer.append({"run_id": self.run_id, "kind": "train", "step": step, "epoch": epoch, "loss": loss,
                             "accuracy": accuracy, "samples_per_s": self.samples_per_s})
@@ -60,6 +64,7 @@ class StoreCallbacks(Callbacks):
             self._pace_step = step
 
     def on_epoch_end(self, epoch, metrics, checkpoint_path) -> None:
+        """Store the val point, the run's summary and its checkpoint in one transaction."""
         self.buffer.append({"run_id": self.run_id, "kind": "val", "step": epoch, "epoch": epoch,
                             "loss": metrics["val_loss"], "accuracy": metrics["val_accuracy"],
                             "samples_per_s": metrics.get("samples_per_s")})
@@ -75,15 +80,18 @@ class StoreCallbacks(Callbacks):
                           samples_per_s=metrics.get("samples_per_s"), val_accuracy=metrics["val_accuracy"])
 
     def on_checkpoint(self, path: Path) -> None:
+        """Register the rewritten checkpoint with its sha256 and size."""
         artifacts.register(self.db, kind="checkpoint", path=str(path), sha256=sha256_file(path),
                            size_bytes=path.stat().st_size, run_id=self.run_id, meta={"name": path.name})
 
     def before_checkpoint(self, path: Path, sha256: str) -> None:
+        """Record the sha256 the checkpoint is about to have, before its rename."""
         # Noted before the rename: a kill between rename and on_checkpoint must not make the
         # new (good) file look corrupted to the next worker.
         artifacts.expect(self.db, str(path), sha256)
 
     def checkpoint_problem(self, path: Path) -> str | None:
+        """Why the checkpoint must not be resumed from (sha256 matches neither recorded value), or None."""
         row = artifacts.by_path(self.db, str(path))
         if row is None:
             return None  # never registered (e.g. written by an older version): the loader judges it
@@ -94,15 +102,18 @@ class StoreCallbacks(Callbacks):
                 "(truncated or corrupted)")
 
     def on_checkpoint_rejected(self, path: Path, reason: str, fallback: str) -> None:
+        """Log that a checkpoint was unusable and where training resumes instead."""
         instead = "from scratch" if fallback == "scratch" else f"from {fallback}"
         self.ctx.log("warning", f"checkpoint {path.name} is unusable, resuming {instead}: {reason}", run_id=self.run_id)
 
     def on_pause(self, reason: str) -> None:
+        """Flush, show the pause reason in the job's progress and log it."""
         self.flush()
         self.ctx.progress(paused=reason)
         self.ctx.log("warning", f"training paused: {reason}", run_id=self.run_id)
 
     def on_resume(self) -> None:
+        """Clear the pause from the job's progress and log that training continues."""
         self.ctx.progress(paused=None)
         self.ctx.log("info", "training continues: battery charging or recovered", run_id=self.run_id)
 

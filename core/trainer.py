@@ -52,10 +52,12 @@ class TrainConfig:
     test: float = 0.15
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        """Settings from a dict; ConfigError naming any unknown key."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -82,6 +84,7 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
+        """``lr``, or the model family's default when it is None."""
         return float(self.lr) if self.lr is not None else models.DEFAULT_LR[self.model]
 
 
@@ -92,9 +95,11 @@ class Callbacks:
         """Training starts after ``epoch`` finished epochs and ``step`` optimizer steps."""
 
     def on_train_point(self, step: int, epoch: int, loss: float, accuracy: float, samples_per_s: float) -> None:
+        """Every ``log_every`` optimizer steps: the running train loss, accuracy and speed."""
         pass
 
     def on_epoch_end(self, epoch: int, metrics: dict, checkpoint_path: Path) -> None:
+        """An epoch finished: its validation metrics and the checkpoint just written."""
         pass
 
     def on_checkpoint(self, path: Path) -> None:
@@ -113,12 +118,15 @@ class Callbacks:
         """A checkpoint could not be used; training goes on from ``fallback`` instead."""
 
     def check(self) -> None:
+        """Called between steps; raise JobStopped or JobCancelled to end training there."""
         pass
 
     def on_pause(self, reason: str) -> None:
+        """Training waits (low battery, not charging); ``reason`` says why."""
         pass
 
     def on_resume(self) -> None:
+        """Training continues after a pause."""
         pass
 
 
@@ -263,6 +271,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> dict:
+        """Train (resuming from the last checkpoint) until the epochs are done or patience runs out; the summary: best val and test figures, sizes, speed, the best checkpoint."""
         from core.optional import require
 
         torch = require("torch", "training")

@@ -66,9 +66,11 @@ class Plan:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of all the files the deploy would upload or serve."""
         return sum(int(f.get("size_bytes", 0)) for f in self.files)
 
     def to_dict(self) -> dict:
+        """The plan as JSON-ready fields, with ``total_bytes``."""
         data = asdict(self)
         data["total_bytes"] = self.total_bytes
         return data
@@ -87,14 +89,29 @@ class Release:
 
 @runtime_checkable
 class Deployer(Protocol):
+    """What every target implements; ``deployers.service`` drives it and keeps the rows.
+
+    ``deployment``, ``current`` and ``previous`` are store rows with their meta decoded.
+    """
+
     target: str                       # "local" | "spaces-static" | "spaces-docker" | "gcp"
 
-    def plan(self, bundle: Bundle, options: dict) -> Plan: ...
+    def plan(self, bundle: Bundle, options: dict) -> Plan:
+        """What a deploy of ``bundle`` with ``options`` would do; changes nothing."""
+        ...
 
-    def deploy(self, bundle: Bundle, options: dict, previous: dict | None) -> Release: ...
+    def deploy(self, bundle: Bundle, options: dict, previous: dict | None) -> Release:
+        """Put ``bundle`` on the target, replacing ``previous`` (the serving release, if any)."""
+        ...
 
-    def status(self, deployment: dict) -> Release: ...          # deployment = store row, meta decoded
+    def status(self, deployment: dict) -> Release:
+        """The release's state now, as the target reports it."""
+        ...
 
-    def rollback(self, current: dict, previous: dict, previous_bundle: Bundle) -> Release: ...
+    def rollback(self, current: dict, previous: dict, previous_bundle: Bundle) -> Release:
+        """Serve ``previous`` (built from ``previous_bundle``) again instead of ``current``."""
+        ...
 
-    def stop(self, deployment: dict) -> Release: ...
+    def stop(self, deployment: dict) -> Release:
+        """Stop serving the release (pause, delete or kill, as the target does it)."""
+        ...

@@ -146,6 +146,7 @@ def _reference(dataset: dict | None, spec: dict, preprocessing: dict, rows: int)
 
 
 def bundle_version(variant: dict) -> str:
+    """A bundle's version label: ``r<run>-<variant>-<sha8>`` (``v<variant id>`` for a model without a run)."""
     prefix = f"r{variant['run_id']}" if variant.get("run_id") else f"v{variant['id']}"
     return f"{prefix}-{variant['name']}-{variant['sha256'][:8]}"
 

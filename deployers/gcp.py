@@ -194,6 +194,7 @@ class CloudRunFunctionDeployer:
 
     # -- the protocol ------------------------------------------------------------------------
     def plan(self, bundle: Bundle, options: dict) -> Plan:
+        """Files of the source zip, the monthly estimate at the assumed traffic and what the deploy needs."""
         files = [{"path": name, "size_bytes": len(data)} for name, data in sorted(source_files(bundle).items())]
         latency = float(options.get("latency_ms") or bundle.model_json.get("latency_ms") or 100.0)
         traffic = pricing.Traffic(requests_per_month=float(options.get("requests_per_month") or 10_000),
@@ -218,6 +219,7 @@ class CloudRunFunctionDeployer:
                    "budgets on Google Cloud only alert; they do not cap spend"])
 
     def deploy(self, bundle: Bundle, options: dict, previous: dict | None) -> Release:
+        """Upload the source zip and create or update the function; waits for the operation."""
         project, region, name = self._where(options)
         functions_v2, client = self._functions()
         parent = f"projects/{project}/locations/{region}"
@@ -315,6 +317,7 @@ class CloudRunFunctionDeployer:
         return Release(status, function.url or service.uri or None, meta)
 
     def status(self, deployment: dict) -> Release:
+        """The function's state (and, after a rollback, which revision serves); stopped if it is gone."""
         meta = dict(deployment.get("meta") or {})
         full_name = meta.get("function")
         if not full_name:
@@ -337,6 +340,7 @@ class CloudRunFunctionDeployer:
         return [{"revision": t.revision or "latest", "percent": t.percent} for t in service.traffic]
 
     def rollback(self, current: dict, previous: dict, previous_bundle: Bundle) -> Release:
+        """Shift all traffic back to the previous revision, or redeploy the previous bundle if it is gone."""
         cur, prev = current.get("meta") or {}, previous.get("meta") or {}
         service_name, revision = cur.get("service") or prev.get("service"), prev.get("revision")
         if service_name and revision and self._revision_exists(service_name, revision):
@@ -371,6 +375,7 @@ class CloudRunFunctionDeployer:
         return found is not None
 
     def stop(self, deployment: dict) -> Release:
+        """Delete the function (a later deploy creates it again)."""
         meta = dict(deployment.get("meta") or {})
         full_name = meta.get("function")
         if not full_name:

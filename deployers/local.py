@@ -30,6 +30,7 @@ STOP_TIMEOUT_S = 5.0
 
 
 class LocalDeployer:
+    """Serve a bundle from a supervised ``server.py`` process on this device."""
     target = "local"
 
     def __init__(self, *, python: str | None = None, startup_timeout: float = STARTUP_TIMEOUT_S, threads: int = 1):
@@ -42,6 +43,7 @@ class LocalDeployer:
 
     # -- protocol ------------------------------------------------------------------------
     def plan(self, bundle: Bundle, options: dict) -> Plan:
+        """The bundle's files, no cost, and the API-key requirement for a host that is not loopback."""
         host = options.get("host") or DEFAULT_HOST
         requirements = ["numpy and onnxruntime on this device (Termux: pkg install python-numpy python-onnxruntime)"]
         if not is_loopback(host):
@@ -57,6 +59,7 @@ class LocalDeployer:
         )
 
     def deploy(self, bundle: Bundle, options: dict, previous: dict | None) -> Release:
+        """Start the new release's server and stop the previous one; a failure leaves the previous one serving."""
         host = options.get("host") or DEFAULT_HOST
         prev_meta = (previous or {}).get("meta") or {}
         port = options.get("port")
@@ -85,6 +88,7 @@ class LocalDeployer:
         return release
 
     def status(self, deployment: dict) -> Release:
+        """Running if a server of this release answers /health, failed if it does not, stopped if none runs."""
         meta = deployment.get("meta") or {}
         url = deployment.get("url")
         members = _members(meta.get("pid"), meta.get("bundle"))
@@ -101,6 +105,7 @@ class LocalDeployer:
         return Release("running", url, {"reason": reason, "supervised": supervised}, health_latency_ms=ms)
 
     def rollback(self, current: dict, previous: dict, previous_bundle: Bundle) -> Release:
+        """Stop the current server and start the previous bundle on the same port (the current one again if that fails)."""
         meta = current.get("meta") or {}
         host = meta.get("host") or DEFAULT_HOST
         port = int(meta.get("port") or (previous.get("meta") or {}).get("port") or DEFAULT_PORT)
@@ -148,6 +153,7 @@ class LocalDeployer:
         return f"stopped the server it had started (process group {', '.join(map(str, stopped))})" if stopped else None
 
     def stop(self, deployment: dict) -> Release:
+        """Stop the release's process group; DeployError if it will not stop."""
         meta = deployment.get("meta") or {}
         if _alive(meta.get("pid"), meta.get("bundle")):
             _terminate(meta["pid"])

@@ -49,6 +49,7 @@ class Traffic:
     memory_gib: float = 0.5
 
     def describe(self) -> str:
+        """The assumptions in words, for a plan's notes."""
         return (f"{self.requests_per_month:,.0f} requests/month at {self.latency_ms:g} ms each, "
                 f"{self.vcpu:g} vCPU and {self.memory_gib:g} GiB per instance")
 
@@ -61,6 +62,7 @@ class Estimate:
     assumptions: str
 
     def to_dict(self) -> dict:
+        """The estimate as JSON-ready fields."""
         return {"monthly_usd": self.monthly_usd, "parts": dict(self.parts), "assumptions": self.assumptions}
 
 

@@ -314,6 +314,7 @@ class StaticSpaceDeployer(_SpaceDeployer):
     default_name = "pocketops-demo"
 
     def stage_files(self, bundle: Bundle, options: dict, out_dir: Path) -> None:
+        """The static page (deployers.static) and the Space's README into ``out_dir``."""
         from deployers.static import build_static_site
 
         vendor = options.get("vendor_ort")
@@ -333,6 +334,7 @@ class DockerSpaceDeployer(_SpaceDeployer):
     default_name = "pocketops-api"
 
     def stage_files(self, bundle: Bundle, options: dict, out_dir: Path) -> None:
+        """The bundle, the Dockerfile, pinned requirements and the Space's README into ``out_dir``."""
         copy_bundle(bundle, out_dir)
         template = TEMPLATES / "docker"
         (out_dir / "Dockerfile").write_bytes((template / "Dockerfile").read_bytes())
