@@ -102,7 +102,7 @@ def bench_cmd(args) -> int:
     if job["status"] != "done":
         raise CliError(f"bench job {job_id} {job['status']}: {job.get('error') or 'no reason recorded'}")
     fresh = [variants.get(db, i) for i in dict.fromkeys(args.ids)]
-    result = summary(None, fresh)
+    result = summary(db, None, fresh)  # judged with the stored preferences of their run (or the global ones)
     if args.json:
         emit(args, result)
         return 0
