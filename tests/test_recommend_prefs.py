@@ -110,6 +110,21 @@ def test_pick_export_summary_and_deploy_form_follow_the_stored_prefs(digits_db):
 
 
 @pytest.mark.phone
+def test_models_list_marks_the_same_pick(digits_db, capsys):
+    import json
+
+    from tui.cli import main
+
+    db, db_path = digits_db
+    run_id = _run(db)
+    ids = _variants(db, run_id, FIGURES)
+    recommend.save_prefs(db, prefer="size", budget_points=0.1, run_id=run_id)
+    assert main(["--db", str(db_path), "models", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["models"]
+    assert [m["variant_id"] for m in listed if m["recommended"]] == [ids["int8-static"]]
+
+
+@pytest.mark.phone
 def test_an_export_asked_with_prefs_stores_them_for_its_run_and_one_without_keeps_them(digits_db, tmp_path):
     from core.export_job import queue_export
     from store import jobs
