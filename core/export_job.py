@@ -309,7 +309,9 @@ def queue_export(db, run_id: int, **options) -> int:
     """Queue an export of a finished run (an intent: the dashboard and the CLI call this); the job id.
 
     ``options`` are the payload's other fields (variants, threads, calibration_samples, prefer,
-    budget_points). Refused while an export of the same run is queued or running.
+    budget_points); a ``prefer``/``budget_points`` given is stored as the run's own preference
+    (what the result, the panel and the Deploy form then judge with). Refused while an export of
+    the same run is queued or running.
     """
     from store import jobs
 

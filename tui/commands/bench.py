@@ -62,8 +62,7 @@ def run(args) -> int:
     results = [{"name": m.name, "path": str(m.path), **found.figures[m.key]} for m in models]
     rec = recommend.recommend(results, prefer=prefs.prefer, budget_points=prefs.budget_points,
                               reference_name=found.reference.name) if len(results) > 1 else None
-    reference_path = found.reference.path
-    summary = {"dataset": args.dataset, "threads": args.threads, "reference": str(reference_path),
+    summary = {"dataset": args.dataset, "threads": args.threads, "reference": str(found.reference.path),
                "models": results, "recommended": rec.as_dict() if rec else None,
                "prefer": prefs.prefer, "budget_points": prefs.budget_points}
     if args.json:
