@@ -204,9 +204,6 @@ class Prefs:
     budget_points: float = DEFAULT_BUDGET_POINTS
     scope: str = "default"   # where they came from: "run" (its own), "global" (the default), "default" (none stored)
 
-    def as_dict(self) -> dict:
-        return {"prefer": self.prefer, "budget_points": self.budget_points}
-
 
 def check_prefs(prefer: str | None, budget_points: float | None) -> None:
     """A one-line ConfigError for a preference that is not ``latency``/``size`` or a negative budget."""
