@@ -202,7 +202,8 @@ class Prefs:
 
     prefer: str = DEFAULT_PREFER
     budget_points: float = DEFAULT_BUDGET_POINTS
-    scope: str = "default"   # where they came from: "run" (its own), "global" (the default), "default" (none stored)
+    # Where they came from: "run" (its own), "global" (the default), "default" (none stored), "given" (one call).
+    scope: str = "default"
 
 
 def check_prefs(prefer: str | None, budget_points: float | None) -> None:
