@@ -3,9 +3,11 @@
     python benchmarks/quantization.py [--threads 1] [--record scripts/demo_variants.json] [--short]
 
 Trains the three models in-process with the real Trainer, runs the real export job (the same code as
-the worker, the CLI and the Quantize panel) and prints, for each variant, its size ratio to
-fp32, its p50 latency ratio to torch eager (batch 1, fixed threads, medians over repeats, all
-contenders timed in turns) and its accuracy delta, then one line per model:
+the worker, the CLI and the Quantize panel: variants measured by ``core.bench.measure``, each in a
+fresh process against the fp32 reference, then all with torch eager in turns; the pick is
+``core.recommend.pick`` with the store's preferences, here the defaults: fastest within 1 point)
+and prints, for each variant, its size ratio to fp32, its p50 latency ratio to torch eager
+(batch 1, fixed threads, medians over repeats) and its accuracy delta, then one line per model:
 ``recommended cnn: <variant> <N.N>x faster than torch eager``.
 
 Targets (issue 3, digits CNN): the recommended variant ≥ 4× faster than torch eager at batch 1;

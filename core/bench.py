@@ -1,7 +1,9 @@
 """Benchmark any ONNX file with only onnxruntime and numpy: the figures that pick a variant.
 
 Warm-up, then timed repeats with a fixed thread count (recorded); medians and percentiles.
-The same code serves the worker, ``pocketops bench`` and ``benchmarks/quantization.py``.
+:func:`measure` is the one orchestration (check, fp32 reference, each model in a fresh
+process, then all in turns) that the export and bench jobs, ``pocketops bench`` and
+``benchmarks/quantization.py`` (through the export job) run.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -340,6 +342,122 @@ def benchmark_isolated(path: str | Path, X: np.ndarray, y: np.ndarray | None = N
         raise PocketopsError(lines[-1].removeprefix("pocketops: ") if lines else
                              f"{Path(path).name}: benchmark process exited with code {proc.returncode}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One ONNX model to measure: the key its caller knows it by (a variant id, a file), its name, its file."""
+
+    key: Any
+    name: str
+    path: Path
+
+
+@dataclass
+class Measurement:
+    """What :func:`measure` found: final figures per key, one-line errors per key, the reference used."""
+
+    figures: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+    reference: Contender | None = None
+    extra: dict = field(default_factory=dict)     # timings of the extra contenders (torch eager), by name
+
+
+def measure(models: list[Contender], data, reference: Contender | None = None, threads: int = 1, *,
+            config: BenchConfig | None = None, measured: dict | None = None,
+            extra: dict[str, Callable[[int], object]] | None = None,
+            on_figures: Callable[[Contender, dict], None] | None = None,
+            on_error: Callable[[Contender, PocketopsError], None] | None = None,
+            progress: Callable[[str, int, int, str | None], None] | None = None) -> Measurement:
+    """Benchmark ``models`` on ``data`` (``X_test``, ``y_test``, ``classes``): the one orchestration.
+
+    1. Every model is checked against the data (input spec, batch axis, one logit per class)
+       before any timing; a failure goes to ``on_error`` (the others are still measured) or,
+       without one, is raised.
+    2. The fp32 reference: ``reference`` when given, else the one ``core.recommend.reference_of``
+       picks among the models (named ``fp32``, else containing ``fp32``, else the most
+       accurate). Agreement and max |Δlogit| are measured against its logits.
+    3. Each model is benchmarked in a fresh process (:func:`benchmark_isolated`);
+       ``on_figures`` gets each result as soon as it exists. Keys in ``measured`` (figures of a
+       resumed job) are not benchmarked again.
+    4. With two contenders or more (models, plus ``extra`` callables such as torch eager), all
+       are re-timed in turns (:func:`compare_latency`): those latencies are the final ones, the
+       isolated p50 is kept as ``isolated_latency_p50_ms``.
+
+    ``progress(stage, done, total, name)`` is called before each step ("bench", "compare");
+    it may raise to stop (a cancelled job). ``threads`` fixes onnxruntime's intra-op threads.
+    """
+    from core.recommend import REFERENCE_NAME, reference_of
+
+    config = config or BenchConfig(threads=threads)
+    if config.threads != threads:
+        config = BenchConfig(**{**asdict(config), "threads": threads})
+    measured = dict(measured or {})
+    X, y, n_classes = data.X_test, data.y_test, len(data.classes)
+    result = Measurement()
+    step = progress or (lambda stage, done, total, name: None)
+
+    def failed(model: Contender, exc: PocketopsError) -> None:
+        if on_error is None:
+            raise exc
+        result.errors[model.key] = str(exc)
+        on_error(model, exc)
+
+    ok: list[Contender] = []
+    for model in models:  # a model made for other data is refused with its shapes, not timed
+        try:
+            check_model(open_session(model.path, threads), model.path, X, n_classes)
+        except PocketopsError as exc:
+            failed(model, exc)
+        else:
+            ok.append(model)
+    ref_logits = None
+    if reference is None and ok:
+        if not any(REFERENCE_NAME in m.name for m in ok):  # the rule falls back to the most accurate
+            accuracy = {m.key: float(np.mean(_logits_of(m.path, X, threads).argmax(1) == np.asarray(y))) for m in ok}
+            rows = [{"name": m.name, "key": m.key, "accuracy": accuracy[m.key]} for m in ok]
+        else:
+            rows = [{"name": m.name, "key": m.key} for m in ok]
+        chosen = reference_of(rows)
+        reference = next(m for m in ok if m.key == chosen["key"])
+    if reference is not None:
+        ref_logits = _logits_of(reference.path, X, threads, n_classes)
+        result.reference = reference
+
+    todo = [m for m in ok if m.key not in measured]
+    done = len(ok) - len(todo)
+    for model in todo:
+        step("bench", done, len(ok), model.name)
+        try:
+            figures = benchmark_isolated(model.path, X, y, reference=ref_logits, config=config)
+        except PocketopsError as exc:  # one unreadable file must not hide the others' figures
+            failed(model, exc)
+        else:
+            measured[model.key] = figures
+            if on_figures is not None:
+                on_figures(model, figures)
+        done += 1
+    step("bench", done, len(ok), None)
+
+    timed_ok = [m for m in ok if m.key in measured]
+    result.figures = {m.key: measured[m.key] for m in timed_ok}
+    if timed_ok and len(timed_ok) + len(extra or {}) >= 2:
+        step("compare", 0, len(timed_ok), "all, in turns")
+        keys = {("model", m.key): m.path for m in timed_ok}
+        timed = compare_latency(keys, X, config, {("extra", name): call for name, call in (extra or {}).items()})
+        for m in timed_ok:
+            before = result.figures[m.key]
+            result.figures[m.key] = {**before, "isolated_latency_p50_ms": before.get("isolated_latency_p50_ms",
+                                                                                      before.get("latency_p50_ms")),
+                                     **timed[("model", m.key)]}
+        result.extra = {name: timed[("extra", name)] for name in (extra or {})}
+        step("compare", len(timed_ok), len(timed_ok), None)
+    return result
+
+
+def _logits_of(path: Path, X: np.ndarray, threads: int, n_classes: int | None = None) -> np.ndarray:
+    session = open_session(path, threads)
+    return logits(session, check_model(session, path, X, n_classes), X, path=path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -202,19 +202,22 @@ def verify(model, path: str | Path, X: np.ndarray, *, atol: float = 1e-3, min_ag
     return result
 
 
-def torch_latency(model, X: np.ndarray, *, threads: int = 1, warmup: int = 20, repeats: int = 300,
-                  budget_s: float = 3.0) -> dict:
-    """The torch eager baseline: p50/p95 ms at batch 1 with ``threads`` torch threads."""
-    from core.bench import percentile_ms, time_calls
+@contextlib.contextmanager
+def torch_contender(model, X: np.ndarray, threads: int = 1) -> Iterator[dict]:
+    """The torch eager baseline as an extra contender for ``core.bench.measure``: ``{"torch": call}``.
 
+    Inside, torch runs with ``threads`` threads in inference mode, timed at batch 1 on the same
+    samples as the ONNX variants; ``{}`` when ``model`` is None.
+    """
+    if model is None:
+        yield {}
+        return
     torch = require("torch", "the torch eager baseline")
     before = torch.get_num_threads()
     singles = [torch.from_numpy(np.ascontiguousarray(X[i:i + 1])) for i in range(min(len(X), 64))]
     torch.set_num_threads(int(threads))
     try:
         with torch.inference_mode():
-            times = time_calls(lambda i: model(singles[i % len(singles)]), warmup=warmup, repeats=repeats, budget_s=budget_s)
+            yield {"torch": lambda i: model(singles[i % len(singles)])}
     finally:
         torch.set_num_threads(before)
-    return {"torch_latency_p50_ms": round(percentile_ms(times, 50), 4),
-            "torch_latency_p95_ms": round(percentile_ms(times, 95), 4), "threads": int(threads), "repeats": len(times)}

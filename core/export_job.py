@@ -18,15 +18,12 @@ from core import bench, recommend
 from core.atomic import sha256_file
 from core.errors import ConfigError, PocketopsError
 from core.quantize import DEFAULT_VARIANTS, QuantizeConfig, check_names
+from core.recommend import EXTRA_FIELDS, SUMMARY_FIELDS, baseline_of, bench_rows  # noqa: F401  (importers use them here)
 from store import artifacts as store_artifacts
 from store import datasets as store_datasets
 from store import runs as store_runs
 from store import variants as store_variants
 from store.db import transaction
-
-SUMMARY_FIELDS = ("variant_id", "name", "path", "size_bytes", "load_ms", "latency_p50_ms", "latency_p95_ms",
-                  "accuracy", "agreement", "max_abs_logit_diff")
-EXTRA_FIELDS = ("throughput_per_s", "peak_memory_mb", "threads", "status", "error")
 
 
 @dataclass
@@ -37,8 +34,8 @@ class ExportRequest:
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     threads: int = 1
     calibration_samples: int = 256
-    prefer: str = "latency"
-    budget_points: float = recommend.DEFAULT_BUDGET_POINTS
+    prefer: str | None = None          # None: the stored preference (core.recommend.load_prefs)
+    budget_points: float | None = None
 
     @classmethod
     def from_payload(cls, payload: dict) -> "ExportRequest":
@@ -56,10 +53,7 @@ class ExportRequest:
             raise ConfigError(f"threads must be 1 or more, not {req.threads}")
         if int(req.calibration_samples) < 1:
             raise ConfigError(f"calibration_samples must be 1 or more, not {req.calibration_samples}")
-        if req.prefer not in recommend.PREFERENCES:
-            raise ConfigError(f"prefer must be one of {', '.join(recommend.PREFERENCES)}, not {req.prefer!r}")
-        if float(req.budget_points) < 0:
-            raise ConfigError(f"budget_points must be ≥ 0, not {req.budget_points}")
+        recommend.check_prefs(req.prefer, req.budget_points)
         return req
 
 
@@ -109,37 +103,22 @@ def checkpoint_for(run: dict) -> Path:
 
 # -- rows and summary ----------------------------------------------------------------------
 
-def bench_rows(variants: list[dict]) -> list[dict]:
-    """Variant rows flattened with their benchmark figures (what recommend() and the panel read)."""
-    out = []
-    for v in variants:
-        b = v.get("bench") or {}
-        out.append({"variant_id": v["id"], "name": v["name"], "path": v["path"], "size_bytes": v["size_bytes"],
-                    "status": v["status"], **{k: b.get(k) for k in SUMMARY_FIELDS[4:] + EXTRA_FIELDS[:3]},
-                    "ops_us": b.get("ops_us") or {}, "error": b.get("error")})
-    return out
+def summary(db, run_id: int | None, variants: list[dict], *, prefs: recommend.Prefs | None = None) -> dict:
+    """The export result scripts rely on (the last line of ``pocketops export --json``).
 
-
-def baseline_of(variants: list[dict]) -> dict:
-    for v in variants:
-        if (v.get("meta") or {}).get("baseline"):
-            return v["meta"]["baseline"]
-    return {}
-
-
-def summary(run_id: int | None, variants: list[dict], *, prefer: str = "latency",
-            budget_points: float = recommend.DEFAULT_BUDGET_POINTS) -> dict:
-    """The export result scripts rely on (the last line of ``pocketops export --json``)."""
+    The recommendation is :func:`core.recommend.pick` with the run's stored preferences (the
+    global default for variants of no run or of several), or ``prefs`` for this result only.
+    """
     rows = bench_rows(variants)
     base = baseline_of(variants)
-    rec = recommend.recommend(rows, prefer=prefer, budget_points=budget_points,
-                              torch_latency_p50_ms=base.get("torch_latency_p50_ms"))
+    prefs = prefs or recommend.load_prefs(db, run_id if run_id is not None else recommend.run_of(variants))
+    rec = recommend.pick(db, variants, run_id, prefs=prefs)
     return {
         "run_id": run_id,
         "variants": [{k: r.get(k) for k in SUMMARY_FIELDS + EXTRA_FIELDS} for r in rows],
         "baseline": {"torch_latency_p50_ms": base.get("torch_latency_p50_ms"), **base},
         "recommended": rec.as_dict(),
-        "prefer": prefer, "budget_points": budget_points,
+        "prefer": prefs.prefer, "budget_points": prefs.budget_points,
     }
 
 
@@ -216,95 +195,59 @@ def _build(ctx, req: ExportRequest, run: dict, ckpt_path: Path, model, ckpt: dic
     return ids
 
 
-def bench_variants(ctx, variants: list[dict], threads: int, *, only_unmeasured: bool = False,
-                   data: EvalData | None = None) -> None:
-    """Benchmark variants one by one (each in a fresh process), storing each result as soon as it exists."""
+def measure_variants(ctx, variants: list[dict], threads: int, *, only_unmeasured: bool = False,
+                     data: EvalData | None = None, model=None) -> None:
+    """Benchmark stored variants with :func:`core.bench.measure`, one dataset at a time, storing
+    each variant's figures as soon as they exist and the final (in turns) ones at the end.
+
+    ``model`` (the torch model) joins the turns as the torch eager baseline, stored on the
+    reference variant's meta. The reference is the rule's pick among each group
+    (:func:`core.recommend.reference_of`); a run's variants measured without any fp32 among
+    them are compared with the run's newest fp32 variant.
+    """
+    from core.export import torch_contender
+
     for v in variants:
         if not (v.get("meta") or {}).get("dataset"):
             store_variants.set_failed(ctx.db, v["id"], "no dataset recorded for this model; "
                                       "register it with `pocketops models add MODEL.onnx --dataset NAME`")
-    done = 0
+
+    def progress(stage: str, done: int, total: int, name: str | None) -> None:
+        ctx.check()
+        ctx.progress(stage=stage, done=done, total=total, **({"variant": name} if name else {}))
+
+    def stored(model_: bench.Contender, figures: dict) -> None:
+        store_variants.set_bench(ctx.db, model_.key, figures)
+
+    def failed(model_: bench.Contender, exc: PocketopsError) -> None:
+        store_variants.set_failed(ctx.db, model_.key, str(exc))
+        ctx.log("warning", f"variant {model_.key} ({model_.name}): {exc}")
+
     for members in _by_data(variants):
         dataset, split = members[0]["meta"]["dataset"], members[0]["meta"].get("split") or {}
         if data is None or data.dataset != dataset or data.split != {**data.split, **split}:
             data = eval_data(ctx.db, dataset, split)
-        # The reference for agreement and max |Δlogit|: the fp32 variant (or a registered model named like one).
-        reference_row = (next((v for v in members if v["name"] == "fp32"), None)
-                         or next((v for v in members if "fp32" in v["name"]), None))
-        if reference_row is None and members[0].get("run_id"):
-            reference_row = next((v for v in store_variants.latest_for_run(ctx.db, members[0]["run_id"])
-                                  if v["name"] == "fp32"), None)
-        ref = None
-        if reference_row is not None and Path(reference_row["path"]).exists():
-            session = bench.open_session(reference_row["path"], threads)
-            ref = bench.logits(session, bench.check_model(session, reference_row["path"], data.X_test, len(data.classes)),
-                               data.X_test, path=reference_row["path"])
-        for v in members:
-            ctx.check()
-            if only_unmeasured and v["status"] == "benchmarked":
-                done += 1
-                continue
-            ctx.progress(stage="bench", done=done, total=len(variants), variant=v["name"])
-            try:
-                if v is not reference_row:  # a model made for other data is refused with its shapes, not timed
-                    bench.check_model(bench.open_session(v["path"], threads), v["path"], data.X_test, len(data.classes))
-                figures = bench.benchmark_isolated(v["path"], data.X_test, data.y_test, reference=ref,
-                                                   config=bench.BenchConfig(threads=threads))
-            except PocketopsError as exc:  # one unreadable file must not hide the others' figures
-                store_variants.set_failed(ctx.db, v["id"], str(exc))
-                ctx.log("warning", f"variant {v['id']} ({v['name']}): {exc}")
-            else:
-                store_variants.set_bench(ctx.db, v["id"], figures)
-            done += 1
-    ctx.progress(stage="bench", done=done, total=len(variants))
-
-
-def compare_variants(ctx, variants: list[dict], data: EvalData, threads: int, *, model=None) -> dict:
-    """Re-time all benchmarked variants (and the torch model, if given) in turns, so they are
-    compared under the same conditions; their latencies and the torch baseline are stored."""
-    fresh = [store_variants.get(ctx.db, v["id"]) for v in variants]
-    ok = [v for v in fresh if v["status"] == "benchmarked" and Path(v["path"]).exists()]
-    if not ok:
-        return {}
-    ctx.check()
-    ctx.progress(stage="compare", done=0, total=len(ok), variant="all, in turns")
-    config = bench.BenchConfig(threads=threads)
-    extra, torch, before = {}, None, None
-    if model is not None:
-        from core.optional import require
-
-        torch = require("torch", "the torch eager baseline")
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        singles = [torch.from_numpy(np.ascontiguousarray(data.X_test[i:i + 1])) for i in range(min(len(data.X_test), 64))]
-        extra["torch"] = lambda i: model(singles[i % len(singles)])
-    try:
-        with (torch.inference_mode() if torch is not None else _nothing()):
-            timed = bench.compare_latency({v["id"]: v["path"] for v in ok}, data.X_test, config, extra)
-    finally:
-        if torch is not None:
-            torch.set_num_threads(before)
-    with transaction(ctx.db):
-        for v in ok:
-            b = v["bench"]
-            store_variants.set_bench(ctx.db, v["id"], {**b, "isolated_latency_p50_ms": b.get("isolated_latency_p50_ms", b.get("latency_p50_ms")),
-                                                       **timed[v["id"]]})
-        if "torch" in timed:
-            fp32 = next((v for v in ok if v["name"] == "fp32"), ok[0])
-            t = timed["torch"]
-            store_variants.update_meta(ctx.db, fp32["id"], baseline={
-                "torch_latency_p50_ms": t["latency_p50_ms"], "torch_latency_p95_ms": t["latency_p95_ms"],
-                "threads": threads, "repeats": t["repeats"], "latency_method": "interleaved"})
-    ctx.progress(stage="compare", done=len(ok), total=len(ok))
-    return timed
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+        contenders = [bench.Contender(v["id"], v["name"], Path(v["path"])) for v in members]
+        reference = None
+        run_id = recommend.run_of(members)
+        if run_id is not None and not any(recommend.REFERENCE_NAME in v["name"] for v in members):
+            own = next((v for v in store_variants.latest_for_run(ctx.db, run_id) if v["name"] == recommend.REFERENCE_NAME),
+                       None)
+            if own is not None and Path(own["path"]).exists():
+                reference = bench.Contender(own["id"], own["name"], Path(own["path"]))
+        done = {v["id"]: v["bench"] for v in members if only_unmeasured and v["status"] == "benchmarked"}
+        with torch_contender(model, data.X_test, threads) as extra:
+            found = bench.measure(contenders, data, reference, threads, measured=done, extra=extra,
+                                  on_figures=stored, on_error=failed, progress=progress)
+        with transaction(ctx.db):
+            for key, figures in found.figures.items():
+                store_variants.set_bench(ctx.db, key, figures)
+            if "torch" in found.extra and found.figures:
+                ref = found.reference.key if found.reference and found.reference.key in found.figures else next(iter(found.figures))
+                t = found.extra["torch"]
+                store_variants.update_meta(ctx.db, ref, baseline={
+                    "torch_latency_p50_ms": t["latency_p50_ms"], "torch_latency_p95_ms": t["latency_p95_ms"],
+                    "threads": threads, "repeats": t["repeats"], "latency_method": "interleaved"})
 
 
 def run(ctx) -> dict:
@@ -328,17 +271,16 @@ def run(ctx) -> dict:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
         mine = store_variants.for_job(ctx.db, ctx.job_id)
-    bench_variants(ctx, mine, req.threads, only_unmeasured=True, data=data)
-    compare_variants(ctx, mine, data, req.threads, model=model)
-    result = summary(req.run_id, store_variants.for_job(ctx.db, ctx.job_id), prefer=req.prefer,
-                     budget_points=req.budget_points)
+    measure_variants(ctx, mine, req.threads, only_unmeasured=True, data=data, model=model)
+    result = summary(ctx.db, req.run_id, store_variants.for_job(ctx.db, ctx.job_id))
     rec = result["recommended"]
     ctx.log("info", f"run {req.run_id}: recommended {rec['name']} — {rec['reason']}")
     return result
 
 
 def run_bench(ctx) -> dict:
-    """Job kind ``bench``: payload {"run_id"} (its newest variants) or {"variant_ids": [...]}, plus "threads"."""
+    """Job kind ``bench``: payload {"run_id"} (its newest variants) or {"variant_ids": [...]}, plus "threads"
+    and, for this result only, "prefer" / "budget_points" (otherwise the stored ones)."""
     payload = ctx.payload
     threads = int(payload.get("threads", 1))
     if threads < 1:
@@ -357,20 +299,19 @@ def run_bench(ctx) -> dict:
             raise ConfigError(f"run {payload['run_id']} has no variants yet; export it first (pocketops export {payload['run_id']})")
     else:
         raise ConfigError("bench job: payload needs run_id or variant_ids")
-    bench_variants(ctx, variants, threads)
-    for group in _by_data(variants):
-        first = group[0]["meta"]
-        compare_variants(ctx, group, eval_data(ctx.db, first["dataset"], first.get("split")), threads)
+    measure_variants(ctx, variants, threads)
     fresh = [store_variants.get(ctx.db, v["id"]) for v in variants]
-    return summary(payload.get("run_id"), fresh, prefer=payload.get("prefer", "latency"),
-                   budget_points=float(payload.get("budget_points", recommend.DEFAULT_BUDGET_POINTS)))
+    return summary(ctx.db, payload.get("run_id"), fresh,
+                   prefs=recommend.override(ctx.db, fresh, payload.get("prefer"), payload.get("budget_points")))
 
 
 def queue_export(db, run_id: int, **options) -> int:
     """Queue an export of a finished run (an intent: the dashboard and the CLI call this); the job id.
 
     ``options`` are the payload's other fields (variants, threads, calibration_samples, prefer,
-    budget_points). Refused while an export of the same run is queued or running.
+    budget_points); a ``prefer``/``budget_points`` given is stored as the run's own preference
+    (what the result, the panel and the Deploy form then judge with). Refused while an export of
+    the same run is queued or running.
     """
     from store import jobs
 
@@ -384,7 +325,10 @@ def queue_export(db, run_id: int, **options) -> int:
     active = jobs.latest_for_run(db, run_id, "export")
     if active and active["status"] in jobs.ACTIVE:
         raise ConfigError(f"run {run_id} is already being exported (job {active['id']}, {active['status']})")
-    return jobs.enqueue(db, "export", asdict(req), run_id=run_id)
+    with transaction(db):
+        if req.prefer is not None or req.budget_points is not None:  # asked for now: this run's own from here on
+            recommend.save_prefs(db, prefer=req.prefer, budget_points=req.budget_points, run_id=run_id)
+        return jobs.enqueue(db, "export", asdict(req), run_id=run_id)
 
 
 def queue_bench(db, run_id: int, *, threads: int = 1) -> int:

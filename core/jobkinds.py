@@ -175,8 +175,8 @@ class ExportPayload:
     variants: list[str] = field(default_factory=list)
     threads: int = 1
     calibration_samples: int = 256
-    prefer: str = "latency"
-    budget_points: float = 1.0
+    prefer: str | None = None          # None: the stored preference (core.recommend.load_prefs)
+    budget_points: float | None = None
 
     def check(self) -> None:
         """Variant names known (fp32 always first: the reference), counts ≥ 1, preference known."""
@@ -190,10 +190,7 @@ class ExportPayload:
             raise ConfigError(f"threads must be 1 or more, not {self.threads}")
         if self.calibration_samples < 1:
             raise ConfigError(f"calibration_samples must be 1 or more, not {self.calibration_samples}")
-        if self.prefer not in recommend.PREFERENCES:
-            raise ConfigError(f"prefer must be one of {', '.join(recommend.PREFERENCES)}, not {self.prefer!r}")
-        if self.budget_points < 0:
-            raise ConfigError(f"budget_points must be ≥ 0, not {self.budget_points}")
+        recommend.check_prefs(self.prefer, self.budget_points)
 
 
 @kind("bench", "core.export_job:run_bench", "re-benchmark variants on this device")
@@ -203,8 +200,8 @@ class BenchPayload:
     run_id: int | None = None
     variant_ids: list[int] = field(default_factory=list)
     threads: int = 1
-    prefer: str = "latency"
-    budget_points: float = 1.0
+    prefer: str | None = None          # None: the stored preference (core.recommend.load_prefs)
+    budget_points: float | None = None
 
     def check(self) -> None:
         """Exactly one of run_id / variant_ids; threads ≥ 1."""

@@ -1,15 +1,32 @@
 """Which variant to ship: the fastest (or smallest) whose accuracy drop stays within a budget.
 
-A pure function of the benchmark table, so the panel, the CLI and the worker agree and tests
-need no model. The reason is said in words, including why a tempting variant lost
-(e.g. "int8-dynamic is 4.9× slower than fp32 on this device: ConvInteger").
+:func:`recommend` is a pure function of the benchmark table, so tests need no model. The reason
+is said in words, including why a tempting variant lost (e.g. "int8-dynamic is 4.9× slower than
+fp32 on this device: ConvInteger").
+
+The user's preference (fastest or smallest) and accuracy budget are stored: a global default
+and, per run, its own (:func:`load_prefs`, :func:`save_prefs`). :func:`pick` judges a run's
+variants with them, and every place that names a recommended variant calls it (the Quantize
+panel, the Deploy form, ``pocketops export``/``bench``/``models``, the export and bench jobs),
+so they all name the same one.
+
+:func:`reference_of` is the one rule for the fp32 reference that agreement, max |Δlogit| and the
+accuracy drop are measured against (``core.bench.measure`` uses it too).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.errors import ConfigError
+
 PREFERENCES = ("latency", "size")
+DEFAULT_PREFER = "latency"
 DEFAULT_BUDGET_POINTS = 1.0
+REFERENCE_NAME = "fp32"
+# The export summary's per-variant fields (``pocketops export --json``), then the extra ones.
+SUMMARY_FIELDS = ("variant_id", "name", "path", "size_bytes", "load_ms", "latency_p50_ms", "latency_p95_ms",
+                  "accuracy", "agreement", "max_abs_logit_diff")
+EXTRA_FIELDS = ("throughput_per_s", "peak_memory_mb", "threads", "status", "error")
 SLOWER_MARGIN = 1.10        # a variant more than 10 % slower than fp32 gets a note saying so
 # Ops that exist because of quantization or fp16 (ConvInteger, QLinearConv, QGemm, DynamicQuantizeLinear,
 # Cast, ...): the ones to name first when a variant is slower than fp32.
@@ -63,23 +80,41 @@ def _derive(rows: list[dict], reference: dict | None, budget_points: float) -> l
     return out
 
 
-def recommend(rows: list[dict], *, prefer: str = "latency", budget_points: float = DEFAULT_BUDGET_POINTS,
-              reference_name: str = "fp32", torch_latency_p50_ms: float | None = None) -> Recommendation:
+def reference_of(rows: list[dict], name: str | None = None) -> dict | None:
+    """The fp32 reference among ``rows`` (dicts with ``name``, and ``accuracy`` once measured).
+
+    The one rule: the row called ``name`` when the caller names one (``pocketops bench
+    --reference``); else the row named ``fp32``; else the first whose name contains ``fp32``
+    (``cnn/fp32``, ``laptop-fp32``); else the most accurate (the first one when none has an
+    accuracy yet). None only for no rows.
+    """
+    if name is not None:
+        named = next((r for r in rows if r.get("name") == name), None)
+        if named is not None:
+            return named
+    exact = next((r for r in rows if r.get("name") == REFERENCE_NAME), None)
+    if exact is not None:
+        return exact
+    like = next((r for r in rows if REFERENCE_NAME in str(r.get("name") or "")), None)
+    if like is not None or not rows:
+        return like
+    return max(rows, key=lambda r: -1.0 if r.get("accuracy") is None else r["accuracy"])
+
+
+def recommend(rows: list[dict], *, prefer: str = DEFAULT_PREFER, budget_points: float = DEFAULT_BUDGET_POINTS,
+              reference_name: str | None = None, torch_latency_p50_ms: float | None = None) -> Recommendation:
     """Pick a variant from benchmark rows.
 
     Each row has ``name`` and, once benchmarked, ``latency_p50_ms``, ``accuracy`` (0..1) and
     ``size_bytes``; optional ``variant_id`` and ``ops_us`` (time per op type, to name a slow op).
-    The accuracy drop is measured against the ``reference_name`` row (fp32), or against the
-    most accurate row when there is none.
+    The accuracy drop is measured against the measured row :func:`reference_of` picks.
     """
     if prefer not in PREFERENCES:
         raise ValueError(f"prefer must be one of {PREFERENCES}, not {prefer!r}")
     if budget_points < 0:
         raise ValueError(f"budget_points must be ≥ 0, not {budget_points}")
     measured = [r for r in rows if r.get("latency_p50_ms") is not None and r.get("accuracy") is not None]
-    reference = next((r for r in measured if r.get("name") == reference_name), None)
-    if reference is None and measured:
-        reference = max(measured, key=lambda r: r["accuracy"])
+    reference = reference_of(measured, reference_name)
     table = _derive(rows, reference, budget_points)
     if not measured:
         return Recommendation(None, None, "no variant has been benchmarked yet", [], table)
@@ -136,3 +171,112 @@ def recommend(rows: list[dict], *, prefer: str = "latency", budget_points: float
     if notes:
         reason += "; " + "; ".join(notes)
     return Recommendation(best["name"], best.get("variant_id"), reason, notes, table)
+
+
+# -- rows from the store ---------------------------------------------------------------------
+
+def bench_rows(variants: list[dict]) -> list[dict]:
+    """Variant rows flattened with their benchmark figures (what recommend() and the panel read)."""
+    out = []
+    for v in variants:
+        b = v.get("bench") or {}
+        out.append({"variant_id": v["id"], "name": v["name"], "path": v["path"], "size_bytes": v["size_bytes"],
+                    "status": v["status"], **{k: b.get(k) for k in SUMMARY_FIELDS[4:] + EXTRA_FIELDS[:3]},
+                    "ops_us": b.get("ops_us") or {}, "error": b.get("error")})
+    return out
+
+
+def baseline_of(variants: list[dict]) -> dict:
+    """The torch eager baseline the export job stored on the fp32 variant ({} when none)."""
+    for v in variants:
+        if (v.get("meta") or {}).get("baseline"):
+            return v["meta"]["baseline"]
+    return {}
+
+
+# -- stored preferences ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Prefs:
+    """What the recommendation optimises and how many accuracy points it may give up."""
+
+    prefer: str = DEFAULT_PREFER
+    budget_points: float = DEFAULT_BUDGET_POINTS
+    # Where they came from: "run" (its own), "global" (the default), "default" (none stored), "given" (one call).
+    scope: str = "default"
+
+
+def check_prefs(prefer: str | None, budget_points: float | None) -> None:
+    """A one-line ConfigError for a preference that is not ``latency``/``size`` or a negative budget."""
+    if prefer is not None and prefer not in PREFERENCES:
+        raise ConfigError(f"prefer must be one of {', '.join(PREFERENCES)}, not {prefer!r}")
+    if budget_points is not None and not float(budget_points) >= 0:
+        raise ConfigError(f"budget_points must be ≥ 0, not {budget_points}")
+
+
+def load_prefs(db, run_id: int | None = None) -> Prefs:
+    """The preferences for ``run_id``: its own, else the global default, else latency / 1 point."""
+    from store import prefs as store_prefs
+
+    own, default = store_prefs.lookup(db, run_id)
+    row, scope = (own, "run") if own else ((default, "global") if default else (None, "default"))
+    if row is None:
+        return Prefs()
+    return Prefs(row["prefer"], float(row["budget_points"]), scope)
+
+
+def save_prefs(db, *, prefer: str | None = None, budget_points: float | None = None, run_id: int | None = None,
+               as_default: bool = False) -> Prefs:
+    """Store the preferences for ``run_id`` (None: the global default); what is not given keeps its value.
+
+    ``as_default`` also makes them the global default (the Quantize panel: the choice a user
+    made last is the one new runs start with). Returns what now applies to ``run_id``.
+    """
+    from store import prefs as store_prefs
+    from store.db import transaction
+
+    check_prefs(prefer, budget_points)
+    with transaction(db):
+        current = load_prefs(db, run_id)
+        new = Prefs(prefer if prefer is not None else current.prefer,
+                    float(budget_points) if budget_points is not None else current.budget_points,
+                    "run" if run_id else "global")
+        targets = {int(run_id or store_prefs.GLOBAL)} | ({store_prefs.GLOBAL} if as_default else set())
+        for target in sorted(targets):
+            store_prefs.put(db, target, new.prefer, new.budget_points)
+    return new
+
+
+def run_of(variants: list[dict]) -> int | None:
+    """The run all ``variants`` belong to, or None when they have none or several."""
+    runs = {v.get("run_id") for v in variants}
+    return runs.pop() if len(runs) == 1 else None
+
+
+def override(db, variants: list[dict], prefer: str | None = None, budget_points: float | None = None) -> Prefs | None:
+    """The stored preferences of ``variants``' run with ``prefer``/``budget_points`` replacing them for one
+    call (``pocketops bench --prefer``); None when neither is given (then the stored ones apply as they are)."""
+    if prefer is None and budget_points is None:
+        return None
+    check_prefs(prefer, budget_points)
+    stored = load_prefs(db, run_of(variants))
+    return Prefs(prefer or stored.prefer, float(budget_points) if budget_points is not None else stored.budget_points,
+                 "given")
+
+
+def pick(db, variants: list[dict], run_id: int | None = None, *, prefs: Prefs | None = None) -> Recommendation:
+    """THE recommendation: store variant rows judged with the stored preferences of their run.
+
+    ``run_id`` defaults to the run the variants share (the global default applies when they
+    share none); ``prefs`` overrides the stored ones for this call only (``pocketops bench
+    --prefer``). The torch baseline, when the export measured one, is named in the reason.
+    """
+    prefs = prefs or load_prefs(db, run_id if run_id is not None else run_of(variants))
+    return judge(bench_rows(variants), prefs, baseline_of(variants))
+
+
+def judge(rows: list[dict], prefs: Prefs, baseline: dict | None = None) -> Recommendation:
+    """:func:`recommend` for :func:`bench_rows` with ``prefs`` (pure): what :func:`pick` computes, and what
+    the Quantize panel renders from the rows and preferences it fetched."""
+    return recommend(rows, prefer=prefs.prefer, budget_points=prefs.budget_points,
+                     torch_latency_p50_ms=(baseline or {}).get("torch_latency_p50_ms"))

@@ -192,7 +192,20 @@ def _worker_create_time(db: Database) -> None:
     db.execute("ALTER TABLE workers ADD COLUMN create_time REAL")
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _scale_indexes, _worker_create_time]
+def _recommend_prefs(db: Database) -> None:
+    """What the recommendation optimises and the accuracy it may give up (store/prefs.py)."""
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS recommend_prefs (
+               run_id INTEGER PRIMARY KEY,     -- 0: the global default; otherwise that run's own
+               prefer TEXT NOT NULL,           -- latency | size
+               budget_points REAL NOT NULL,    -- allowed accuracy drop vs the fp32 reference, in points
+               updated_at REAL NOT NULL
+           )"""
+    )
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _scale_indexes, _worker_create_time,
+                                                _recommend_prefs]
 
 
 def version(db: Database) -> int:

@@ -1,8 +1,9 @@
 """`pocketops bench MODEL.onnx [MODEL2.onnx ...] --dataset NAME [--threads N] [--json]`.
 
 Needs only onnxruntime and numpy (no torch, no onnx): a phone can compare variants built on a
-laptop. Each file is measured in a fresh process, then all are re-timed in turns; with several
-files the recommendation says which to ship.
+laptop. ``core.bench.measure`` does the work (each file in a fresh process, then all re-timed in
+turns, against the one fp32 reference rule); with several files the recommendation says which
+to ship, judged with the stored global preference unless ``--prefer``/``--budget`` are given.
 """
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ def register(sub) -> None:
     p.add_argument("--dataset", required=True, help="registered dataset whose test split to measure accuracy on")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--reference", type=path_arg, default=None, metavar="FP32.onnx",
-                   help="model to measure agreement and max |Δlogit| against (default: a file named *fp32*, else the first)")
-    p.add_argument("--prefer", choices=("latency", "size"), default="latency")
-    p.add_argument("--budget", type=float, default=1.0, metavar="POINTS", help="allowed accuracy drop vs the reference")
+                   help="model to measure agreement, max |Δlogit| and the accuracy drop against "
+                        "(default: one named fp32, else the first containing fp32, else the most accurate)")
+    p.add_argument("--prefer", choices=("latency", "size"), default=None,
+                   help="what the recommendation optimises (default: the stored preference)")
+    p.add_argument("--budget", type=float, default=None, metavar="POINTS",
+                   help="allowed accuracy drop vs the reference, in points (default: the stored budget)")
     p.add_argument("--seed", type=int, default=0, help="split seed the model was trained with (default 0)")
     p.set_defaults(func=run)
 
@@ -47,30 +51,20 @@ def run(args) -> int:
         data = eval_data(db, args.dataset, {"seed": args.seed})
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
-    reference_path = args.reference or next((p for p in args.models if "fp32" in p.name), args.models[0])
-    names = _names(list(dict.fromkeys([*args.models, reference_path])))
-    config = bench.BenchConfig(threads=args.threads)
+    names = _names(list(dict.fromkeys([*args.models, *([args.reference] if args.reference else [])])))
+    models = [bench.Contender(p, names[p], p) for p in dict.fromkeys(args.models)]
+    reference = bench.Contender(args.reference, names[args.reference], args.reference) if args.reference else None
     try:
-        session = bench.open_session(reference_path, args.threads)
-        reference = bench.logits(session, bench.check_model(session, reference_path, data.X_test, len(data.classes)),
-                                 data.X_test, path=reference_path)
-        results = []
-        for path in args.models:
-            if path != reference_path:  # a wrong file is one clear line before any timing starts
-                bench.check_model(bench.open_session(path, args.threads), path, data.X_test, len(data.classes))
-            figures = bench.benchmark_isolated(path, data.X_test, data.y_test, reference=reference, config=config)
-            results.append({"name": names[path], "path": str(path), **figures})
-        if len(results) > 1:  # same conditions for all: re-time in turns
-            timed = bench.compare_latency({i: r["path"] for i, r in enumerate(results)}, data.X_test, config)
-            for i, r in enumerate(results):
-                r["isolated_latency_p50_ms"] = r["latency_p50_ms"]
-                r.update(timed[i])
+        prefs = recommend.override(db, [], args.prefer, args.budget) or recommend.load_prefs(db)
+        found = bench.measure(models, data, reference, args.threads)
     except PocketopsError as exc:
         raise CliError(str(exc)) from exc
-    rec = recommend.recommend(results, prefer=args.prefer, budget_points=args.budget,
-                              reference_name=names[reference_path]) if len(results) > 1 else None
-    summary = {"dataset": args.dataset, "threads": args.threads, "reference": str(reference_path),
-               "models": results, "recommended": rec.as_dict() if rec else None}
+    results = [{"name": m.name, "path": str(m.path), **found.figures[m.key]} for m in models]
+    rec = recommend.recommend(results, prefer=prefs.prefer, budget_points=prefs.budget_points,
+                              reference_name=found.reference.name) if len(results) > 1 else None
+    summary = {"dataset": args.dataset, "threads": args.threads, "reference": str(found.reference.path),
+               "models": results, "recommended": rec.as_dict() if rec else None,
+               "prefer": prefs.prefer, "budget_points": prefs.budget_points}
     if args.json:
         emit(args, summary)
         return 0

@@ -17,8 +17,10 @@ def register(sub) -> None:
                    "(default: all four; int8-dynamic-conv measures ConvInteger)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime and torch threads while benchmarking (default 1)")
     p.add_argument("--calibration-samples", type=int, default=256, help="training samples int8-static calibrates on")
-    p.add_argument("--prefer", choices=("latency", "size"), default="latency", help="what the recommendation optimises")
-    p.add_argument("--budget", type=float, default=1.0, metavar="POINTS", help="allowed accuracy drop vs fp32, in points")
+    p.add_argument("--prefer", choices=("latency", "size"), default=None,
+                   help="what the recommendation optimises; stored as this run's own (default: the stored preference)")
+    p.add_argument("--budget", type=float, default=None, metavar="POINTS",
+                   help="allowed accuracy drop vs fp32, in points; stored as this run's own (default: the stored budget)")
     p.add_argument("--wait", action="store_true", help="run now (or wait for a worker) and stream progress")
     p.add_argument("--cancel", action="store_true",
                    help="cancel the run's queued or running export (or re-benchmark) instead of starting one")
@@ -30,8 +32,11 @@ def request_from_args(args):
     from core.errors import ConfigError
     from core.export_job import ExportRequest
 
-    payload = {"run_id": args.run_id, "threads": args.threads, "calibration_samples": args.calibration_samples,
-               "prefer": args.prefer, "budget_points": args.budget}
+    payload = {"run_id": args.run_id, "threads": args.threads, "calibration_samples": args.calibration_samples}
+    if args.prefer is not None:
+        payload["prefer"] = args.prefer
+    if args.budget is not None:
+        payload["budget_points"] = args.budget
     if args.variants:
         payload["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
     try:

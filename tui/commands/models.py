@@ -102,7 +102,7 @@ def bench_cmd(args) -> int:
     if job["status"] != "done":
         raise CliError(f"bench job {job_id} {job['status']}: {job.get('error') or 'no reason recorded'}")
     fresh = [variants.get(db, i) for i in dict.fromkeys(args.ids)]
-    result = summary(None, fresh)
+    result = summary(db, None, fresh)  # judged with the stored preferences of their run (or the global ones)
     if args.json:
         emit(args, result)
         return 0
@@ -118,13 +118,18 @@ def bench_cmd(args) -> int:
 
 
 def list_cmd(args) -> int:
+    """List variants; ``recommended`` marks each run's pick (``core.recommend.pick``, its stored preferences)."""
+    from core.recommend import pick
     from store import variants
 
     db, _ = open_db(args)
+    listed = variants.list_all(db, run_id=args.run)
+    picks = {pick(db, variants.latest_for_run(db, r), r).variant_id for r in {v["run_id"] for v in listed} if r is not None}
     found = []
-    for v in variants.list_all(db, run_id=args.run):
+    for v in listed:
         b = v["bench"]
         found.append({"variant_id": v["id"], "run_id": v["run_id"], "name": v["name"], "status": v["status"],
+                      "recommended": v["id"] in picks,
                       "size_bytes": v["size_bytes"], "latency_p50_ms": b.get("latency_p50_ms"),
                       "accuracy": b.get("accuracy"), "dataset": v["meta"].get("dataset"), "path": v["path"],
                       "sha256": v["sha256"], "error": b.get("error")})
@@ -135,7 +140,8 @@ def list_cmd(args) -> int:
 
     table = Table("id", "run", "name", "status", "size", "p50 ms", "acc", "dataset", box=None)
     for r in found:
-        table.add_row(str(r["variant_id"]), "–" if r["run_id"] is None else str(r["run_id"]), r["name"], r["status"],
+        table.add_row(str(r["variant_id"]), "–" if r["run_id"] is None else str(r["run_id"]),
+                      ("★ " if r["recommended"] else "") + r["name"], r["status"],
                       fmt_bytes(r["size_bytes"]), "–" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.3f}",
                       "–" if r["accuracy"] is None else f"{r['accuracy']:.3f}", r["dataset"] or "–")
     console().print(table)

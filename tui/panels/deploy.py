@@ -86,16 +86,14 @@ def job_line(job: dict) -> str:
 
 
 def recommended_variant(db, variants: list[dict]) -> int | None:
-    """The variant the Quantize panel recommends (fastest within 1 point) for the newest run offered."""
-    from core.export_job import bench_rows
-    from core.recommend import recommend
+    """The variant the Quantize panel recommends for the newest run offered (its stored preference and budget)."""
+    from core.recommend import pick
     from store import variants as store_variants
 
     run_id = next((v["run_id"] for v in variants if v.get("run_id")), None)
     if run_id is None:
         return None
-    rows = bench_rows(store_variants.latest_for_run(db, run_id))
-    return recommend(rows).variant_id if rows else None
+    return pick(db, store_variants.latest_for_run(db, run_id), run_id).variant_id
 
 
 class Panel(PollingPanel):

@@ -1,17 +1,22 @@
 """Quantize: per run, fp32 / fp16 / int8 variants measured on this device, and which to ship.
 
 Rendering is a pure function of the fetched rows (``render_detail``); the recommendation is
-recomputed here from the same rows with :func:`core.recommend.recommend`, so it follows the
-user's preference (fastest or smallest) and fills in as the worker's results arrive. Actions
-only queue jobs (export, re-benchmark); no torch or onnx is imported in this process.
+:func:`core.recommend.judge` of those rows with the run's stored preference (fastest or
+smallest) and budget, the same pick the Deploy form and the CLI read, and it fills in as the
+worker's results arrive. Toggling the preference or the budget stores it (for the run, and as
+the default for runs without their own) in a thread worker. Actions only queue jobs (export,
+re-benchmark); no torch or onnx is imported in this process.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from core.fmt import compact_bytes
@@ -20,7 +25,7 @@ from tui.widgets.bars import bar
 from tui.widgets.polling import PollingPanel
 
 ORDER = 30
-BUDGET_STEPS = (0.0, 0.5, 1.0, 2.0, 5.0)
+BUDGET_STEPS = (0.0, 0.1, 0.5, 1.0, 2.0, 5.0)
 
 
 @dataclass
@@ -30,6 +35,16 @@ class QuantizeData:
     variants: list[dict] = field(default_factory=list)   # bench_rows() of the run's newest variants
     baseline: dict = field(default_factory=dict)
     job: dict | None = None                # the run's newest export/bench job
+    prefer: str = "latency"                # the run's stored preference and budget (core.recommend.load_prefs)
+    budget: float = 1.0
+
+
+@dataclass
+class PrefsSaved(Message):
+    """The preference and budget of toggle number ``generation`` are in the store (or ``error`` says why not)."""
+
+    generation: int
+    error: str | None = None
 
 
 def _ms(value) -> str:
@@ -130,11 +145,17 @@ def bar_lines(title: str, items: list[tuple[str, float | None, str]], width: int
     return lines
 
 
-def render_detail(data: QuantizeData, *, width: int = 60, prefer: str = "latency", budget: float = 1.0) -> str:
-    """The selected run's comparison as content markup (pure: no app, no store)."""
+def render_detail(data: QuantizeData, *, width: int = 60, prefer: str | None = None, budget: float | None = None) -> str:
+    """The selected run's comparison as content markup (pure: no app, no store).
+
+    ``prefer``/``budget`` default to the stored ones the data was fetched with.
+    """
     from rich.markup import escape
 
-    from core.recommend import recommend
+    from core.recommend import Prefs, judge
+
+    prefer = data.prefer if prefer is None else prefer
+    budget = data.budget if budget is None else budget
 
     if data.run_id is None:
         return ("No finished run to export yet. Train one on the Training panel (t); "
@@ -158,7 +179,7 @@ def render_detail(data: QuantizeData, *, width: int = 60, prefer: str = "latency
         return "\n".join(lines)
 
     torch_ms = data.baseline.get("torch_latency_p50_ms")
-    rec = recommend(data.variants, prefer=prefer, budget_points=budget, torch_latency_p50_ms=torch_ms)
+    rec = judge(data.variants, Prefs(prefer, budget), data.baseline)
     threads = next((v.get("threads") for v in data.variants if v.get("threads")), None)
     facts = [f"prefer {prefer}", f"budget {budget:g} pt"]
     if threads:
@@ -200,7 +221,7 @@ class Panel(PollingPanel):
         Binding("e", "export", "Export", tooltip="export the run to ONNX, build and benchmark the variants"),
         Binding("b", "rebench", "Bench", tooltip="re-benchmark the run's variants on this device"),
         Binding("z", "toggle_prefer", "Pref", tooltip="recommend the fastest or the smallest variant"),
-        Binding("u", "budget", "Budget", tooltip="allowed accuracy drop: 0, 0.5, 1, 2, 5 points"),
+        Binding("u", "budget", "Budget", tooltip="allowed accuracy drop: 0, 0.1, 0.5, 1, 2, 5 points"),
         Binding("x", "cancel", "Stop", tooltip="cancel the run's export or re-benchmark"),
     ]
 
@@ -211,6 +232,11 @@ class Panel(PollingPanel):
         self.prefer = "latency"
         self.budget = 1.0
         self.data: QuantizeData | None = None
+        # Toggles are numbered; a poll sent before the newest toggle was stored must not undo it on screen.
+        self._prefs_generation = 0
+        self._saved_generation = 0
+        self._poll_generation = 0
+        self._prefs_lock = threading.Lock()
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="panel-body"):
@@ -223,10 +249,11 @@ class Panel(PollingPanel):
 
     # -- polling ------------------------------------------------------------------------
     def poll_args(self):
+        self._poll_generation = self._saved_generation
         return self.selected
 
     def fetch(self, db, selected) -> QuantizeData:
-        from core.export_job import baseline_of, bench_rows
+        from core.recommend import baseline_of, bench_rows, load_prefs
         from store import jobs as store_jobs
         from store import runs as store_runs
         from store import variants as store_variants
@@ -242,7 +269,8 @@ class Panel(PollingPanel):
         export_job = store_jobs.latest_for_run(db, selected, "export")
         bench_job = store_jobs.latest_for_run(db, selected, "bench")
         job = max((j for j in (export_job, bench_job) if j), key=lambda j: j["id"], default=None)
-        return QuantizeData(runs, selected, bench_rows(rows), baseline_of(rows), job)
+        prefs = load_prefs(db, selected)
+        return QuantizeData(runs, selected, bench_rows(rows), baseline_of(rows), job, prefs.prefer, prefs.budget_points)
 
     def update_view(self, data: QuantizeData) -> None:
         table = self.query_one("#quantize-runs", DataTable)
@@ -261,6 +289,8 @@ class Panel(PollingPanel):
             if table.cursor_row != index:
                 table.move_cursor(row=index)
         self.data = data
+        if self._poll_generation == self._prefs_generation:  # no toggle newer than what this poll read
+            self.prefer, self.budget = data.prefer, data.budget
         self.render_view()
 
     def render_view(self) -> None:
@@ -327,11 +357,43 @@ class Panel(PollingPanel):
     def action_toggle_prefer(self) -> None:
         self.prefer = "size" if self.prefer == "latency" else "latency"
         self.notify(f"Recommending the {'smallest' if self.prefer == 'size' else 'fastest'} variant within budget.")
-        self.render_view()
+        self._prefs_changed()
 
     def action_budget(self) -> None:
-        """Cycle the allowed accuracy drop: 0 → 0.5 → 1 → 2 → 5 points."""
+        """Cycle the allowed accuracy drop: 0 → 0.1 → 0.5 → 1 → 2 → 5 points."""
         later = [b for b in BUDGET_STEPS if b > self.budget]
         self.budget = later[0] if later else BUDGET_STEPS[0]
         self.notify(f"Accuracy budget: {self.budget:g} point{'s' if self.budget != 1 else ''} below fp32.")
+        self._prefs_changed()
+
+    def _prefs_changed(self) -> None:
+        """Show the new pick at once; store the choice in a thread (the main thread never writes)."""
+        self._prefs_generation += 1
         self.render_view()
+        self._store_prefs(self.selected, self._prefs_generation)
+
+    @work(thread=True, group="prefs", exit_on_error=False)
+    def _store_prefs(self, run_id: int | None, generation: int) -> None:
+        import store
+        from core.recommend import save_prefs
+
+        # One writer at a time, reading the values under the lock: the last write stores the last toggle.
+        error = None
+        with self._prefs_lock:
+            db = None
+            try:
+                db = store.connect(self.db_path, migrate=False)
+                save_prefs(db, prefer=self.prefer, budget_points=self.budget, run_id=run_id, as_default=True)
+            except Exception as exc:  # a locked or full store: say so, keep the choice on screen
+                error = f"{type(exc).__name__}: {exc}"
+            finally:
+                if db is not None:
+                    db.conn.close()
+        self.post_message(PrefsSaved(generation, error))
+
+    def on_prefs_saved(self, message: PrefsSaved) -> None:
+        if message.error:
+            self.notify(f"Preference not stored: {message.error}", severity="error", timeout=8)
+        self._saved_generation = max(self._saved_generation, message.generation)
+        self.post_message(StoreChanged("prefs"))
+        self.poll_now()
