@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlite_utils
 
 from core import recommend
 from core.errors import ConfigError
@@ -49,7 +50,7 @@ FIGURES = {"fp32": (0.030, 0.990, 200_000), "fp16": (0.020, 0.990, 100_000),
 def test_the_schema_has_the_prefs_table_and_nothing_stored_means_the_defaults(digits_db):
     db, _ = digits_db
     assert migrations.version(db) == len(migrations.MIGRATIONS)
-    assert "recommend_prefs" in db.table_names()
+    assert "recommend_prefs" in sqlite_utils.Database(db.conn).table_names()
     prefs = recommend.load_prefs(db, _run(db))
     assert (prefs.prefer, prefs.budget_points, prefs.scope) == ("latency", 1.0, "default")
 
