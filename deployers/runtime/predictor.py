@@ -19,6 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:  # inside the pocketops package
+    from . import monitor as _monitor
+except ImportError:  # inside a bundle: monitor.py sits beside this file
+    import monitor as _monitor  # type: ignore[no-redef]
+
 MAX_BATCH = 64
 LATENCY_WINDOW = 1000
 DISTANCE_WINDOW = 1000
@@ -62,7 +67,8 @@ def tokenize(text: str, spec: dict) -> list[int]:
 class Predictor:
     """One loaded bundle: ``predict``, ``model_info`` and ``stats`` (thread-safe)."""
 
-    def __init__(self, bundle_dir: str | os.PathLike, *, threads: int = 1, max_batch: int = MAX_BATCH):
+    def __init__(self, bundle_dir: str | os.PathLike, *, threads: int = 1, max_batch: int = MAX_BATCH,
+                 monitor: bool = True):
         import onnxruntime as ort
 
         self.dir = Path(bundle_dir)
@@ -95,6 +101,8 @@ class Predictor:
         self._confidence = [0] * CONFIDENCE_BINS
         self._distances: collections.deque = collections.deque(maxlen=DISTANCE_WINDOW)
         self._predicted = [0] * len(self.labels)
+        # Drift monitoring of served traffic (GET /v1/monitor); monitor=False serves without it (benchmarks).
+        self.monitor = _monitor.Monitor.from_bundle(self.dir) if monitor else None
 
     # -- inputs --------------------------------------------------------------------------
     def _load_reference(self) -> tuple[np.ndarray | None, float | None]:
@@ -199,7 +207,11 @@ class Predictor:
             raise
         elapsed_ms = (time.perf_counter() - started) * 1000
         top1 = probs.argmax(axis=1)
-        self._record(elapsed_ms, probs, top1, x)
+        # The quarantine keeps inputs as received: texts as strings, the rest as the validated values.
+        received = [inputs] if isinstance(inputs, str) else inputs
+        if not (self.kind == "text" and isinstance(received, list) and all(isinstance(t, str) for t in received)):
+            received = raw
+        self._record(elapsed_ms, probs, top1, x, received)
         order = np.argsort(-probs, axis=1)[:, :TOP_K]
         return {
             "labels": [self.labels[i] for i in top1],
@@ -215,10 +227,23 @@ class Predictor:
             self._requests += 1
             self._errors += 1
 
-    def _record(self, elapsed_ms: float, probs: np.ndarray, top1: np.ndarray, x: np.ndarray) -> None:
-        distances = None
-        if self.reference is not None:
-            distances = _pairwise(self.features(x), self.reference).min(axis=1)
+    def signals(self, inputs) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(predicted class, top-1 confidence, distance to the nearest reference sample) per sample, unrecorded."""
+        x = self.model_input(self.validate(inputs) if not isinstance(inputs, np.ndarray) else inputs)
+        out = self.session.run(None, {self.input_name: x})[0].astype(np.float64)
+        probs = out if self.output_kind == "probabilities" else softmax(out)
+        return probs.argmax(axis=1), probs.max(axis=1), self.distances(x)
+
+    def distances(self, x: np.ndarray) -> np.ndarray | None:
+        """Distance of each model input to its nearest reference sample (None without a reference)."""
+        if self.reference is None:
+            return None
+        return _pairwise(self.features(x), self.reference).min(axis=1)
+
+    def _record(self, elapsed_ms: float, probs: np.ndarray, top1: np.ndarray, x: np.ndarray, raw=None) -> None:
+        distances = self.distances(x)
+        if self.monitor is not None:
+            self.monitor.observe(raw if raw is not None else x, top1, probs.max(axis=1), distances)
         with self._lock:
             self._requests += 1
             self._samples += len(probs)

@@ -47,7 +47,7 @@ def make_bundle(root: Path, *, seed: int = 0, version: str | None = None, varian
         "preprocessing": {}, "output": {"kind": "logits"}, "model_file": "model.onnx",
     }
     (root / "model.json").write_text(json.dumps(spec, indent=2), "utf-8")
-    for name in ("predictor.py", "server.py"):
+    for name in ("predictor.py", "server.py", "monitor.py"):
         shutil.copyfile(RUNTIME / name, root / name)
     rng = np.random.default_rng(seed + 100)
     np.savez(root / "reference.npz", X=rng.normal(size=(16, 4)).astype(np.float32))
