@@ -25,6 +25,7 @@ threshold from held-out signals so that the expected run length without drift is
 from __future__ import annotations
 
 import collections
+import bisect
 import itertools
 import json
 import math
@@ -42,7 +43,6 @@ EVENTS = 100                # events a server keeps
 QUARANTINE_PER_EVENT = 16   # inputs kept per alarm (the ones up to and including it)
 MAX_LIMIT = 5000
 DEFAULT_LIMIT = 1000
-Z_CLIP = 6.0                # one outlier input moves the distance statistic by at most this many sigmas
 
 
 class _Detector:
@@ -231,25 +231,39 @@ class EWMAConfidence(_Detector):
 
 
 class ClassShares(_Detector):
-    """Chi-square distance of the predicted-class counts in a sliding window from the reference shares."""
+    """Chi-square distance of the predicted-class counts in a sliding window from the reference shares.
+
+    With ``reference_size`` (how many samples the shares were estimated from), share differences
+    within ``tolerance`` standard errors of that estimate are ignored: served traffic whose class
+    mix differs from a few hundred held-out samples by their own noise is no drift, one class
+    suddenly taking half the requests is.
+    """
 
     name = "ClassShares"
-    _params = ("shares", "window")
+    _params = ("shares", "window", "reference_size", "tolerance")
     _state = ("_counts", "_window")
 
     def __init__(self, shares, window: int = 200, threshold: float = 50.0, min_instances: int | None = None,
-                 hysteresis: float = 0.7, cooldown: int = 20):
+                 hysteresis: float = 0.7, cooldown: int = 20, reference_size: int | None = None, tolerance: float = 2.0):
         p = np.asarray(shares, dtype=np.float64)
         self.window = int(window)
         # No share below half a sample per window: a class never seen in held-out data stays finite.
         p = np.maximum(p / max(p.sum(), 1e-12), 0.5 / self.window)
         self.shares = p / p.sum()
+        self.reference_size = None if reference_size is None else int(reference_size)
+        self.tolerance = float(tolerance)
         super().__init__(threshold=threshold, min_instances=self.window if min_instances is None else min_instances,
                          hysteresis=hysteresis, cooldown=cooldown)
         self._p = [float(v) for v in self.shares]
+        self._tol = [0.0 if not self.reference_size else self.tolerance * math.sqrt(v * (1 - v) / self.reference_size)
+                     for v in self._p]
         self._c = [0] * len(self._p)
-        self._q = 0.0
+        self._terms = [0.0] * len(self._p)
         self._window: collections.deque = collections.deque(maxlen=self.window)
+
+    def _term(self, k: int, m: int) -> float:
+        excess = abs(self._c[k] - m * self._p[k]) - m * self._tol[k]
+        return excess * excess / (m * self._p[k]) if excess > 0 else 0.0
 
     def update(self, x) -> "ClassShares":
         """Add one predicted class index; returns the detector."""
@@ -257,17 +271,20 @@ class ClassShares(_Detector):
         if not 0 <= k < len(self._p):
             raise ValueError(f"class index {k} outside 0..{len(self._p) - 1}")
         self.n += 1
-        # chi2 = sum(c^2 / (p m)) - m over the window's m counts: O(1) per update with q = sum(c^2 / p).
-        counts, p = self._c, self._p
-        if len(self._window) == self.window:
+        counts, terms = self._c, self._terms
+        full = len(self._window) == self.window
+        if full:
             old = self._window[0]
-            self._q += (1 - 2 * counts[old]) / p[old]
             counts[old] -= 1
         self._window.append(k)
-        self._q += (2 * counts[k] + 1) / p[k]
         counts[k] += 1
         m = len(self._window)
-        self.statistic = self._q / m - m
+        if full:  # the window's size is fixed: only the two classes that changed change their terms
+            terms[old] = self._term(old, m)
+            terms[k] = self._term(k, m)
+        else:
+            self._terms = terms = [self._term(j, m) for j in range(len(counts))]
+        self.statistic = sum(terms)
         self._decide()
         return self
 
@@ -278,9 +295,10 @@ class ClassShares(_Detector):
     def _set_state(self, key: str, value) -> None:
         if key == "_counts":
             self._c = [int(v) for v in value]
-            self._q = sum(c * c / p for c, p in zip(self._c, self._p))
         elif key == "_window":
             self._window = collections.deque((int(v) for v in value), maxlen=self.window)
+            m = len(self._window)
+            self._terms = [self._term(j, m) for j in range(len(self._c))] if m else [0.0] * len(self._c)
 
     def trace(self, xs) -> np.ndarray:
         k = np.asarray(xs, dtype=np.int64)
@@ -289,9 +307,10 @@ class ClassShares(_Detector):
         cum = np.cumsum(onehot, axis=0)
         idx = np.arange(1, len(k) + 1)
         counts = cum[idx] - cum[np.maximum(idx - self.window, 0)]
-        filled = np.minimum(idx, self.window)[:, None]
+        filled = np.minimum(idx, self.window)[:, None].astype(np.float64)
         expected = self.shares[None, :] * filled
-        stat = (((counts - expected) ** 2) / expected).sum(axis=1)
+        excess = np.maximum(np.abs(counts - expected) - filled * np.asarray(self._tol)[None, :], 0.0)
+        stat = (excess * excess / expected).sum(axis=1)
         stat[: self.min_instances - 1] = -np.inf
         return stat
 
@@ -310,40 +329,68 @@ def _num(v):
 
 # -- calibration -------------------------------------------------------------------------------
 
-def default_detectors(distances, confidences, preds, n_classes: int) -> dict:
-    """Uncalibrated detectors (thresholds set by ``calibrate``) with reference statistics from held-out signals."""
-    conf = np.asarray(confidences, dtype=np.float64)
+def default_detectors(preds, n_classes: int, *, distances: bool = True) -> dict:
+    """Uncalibrated detectors (thresholds set by ``calibrate``) on rank scores, class shares from held-out predictions."""
     shares = np.bincount(np.asarray(preds, dtype=np.int64), minlength=n_classes)
-    out = {"confidence": EWMAConfidence(mean=float(conf.mean()), std=float(conf.std()), alpha=0.1, consecutive=5),
-           "classes": ClassShares(shares=shares, window=200)}
-    if distances is not None:
-        # Distances are standardized before the test (see Normalizer): delta 0.5 sigma is CUSUM's
-        # k for a one-sigma shift.
-        out["distance"] = PageHinkley(delta=0.5, mean=0.0, min_instances=30)
+    # Distances and confidences arrive as rank scores in [-1, 1] (see Scorer): mean 0, std 1/sqrt(3).
+    # delta 0.25 is about CUSUM's k for a shift of one standard deviation.
+    out = {"confidence": EWMAConfidence(mean=0.0, std=SCORE_STD, alpha=0.1, consecutive=5),
+           "classes": ClassShares(shares=shares, window=100, reference_size=len(preds))}
+    if distances:
+        out["distance"] = PageHinkley(delta=0.25, mean=0.0, min_instances=30)
     return out
 
 
-class Normalizer:
-    """Raw distance -> clipped z-score against held-out distances (the PageHinkley input)."""
+SCORE_STD = 1 / math.sqrt(3)  # of a uniform score on [-1, 1]
 
-    def __init__(self, mean: float, std: float, clip: float = Z_CLIP):
-        self.mean, self.std, self.clip = float(mean), max(float(std), 1e-12), float(clip)
 
-    def __call__(self, d):
-        return np.clip((np.asarray(d, dtype=np.float64) - self.mean) / self.std, -self.clip, self.clip)
+class Scorer:
+    """A value -> its rank among held-out values, as ``2 F(x) - 1`` in [-1, 1] (F: empirical CDF).
 
-    def one(self, d: float) -> float:
-        """One distance as a clipped z-score (plain floats: the per-request path)."""
-        z = (d - self.mean) / self.std
-        return self.clip if z > self.clip else (-self.clip if z < -self.clip else z)
+    Rank scores are bounded, so a heavy tail of distances (or a tail served traffic has and the
+    held-out sample lacks) moves the tests by at most one unit per request, and a value beyond
+    every held-out one scores 1 however far it lies.
+    """
+
+    def __init__(self, quantiles):
+        self.quantiles = np.asarray(quantiles, dtype=np.float64)
+        self._q = self.quantiles.tolist()
+        self._levels = np.linspace(-1.0, 1.0, len(self._q))
+
+    @classmethod
+    def fit(cls, values, points: int = 201) -> "Scorer":
+        """The scorer of these held-out values (``points`` quantiles kept)."""
+        return cls(np.quantile(np.asarray(values, dtype=np.float64), np.linspace(0, 1, points)))
+
+    def __call__(self, values) -> np.ndarray:
+        return np.interp(np.asarray(values, dtype=np.float64), self.quantiles, self._levels)
+
+    def one(self, value: float) -> float:
+        """One value's score (plain floats: the per-request path)."""
+        q = self._q
+        if value <= q[0]:
+            return -1.0
+        if value >= q[-1]:
+            return 1.0
+        i = bisect.bisect_right(q, value)
+        lo, hi = q[i - 1], q[i]
+        frac = 0.0 if hi == lo else (value - lo) / (hi - lo)
+        return -1.0 + 2.0 * (i - 1 + frac) / (len(q) - 1)
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "clip": self.clip}
+        return {"quantiles": [round(v, 6) for v in self._q]}
 
 
 def bootstrap_streams(n: int, streams: int, length: int, seed: int) -> np.ndarray:
-    """Indices of ``streams`` bootstrap streams of ``length`` draws from ``n`` held-out samples."""
-    return np.random.default_rng(seed).integers(0, n, size=(streams, length))
+    """Indices of ``streams`` bootstrap streams of ``length`` draws from ``n`` held-out samples.
+
+    Each stream first resamples the held-out set, then draws from that resample: served traffic
+    differs from the held-out sample by at least that sample's own noise (class shares of a few
+    hundred samples are off by a few points), and thresholds calibrated without it alarm on it.
+    """
+    rng = np.random.default_rng(seed)
+    population = rng.integers(0, n, size=(streams, n))
+    return np.take_along_axis(population, rng.integers(0, n, size=(streams, length)), axis=1)
 
 
 def set_threshold(det: _Detector, streams: list, budget: float) -> float:
@@ -355,37 +402,40 @@ def set_threshold(det: _Detector, streams: list, budget: float) -> float:
     return det.threshold
 
 
-def calibrate(distances, confidences, preds, n_classes: int, *, ert: int = ERT, streams: int = 100,
-              budget: float = 0.1, seed: int = 0, signal: str = "input") -> dict:
-    """The monitor config (reference statistics, detectors with thresholds, measured false-alarm rate).
+def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=None, ert: int = ERT,
+              streams: int = 100, budget: float = 0.05, seed: int = 0, signal: str = "input") -> dict:
+    """The monitor config (rank scorers, detectors with thresholds, measured false-alarm rate).
 
-    ``streams`` bootstrap streams of ``ert`` held-out requests each are replayed through every
-    detector; each detector's threshold lets at most ``budget`` of them raise an alarm. Under a
-    geometric run length that is an expected run length of ``ert / -ln(1 - budget)`` per detector
-    (95k requests for 0.1), about a third of that for the three together: at least ``ert``.
-    The rate is then measured on as many fresh bootstrap streams (another seed).
+    ``distances``, ``confidences`` and ``preds`` are the held-out split's signals;
+    ``null_distances`` (optional) more in-distribution distances for the distance test (input-space
+    distances do not depend on the model, so training samples outside the reference qualify).
+    ``streams`` bootstrap streams of ``ert`` requests are replayed through every detector; each
+    detector's threshold lets at most ``budget`` of them raise an alarm: under a geometric run
+    length an expected run length of ``ert / -ln(1 - budget)`` per detector (195k requests for
+    0.05), 65k for the three together: at least ``ert``, with room for traffic that differs from
+    the held-out sample. The rate is then measured on as many fresh streams (another seed).
     """
     conf = np.asarray(confidences, dtype=np.float64)
     pred = np.asarray(preds, dtype=np.int64)
     n = len(conf)
     if n < 20:
         raise ValueError(f"calibration needs at least 20 held-out samples, got {n}")
-    norm = None
-    z = None
+    dist = None
     if distances is not None:
-        dist = np.asarray(distances, dtype=np.float64)
-        norm = Normalizer(float(dist.mean()), float(dist.std()))
-        z = norm(dist)
-    dets = default_detectors(distances, conf, pred, n_classes)
-    inputs = {"distance": z, "confidence": conf, "classes": pred}
-    idx = bootstrap_streams(n, streams, ert, seed)
-    for name, det in dets.items():
-        set_threshold(det, inputs[name][idx], budget)
-    fresh = bootstrap_streams(n, streams, ert, seed + 1)
+        dist = np.asarray(distances if null_distances is None else np.concatenate([distances, null_distances]),
+                          dtype=np.float64)
+    scorers = {"confidence": Scorer.fit(conf)}
+    inputs = {"confidence": scorers["confidence"](conf), "classes": pred}
+    if dist is not None:
+        scorers["distance"] = Scorer.fit(dist)
+        inputs["distance"] = scorers["distance"](dist)
+    dets = default_detectors(pred, n_classes, distances=dist is not None)
     alarmed = np.zeros(streams, dtype=bool)
     per_detector = {}
-    for name, det in dets.items():
-        hits = det.traces(inputs[name][fresh]).max(axis=1) > det.threshold
+    for k, (name, det) in enumerate(dets.items()):
+        xs = inputs[name]
+        set_threshold(det, xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k)], budget)
+        hits = det.traces(xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k + 1)]).max(axis=1) > det.threshold
         per_detector[name] = round(float(hits.mean()), 4)
         alarmed |= hits
     frac = float(alarmed.mean())
@@ -394,13 +444,14 @@ def calibrate(distances, confidences, preds, n_classes: int, *, ert: int = ERT, 
     return {
         "format": FORMAT,
         "signal": signal,
-        "distance_norm": None if norm is None else norm.to_dict(),
+        "scorers": {name: sc.to_dict() for name, sc in scorers.items()},
         "detectors": {name: det.to_dict() for name, det in dets.items()},
         "calibration": {
             "ert_target": int(ert),
             "streams": int(streams),
             "budget_per_detector": budget,
             "held_out": int(n),
+            "distance_samples": None if dist is None else int(len(dist)),
             "signal": signal,
             "alarm_share_per_detector": per_detector,
             "streams_with_alarm": round(frac, 4),
@@ -451,16 +502,17 @@ class Monitor:
         self.config = config or {}
         self.detectors: dict[str, _Detector] = {name: _Detector.from_dict(d)
                                                 for name, d in (self.config.get("detectors") or {}).items()}
-        norm = self.config.get("distance_norm")
-        self.norm = Normalizer(**norm) if norm else None
-        if self.norm is None:
-            self.detectors.pop("distance", None)
+        self.scorers = {name: Scorer(**sc) for name, sc in (self.config.get("scorers") or {}).items()}
+        for name in ("distance", "confidence"):
+            if name not in self.scorers:
+                self.detectors.pop(name, None)
         self.seq = 0
         self._lock = threading.Lock()
         self._signals: collections.deque = collections.deque(maxlen=ring)
         self._events: collections.deque = collections.deque(maxlen=events)
         self._recent: collections.deque = collections.deque(maxlen=quarantine_per_event)  # (seq, input, pred, conf)
         self._quarantine: dict[int, dict] = {}
+        self._refs: dict[int, int] = {}  # quarantined seq -> how many held events hold it
 
     @classmethod
     def from_bundle(cls, bundle_dir) -> "Monitor":
@@ -484,23 +536,27 @@ class Monitor:
                 self._signals.append((seq, now, pred, conf, dist))
                 self._recent.append((seq, inputs[i], pred, conf))
                 for name, det in dets.items():
-                    x = pred if name == "classes" else (conf if name == "confidence" else
-                                                        (self.norm.one(dist) if dist is not None else None))
+                    if name == "classes":
+                        x = pred
+                    elif name == "confidence":
+                        x = self.scorers["confidence"].one(conf)
+                    else:
+                        x = None if dist is None else self.scorers["distance"].one(dist)
                     if x is not None and det.update(x).drift_detected:
                         self._alarm(name, det, seq, now, labels)
 
     def _alarm(self, name: str, det: _Detector, seq: int, now: float, labels) -> None:
         held = [s for s, *_ in self._recent]
+        if len(self._events) == self._events.maxlen:  # the oldest event goes: so do inputs only it held
+            for s in self._events[0]["quarantine"]:
+                self._refs[s] -= 1
+                if not self._refs[s]:
+                    del self._refs[s], self._quarantine[s]
         for s, inp, pred, conf in self._recent:
+            self._refs[s] = self._refs.get(s, 0) + 1
             if s not in self._quarantine:
                 self._quarantine[s] = {"seq": s, "input": inp.tolist() if hasattr(inp, "tolist") else inp,
                                        "pred": pred, "confidence": round(conf, 6)}
-        if len(self._events) == self._events.maxlen:
-            dropped = self._events[0]
-            keep = {s for e in list(self._events)[1:] for s in e["quarantine"]} | set(held)
-            for s in dropped["quarantine"]:
-                if s not in keep:
-                    self._quarantine.pop(s, None)
         what = {"distance": "inputs are farther from the training data than calibrated",
                 "confidence": "the model's top-1 confidence fell below its calibrated level",
                 "classes": "the predicted-class shares moved away from the held-out shares"}[name]
