@@ -25,7 +25,7 @@ from store import runs as store_runs
 
 FORMAT = "pocketops-bundle/1"
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
-RUNTIME_FILES = ("predictor.py", "server.py", "monitor.py")
+RUNTIME_FILES = ("api.py", "monitor.py", "predictor.py", "server.py")
 REFERENCE_ROWS = 200
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
                "tensor(float16)": "float16", "tensor(double)": "float64"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 import threading
 import time
@@ -268,7 +267,7 @@ class Predictor:
 
     def stats(self) -> dict:
         with self._lock:
-            lat = sorted(self._latencies)
+            lat = np.fromiter(self._latencies, dtype=np.float64, count=len(self._latencies))
             dist = list(self._distances)
             data = {
                 "since": self._started,
@@ -276,7 +275,7 @@ class Predictor:
                 "requests": self._requests,
                 "samples": self._samples,
                 "errors": self._errors,
-                "latency_ms": {"p50": _percentile(lat, 50), "p95": _percentile(lat, 95), "window": len(lat)},
+                "latency_ms": {**_percentiles(lat, p50=50, p95=95), "window": len(lat)},
                 "confidence_histogram": {"bins": [round(i / CONFIDENCE_BINS, 2) for i in range(CONFIDENCE_BINS + 1)],
                                          "counts": list(self._confidence)},
                 "predicted": dict(zip(self.labels, self._predicted)),
@@ -296,10 +295,9 @@ def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sq, 0.0))
 
 
-def _percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    k = (len(sorted_values) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    value = sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
-    return round(value, 3)
+def _percentiles(values: np.ndarray, **quantiles: float) -> dict[str, float | None]:
+    """``{name: percentile}`` of ``values`` (linear interpolation, rounded to 3 places); None when empty."""
+    if not len(values):
+        return dict.fromkeys(quantiles)
+    found = np.percentile(values, list(quantiles.values()))
+    return {name: round(float(v), 3) for name, v in zip(quantiles, found)}
