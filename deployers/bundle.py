@@ -145,8 +145,10 @@ def _reference(dataset: dict | None, spec: dict, preprocessing: dict, rows: int)
     return X, f"{len(X)} training samples of dataset {dataset['name']!r} (seed 0)"
 
 
-def _held_out(dataset: dict | None, spec: dict, preprocessing: dict):
-    """The validation split's raw inputs (as requests carry them), for calibrating the drift monitor; None without."""
+def _held_out(dataset: dict | None, spec: dict, preprocessing: dict, reference_rows: int = REFERENCE_ROWS):
+    """Raw inputs (as requests carry them) for calibrating the drift monitor: the validation split,
+    and the training samples outside the reference (in-distribution inputs for the distance test,
+    which does not depend on the model); None without a dataset."""
     import numpy as np
 
     if dataset is None:
@@ -154,13 +156,18 @@ def _held_out(dataset: dict | None, spec: dict, preprocessing: dict):
     from core.datasets import load_arrays, split_indices
 
     arrays = load_arrays(dataset)
-    _train, val, _test = split_indices(arrays.y)
-    X = arrays.X[val].astype(np.float32)
-    if preprocessing.get("scale"):
-        X = X / np.float32(preprocessing["scale"])
-    if int(np.prod(X.shape[1:])) != int(np.prod(spec["shape"])) or len(X) < 20:
+    train, val, _test = split_indices(arrays.y)
+    rest = np.random.default_rng(0).permutation(train)[reference_rows:]  # _reference took the first rows
+
+    def raw(idx):
+        X = arrays.X[idx].astype(np.float32)
+        if preprocessing.get("scale"):
+            X = X / np.float32(preprocessing["scale"])
+        return X.reshape((len(X), *spec["shape"]))
+
+    if int(np.prod(arrays.X.shape[1:])) != int(np.prod(spec["shape"])) or len(val) < 20:
         return None
-    return X.reshape((len(X), *spec["shape"]))
+    return {"val": raw(val), "train_rest": raw(rest)}
 
 
 def _calibrate_monitor(staging: Path, model_json: dict, held_out) -> None:
@@ -174,10 +181,13 @@ def _calibrate_monitor(staging: Path, model_json: dict, held_out) -> None:
         return
     write_text(staging / "model.json", json.dumps(model_json))  # provisional: the predictor reads it
     try:
-        preds, conf, dist = Predictor(staging, monitor=False).signals(held_out)
+        predictor = Predictor(staging, monitor=False)
+        preds, conf, dist = predictor.signals(held_out["val"])
+        rest = held_out["train_rest"]
+        more = predictor.distances(predictor.model_input(rest)) if len(rest) and dist is not None else None
     finally:
         (staging / "model.json").unlink()  # the final one, with every file's sha256, is written last
-    config = monitor.calibrate(dist, conf, preds, len(model_json["labels"]), signal="input")
+    config = monitor.calibrate(dist, conf, preds, len(model_json["labels"]), null_distances=more, signal="input")
     write_text(staging / "monitor.json", json.dumps(config, indent=1, sort_keys=True) + "\n")
     model_json["monitor"] = {"calibrated": True, **config["calibration"],
                              "thresholds": {k: round(d["params"]["threshold"], 4) for k, d in config["detectors"].items()}}
@@ -241,7 +251,7 @@ def build_bundle(db, db_path: str | os.PathLike | None, variant_id: int, *, out_
         # same filesystem: rename is atomic; the pid in the name lets a later build sweep a killed one's
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", dir=out_dir.parent))
         _fill(staging, out_dir, model_path, reference, model_json,
-              _held_out(dataset, info["input"], info["preprocessing"]))
+              _held_out(dataset, info["input"], info["preprocessing"], reference_rows))
     bundle = Bundle(path=out_dir, variant_id=variant_id, version=model_json["version"], model_json=model_json)
     if register:
         _register(db, bundle, variant)

@@ -11,6 +11,7 @@ Routes (``protected``: needs the ``X-API-Key`` header when a key is set)::
     GET  /v1/model      protected  what the bundle serves (labels, input spec, variant)
     GET  /v1/stats      protected  rolling statistics; "http" too where the server counts answers
     POST /v1/predict    protected  {"inputs": [...]} -> labels, probabilities, top, latency_ms
+    GET  /v1/monitor    protected  ?since=SEQ&limit=N: per-request drift signals, events, quarantined inputs
 
 Every request is answered in this order, the same on every server:
 
@@ -147,6 +148,7 @@ class Api:
         self.add_route("GET", "/v1/model", self.model)
         self.add_route("GET", "/v1/stats", self.stats)
         self.add_route("POST", "/v1/predict", self.predict)
+        self.add_route("GET", "/v1/monitor", self.monitor)
 
     # -- the route table -----------------------------------------------------------------
     def add_route(self, method: str, path: str, handler: Handler, *, protected: bool = True) -> None:
@@ -275,6 +277,18 @@ class Api:
         if self.server_stats is not None:
             data["http"] = self.server_stats()
         return data
+
+    def monitor(self, request: Request) -> dict:
+        """Drift monitoring since ``since`` (see monitor.py); 400 naming a bad ``since`` or ``limit``."""
+        monitor = getattr(self.predictor, "monitor", None)
+        if monitor is None:
+            raise ApiError(404, "this server runs without drift monitoring")
+        module = _predictor()._monitor
+        try:
+            since, limit = module.parse_query(request.environ.get("QUERY_STRING", ""))
+        except module.QueryError as exc:
+            raise ApiError(400, str(exc)) from None
+        return monitor.snapshot(since, limit)
 
     def predict(self, request: Request) -> dict:
         """Predictions for ``{"inputs": [...]}``; the ``after_predict`` hooks see each one."""
