@@ -90,6 +90,9 @@ class Predictor:
         self.max_batch = max_batch
         self.max_abs = float(spec.get("max_abs", 1e6))
         self.reference, self.reference_nn = self._load_reference()
+        # Per request only |x|^2 - 2 x.ref is computed: the reference side is fixed (monitoring stays cheap).
+        self._reference_t = None if self.reference is None else np.ascontiguousarray(self.reference.T)
+        self._reference_sq = None if self.reference is None else (self.reference * self.reference).sum(1)
         self.load_ms = (time.perf_counter() - started) * 1000
         self._lock = threading.Lock()
         self._started = time.time()
@@ -237,7 +240,10 @@ class Predictor:
         """Distance of each model input to its nearest reference sample (None without a reference)."""
         if self.reference is None:
             return None
-        return _pairwise(self.features(x), self.reference).min(axis=1)
+        f = self.features(x)
+        sq = (f @ self._reference_t) * -2.0
+        sq += self._reference_sq
+        return np.sqrt(np.maximum(sq.min(axis=1) + (f * f).sum(1), 0.0))
 
     def _record(self, elapsed_ms: float, probs: np.ndarray, top1: np.ndarray, x: np.ndarray, raw=None) -> None:
         distances = self.distances(x)
