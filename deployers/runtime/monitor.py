@@ -320,6 +320,16 @@ DETECTORS = {c.__name__: c for c in (PageHinkley, EWMAConfidence, ClassShares)}
 SIGNALS = {"distance": "drift", "confidence": "confidence", "classes": "drift"}
 
 
+def base_name(detector: str) -> str:
+    """The signal (and event detector name) of a detector key: ``distance_fast`` -> ``distance``."""
+    return detector.split("_", 1)[0]
+
+
+def _floats(values, kind) -> list:
+    """Plain Python numbers from an array or a list (``tolist`` is the fast path)."""
+    return values.tolist() if hasattr(values, "tolist") else [kind(v) for v in values]
+
+
 def _num(v):
     if v is None:
         return None
@@ -337,7 +347,11 @@ def default_detectors(preds, n_classes: int, *, distances: bool = True) -> dict:
     out = {"confidence": EWMAConfidence(mean=0.0, std=SCORE_STD, alpha=0.1, consecutive=5),
            "classes": ClassShares(shares=shares, window=100, reference_size=len(preds))}
     if distances:
-        out["distance"] = PageHinkley(delta=0.25, mean=0.0, min_instances=30)
+        # Two Page-Hinkley tests on the distance, as multi-delta CUSUM: delta 0.1 catches small
+        # shifts (mild noise, gradual drift), delta 0.3 large ones sooner. Their events are both
+        # "distance" events; each gets half of the distance signal's false-alarm budget.
+        out["distance"] = PageHinkley(delta=0.1, mean=0.0, min_instances=30)
+        out["distance_fast"] = PageHinkley(delta=0.3, mean=0.0, min_instances=30)
     return out
 
 
@@ -432,9 +446,10 @@ def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=N
     dets = default_detectors(pred, n_classes, distances=dist is not None)
     alarmed = np.zeros(streams, dtype=bool)
     per_detector = {}
+    share = {name: sum(1 for other in dets if base_name(other) == base_name(name)) for name in dets}
     for k, (name, det) in enumerate(dets.items()):
-        xs = inputs[name]
-        set_threshold(det, xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k)], budget)
+        xs = inputs[base_name(name)]
+        set_threshold(det, xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k)], budget / share[name])
         hits = det.traces(xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k + 1)]).max(axis=1) > det.threshold
         per_detector[name] = round(float(hits.mean()), 4)
         alarmed |= hits
@@ -503,9 +518,11 @@ class Monitor:
         self.detectors: dict[str, _Detector] = {name: _Detector.from_dict(d)
                                                 for name, d in (self.config.get("detectors") or {}).items()}
         self.scorers = {name: Scorer(**sc) for name, sc in (self.config.get("scorers") or {}).items()}
-        for name in ("distance", "confidence"):
-            if name not in self.scorers:
-                self.detectors.pop(name, None)
+        for name in list(self.detectors):
+            if base_name(name) != "classes" and base_name(name) not in self.scorers:
+                del self.detectors[name]
+        # (key, signal, detector): which score feeds each detector, decided once
+        self._feeds = [(name, base_name(name), det) for name, det in self.detectors.items()]
         self.seq = 0
         self._lock = threading.Lock()
         self._signals: collections.deque = collections.deque(maxlen=ring)
@@ -524,10 +541,11 @@ class Monitor:
     def observe(self, inputs, preds, confidences, distances=None, labels=None) -> None:
         """Record one request's samples: a seq each, detector updates, an event (with quarantine) per alarm."""
         now = round(time.time(), 3)
-        preds = [int(p) for p in preds]
-        confidences = [float(c) for c in confidences]
-        distances = None if distances is None else [float(d) for d in distances]
-        dets = self.detectors
+        preds = _floats(preds, int)
+        confidences = _floats(confidences, float)
+        distances = None if distances is None else _floats(distances, float)
+        conf_score = self.scorers.get("confidence")
+        dist_score = self.scorers.get("distance")
         with self._lock:
             for i, pred in enumerate(preds):
                 self.seq += 1
@@ -535,14 +553,11 @@ class Monitor:
                 dist = None if distances is None else distances[i]
                 self._signals.append((seq, now, pred, conf, dist))
                 self._recent.append((seq, inputs[i], pred, conf))
-                for name, det in dets.items():
-                    if name == "classes":
-                        x = pred
-                    elif name == "confidence":
-                        x = self.scorers["confidence"].one(conf)
-                    else:
-                        x = None if dist is None else self.scorers["distance"].one(dist)
-                    if x is not None and det.update(x).drift_detected:
+                x = {"classes": pred, "confidence": conf_score.one(conf) if conf_score else None,
+                     "distance": dist_score.one(dist) if dist_score and dist is not None else None}
+                for name, signal, det in self._feeds:
+                    value = x[signal]
+                    if value is not None and det.update(value).drift_detected:
                         self._alarm(name, det, seq, now, labels)
 
     def _alarm(self, name: str, det: _Detector, seq: int, now: float, labels) -> None:
@@ -557,13 +572,15 @@ class Monitor:
             if s not in self._quarantine:
                 self._quarantine[s] = {"seq": s, "input": inp.tolist() if hasattr(inp, "tolist") else inp,
                                        "pred": pred, "confidence": round(conf, 6)}
+        signal = base_name(name)
         what = {"distance": "inputs are farther from the training data than calibrated",
                 "confidence": "the model's top-1 confidence fell below its calibrated level",
-                "classes": "the predicted-class shares moved away from the held-out shares"}[name]
+                "classes": "the predicted-class shares moved away from the held-out shares"}[signal]
         self._events.append({
-            "event_id": f"{self.server_id}-{seq}-{name}", "seq": seq, "t": now, "detector": name,
-            "kind": SIGNALS[name], "value": round(det.statistic, 4), "threshold": round(det.threshold, 4),
-            "message": f"{name}: {what} (statistic {det.statistic:.2f} > {det.threshold:.2f} at request {seq})",
+            "event_id": f"{self.server_id}-{seq}-{name}", "seq": seq, "t": now, "detector": signal,
+            "kind": SIGNALS[signal], "value": round(det.statistic, 4), "threshold": round(det.threshold, 4),
+            "message": f"{signal}: {what} (test {name}: statistic {det.statistic:.2f} > {det.threshold:.2f} "
+                       f"at request {seq})",
             "quarantine": held,
         })
 
