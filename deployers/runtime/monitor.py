@@ -15,7 +15,7 @@ updates after the last one. State serializes to JSON (``to_dict`` / ``from_dict`
     >>> stream = np.concatenate([rng.normal(0, 1, 500), rng.normal(2, 1, 200)])
     >>> ph = PageHinkley(delta=0.5, threshold=12.0, mean=0.0)
     >>> [i for i, x in enumerate(stream) if ph.update(x).drift_detected]
-    [507]
+    [510]
 
 Signals per request: the top-1 confidence, the distance of the input to its nearest training
 reference sample (in model-input space), and the predicted class. ``calibrate`` sets every
@@ -349,7 +349,7 @@ def default_detectors(preds, n_classes: int, *, distances: bool = True) -> dict:
     if distances:
         # Two Page-Hinkley tests on the distance, as multi-delta CUSUM: delta 0.1 catches small
         # shifts (mild noise, gradual drift), delta 0.3 large ones sooner. Their events are both
-        # "distance" events; each gets half of the distance signal's false-alarm budget.
+        # "distance" events.
         out["distance"] = PageHinkley(delta=0.1, mean=0.0, min_instances=30)
         out["distance_fast"] = PageHinkley(delta=0.3, mean=0.0, min_instances=30)
     return out
@@ -426,7 +426,7 @@ def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=N
     ``streams`` bootstrap streams of ``ert`` requests are replayed through every detector; each
     detector's threshold lets at most ``budget`` of them raise an alarm: under a geometric run
     length an expected run length of ``ert / -ln(1 - budget)`` per detector (195k requests for
-    0.05), 65k for the three together: at least ``ert``, with room for traffic that differs from
+    0.05), about 50k for the four together: at least ``ert``, with room for traffic that differs from
     the held-out sample. The rate is then measured on as many fresh streams (another seed).
     """
     conf = np.asarray(confidences, dtype=np.float64)
@@ -446,10 +446,9 @@ def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=N
     dets = default_detectors(pred, n_classes, distances=dist is not None)
     alarmed = np.zeros(streams, dtype=bool)
     per_detector = {}
-    share = {name: sum(1 for other in dets if base_name(other) == base_name(name)) for name in dets}
     for k, (name, det) in enumerate(dets.items()):
         xs = inputs[base_name(name)]
-        set_threshold(det, xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k)], budget / share[name])
+        set_threshold(det, xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k)], budget)
         hits = det.traces(xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k + 1)]).max(axis=1) > det.threshold
         per_detector[name] = round(float(hits.mean()), 4)
         alarmed |= hits
@@ -553,10 +552,10 @@ class Monitor:
                 dist = None if distances is None else distances[i]
                 self._signals.append((seq, now, pred, conf, dist))
                 self._recent.append((seq, inputs[i], pred, conf))
-                x = {"classes": pred, "confidence": conf_score.one(conf) if conf_score else None,
-                     "distance": dist_score.one(dist) if dist_score and dist is not None else None}
+                cs = conf_score.one(conf) if conf_score else None
+                ds = dist_score.one(dist) if dist_score and dist is not None else None
                 for name, signal, det in self._feeds:
-                    value = x[signal]
+                    value = pred if signal == "classes" else (cs if signal == "confidence" else ds)
                     if value is not None and det.update(value).drift_detected:
                         self._alarm(name, det, seq, now, labels)
 
