@@ -13,7 +13,7 @@ from deployers.gcp import build_source_zip, safe_extract
 from tests._deploy_helpers import make_variant
 from tests._serve_helpers import call, running_function, running_server
 
-# benchmarks/drift.py (digits MLP, 10 repeats): our median delay on "noise 4" was 8 requests, the
+# benchmarks/drift.py (digits MLP, 10 repeats): our median delay on "noise 4" was 8 requests,
 # 10 in --short; this bundle's model is a softmax regression, not that MLP: allow 50.
 NOISE_DELAY = 50
 
