@@ -342,12 +342,10 @@ def overhead(bundle: Path, requests: int) -> tuple[float, float, float, float]:
     from deployers.runtime.predictor import Predictor
     from tests._serve_helpers import call, running_server
 
-    X, _y = None, None
     with np.load(bundle / "reference.npz") as data:
         X = np.asarray(data["X"], dtype=np.float64)
     on = Predictor(bundle, threads=1)
     sample = X[:1]
-    x = on.model_input(on.validate(sample.tolist()))
     probs = np.full((1, len(on.labels)), 1.0 / len(on.labels))
     times, detectors = [], []
     for i in range(requests):
@@ -361,7 +359,6 @@ def overhead(bundle: Path, requests: int) -> tuple[float, float, float, float]:
         detectors.append(t2 - t1)
     monitor_us = statistics.median(times) * 1e6
     detectors_us = statistics.median(detectors) * 1e6
-    del x
     body = json.dumps({"inputs": sample.tolist()}).encode()
     with running_server(bundle) as server:
         import socket

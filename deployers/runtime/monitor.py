@@ -18,9 +18,13 @@ updates after the last one. State serializes to JSON (``to_dict`` / ``from_dict`
     [510]
 
 Signals per request: the top-1 confidence, the distance of the input to its nearest training
-reference sample (in model-input space), and the predicted class. ``calibrate`` sets every
-threshold from held-out signals so that the expected run length without drift is at least
-``ert`` requests (alibi-detect's idea: bootstrap streams replayed through each detector).
+reference sample (in model-input space: on digits it detects better than the model's
+penultimate features, see benchmarks/drift.py), and the predicted class. Distance and confidence
+enter the tests as rank scores against held-out values (``Scorer``). The detectors: two
+Page-Hinkley tests on the distance (delta 0.1 and 0.3), an EWMA on the confidence, a windowed
+chi-square on the predicted classes. ``calibrate`` sets every threshold from held-out signals so
+that the expected run length without drift is at least ``ert`` requests (alibi-detect's idea:
+bootstrap streams replayed through each detector).
 """
 from __future__ import annotations
 
@@ -537,7 +541,7 @@ class Monitor:
         config = json.loads(path.read_text("utf-8")) if path.is_file() else None
         return cls(config)
 
-    def observe(self, inputs, preds, confidences, distances=None, labels=None) -> None:
+    def observe(self, inputs, preds, confidences, distances=None) -> None:
         """Record one request's samples: a seq each, detector updates, an event (with quarantine) per alarm."""
         now = round(time.time(), 3)
         preds = _floats(preds, int)
@@ -557,9 +561,9 @@ class Monitor:
                 for name, signal, det in self._feeds:
                     value = pred if signal == "classes" else (cs if signal == "confidence" else ds)
                     if value is not None and det.update(value).drift_detected:
-                        self._alarm(name, det, seq, now, labels)
+                        self._alarm(name, det, seq, now)
 
-    def _alarm(self, name: str, det: _Detector, seq: int, now: float, labels) -> None:
+    def _alarm(self, name: str, det: _Detector, seq: int, now: float) -> None:
         held = [s for s, *_ in self._recent]
         if len(self._events) == self._events.maxlen:  # the oldest event goes: so do inputs only it held
             for s in self._events[0]["quarantine"]:
