@@ -33,6 +33,9 @@ class JobKind:
 
 _KINDS: dict[str, JobKind] = {}
 
+# Option names that hold secrets; a deploy payload refuses them (the worker's environment has them).
+SECRET_OPTIONS = frozenset({"api_key", "token", "hf_token"})
+
 
 def kind(name: str, handler: str, summary: str) -> Callable[[type], type]:
     """Class decorator: register ``cls`` (a dataclass) as the payload of job kind ``name``."""
@@ -214,22 +217,45 @@ class BenchPayload:
             raise ConfigError(f"threads must be 1 or more, not {self.threads}")
 
 
-@kind("deploy", "deployers.jobs:run", "plan, deploy, check, roll back or stop a deployment")
+@kind("deploy", "deployers.jobs:deploy", "release a variant to a target")
 class DeployPayload:
-    """Payload of ``deploy``: an action and what it acts on."""
+    """Payload of ``deploy``: which variant, where, with which options (never secrets)."""
 
-    action: str = "deploy"
-    variant_id: int | None = None
-    target: str | None = None
+    variant_id: int
+    target: str
     options: dict = field(default_factory=dict)
-    deployment_id: int | None = None
 
     def check(self) -> None:
-        """The action is known and has what it needs."""
-        actions = ("plan", "deploy", "status", "rollback", "stop")
-        if self.action not in actions:
-            raise ConfigError(f"deploy job: unknown action {self.action!r}; expected one of {', '.join(actions)}")
-        needs = ("variant_id", "target") if self.action in ("plan", "deploy") else ("deployment_id",)
-        for key in needs:
-            if getattr(self, key) is None:
-                raise ConfigError(f"deploy job: action {self.action!r} needs field {key!r}")
+        """No secret travels through the queue: the worker reads keys from its environment."""
+        secret = sorted(set(self.options) & SECRET_OPTIONS)
+        if secret:
+            raise ConfigError(f"{self.KIND} job: option(s) {', '.join(secret)} are secrets and never go through the "
+                              "queue; set POCKETOPS_API_KEY in the worker's environment")
+
+
+@kind("deploy-plan", "deployers.jobs:plan", "what deploying a variant would do (files, cost, requirements)")
+class DeployPlanPayload(DeployPayload):
+    """Payload of ``deploy-plan``: as ``deploy``; the worker builds the bundle in a temp dir."""
+
+
+@kind("deploy-status", "deployers.jobs:status", "ask a target how a release is doing")
+class DeployStatusPayload:
+    """Payload of ``deploy-status``: the deployment to check."""
+
+    deployment_id: int
+
+
+@kind("deploy-rollback", "deployers.jobs:rollback", "serve the previous successful release of a line again")
+class DeployRollbackPayload(DeployStatusPayload):
+    """Payload of ``deploy-rollback``: the deployment to roll back from."""
+
+
+@kind("deploy-stop", "deployers.jobs:stop", "stop serving a release")
+class DeployStopPayload(DeployStatusPayload):
+    """Payload of ``deploy-stop``: the deployment to stop."""
+
+
+# The deploy actions by the old one-kind name (rows queued before the kinds were split carry an
+# "action" field; store.migrations rewrites them with this table).
+DEPLOY_ACTIONS = {"deploy": "deploy", "plan": "deploy-plan", "status": "deploy-status",
+                  "rollback": "deploy-rollback", "stop": "deploy-stop"}

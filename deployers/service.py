@@ -115,7 +115,7 @@ def _db_path(db) -> Path:
     raise DeployError("this database has no file (in memory); deployments need a database file")
 
 
-def plan(db, db_path, variant_id: int, target: str, options: dict, deployer: Deployer | None = None) -> Plan:
+def plan(db, variant_id: int, target: str, options: dict, deployer: Deployer | None = None) -> Plan:
     """What deploying would do; builds the bundle in a temp dir and changes nothing else."""
     deployer = deployer or registry.get(target)
     with tempfile.TemporaryDirectory(prefix="pocketops-plan-") as tmp:
