@@ -139,10 +139,11 @@ def validate(name: str, payload: dict | Any) -> Any:
     return obj
 
 
-def queue(db, name: str, payload: dict | Any | None = None, *, run_id: int | None = None, **fields: Any) -> int:
+def queue(db, name: str, payload: dict | Any | None = None, **fields: Any) -> int:
     """Validate a ``name`` payload (a dict, its dataclass, or keyword fields) and enqueue it; the job id.
 
-    Nothing is written when validation fails.
+    Nothing is written when validation fails. A payload's ``run_id`` (if its kind has one) is
+    also the job row's, so a run's jobs are found by run.
     """
     from store import jobs
 
@@ -151,9 +152,7 @@ def queue(db, name: str, payload: dict | Any | None = None, *, run_id: int | Non
     elif fields:
         raise TypeError("give the payload either as one object or as keyword fields, not both")
     obj = validate(name, payload)
-    if run_id is None:
-        run_id = getattr(obj, "run_id", None)
-    return jobs.enqueue(db, name, asdict(obj), run_id=run_id)
+    return jobs.enqueue(db, name, asdict(obj), run_id=getattr(obj, "run_id", None))
 
 
 def payload_of(job: dict) -> Any:

@@ -261,8 +261,7 @@ async def test_cancel_asks_first_then_writes_the_cancel_intent(db_path, db):
         assert not jobs.cancel_requested(db, job_id)
         await pilot.press("x")
         await pilot.press("y")
-        await pilot.pause()
-        assert jobs.cancel_requested(db, job_id)
+        await wait_for(pilot, lambda: jobs.cancel_requested(db, job_id))  # written by a thread worker
         assert jobs.get(db, job_id)["status"] == "running"  # the worker finishes the batch and stops
         await wait_for(pilot, lambda: any("cancel requested" in t for t in toasts(app)))
 
@@ -290,7 +289,7 @@ async def test_quick_start_queues_digits_cnn_with_one_key(db_path, db):
     app = app_for(db_path, panel="training")
     async with app.run_test(size=PHONE) as pilot:
         await pilot.press("s")
-        await pilot.pause()
+        await wait_for(pilot, lambda: store_runs.list_all(db))  # written by a thread worker
     [run] = store_runs.list_all(db)
     assert (run["dataset_name"], run["model"], run["status"]) == ("digits", "cnn", "queued")
 
@@ -304,7 +303,7 @@ async def test_footer_keys_are_tappable(db_path, db):
         await pilot.pause()
         start = next(k for k in app.query(FooterKey) if k.key == "s")
         await pilot.click(start)
-        await pilot.pause()
+        await wait_for(pilot, lambda: store_runs.list_all(db))  # written by a thread worker
     assert len(store_runs.list_all(db)) == 1
 
 

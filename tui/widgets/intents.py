@@ -30,7 +30,7 @@ def run_intent(widget, fn: Callable[..., Any], *args: Any, then: Callable[[Any],
             result = fn(db, *args)
         except (PocketopsError, MissingDependency) as exc:
             message: Any = IntentFailed(title, str(exc), on_error)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # a locked or full store: say so, the dashboard goes on
             message = IntentFailed(title, f"{db_path}: {exc}", on_error)
         else:
             message = IntentDone(then, result)
