@@ -190,7 +190,7 @@ class Panel(PollingPanel):
             self.poll_now()
 
     # -- actions ------------------------------------------------------------------------
-    def _enqueue(self, kind: str, payload: dict, said: str) -> None:
+    def _queue(self, kind: str, payload: dict, said: str) -> None:
         """Queue a ``kind`` job from a thread worker; ``said`` (with ``{job}``) is the notice once it is queued."""
         from core import jobkinds
 
@@ -218,7 +218,7 @@ class Panel(PollingPanel):
 
         def chosen(choice: dict | None) -> None:
             if choice:
-                self._enqueue("deploy", choice,
+                self._queue("deploy", choice,
                               f"Deploy of variant {choice['variant_id']} to {choice['target']} queued (job {{job}}).")
 
         run_intent(self, deploy_choices, then=offer, title="Cannot deploy")
@@ -226,14 +226,14 @@ class Panel(PollingPanel):
     def action_status(self) -> None:
         row = self._current()
         if row is not None:
-            self._enqueue("deploy-status", {"deployment_id": row["id"]}, f"Checking {release_label(row)}… (job {{job}})")
+            self._queue("deploy-status", {"deployment_id": row["id"]}, f"Checking {release_label(row)}… (job {{job}})")
 
     def _confirmed(self, row: dict, kind: str, question: str, yes: str) -> None:
         from tui.dialogs import ConfirmDialog
 
         def answered(ok: bool | None) -> None:
             if ok:
-                self._enqueue(kind, {"deployment_id": row["id"]}, f"{yes} of {release_label(row)} queued (job {{job}}).")
+                self._queue(kind, {"deployment_id": row["id"]}, f"{yes} of {release_label(row)} queued (job {{job}}).")
 
         self.app.push_screen(ConfirmDialog(question.format(label=release_label(row)), yes=yes), answered)
 
