@@ -7,8 +7,8 @@ entry in this file plus its handler function.
 
 Handler paths are strings resolved by the worker at run time, so this module (which the
 dashboard imports) loads neither torch nor the deployers; the import-linter contract
-"core must not import deployers" holds for static imports, and ``tests/test_architecture.py``
-checks that every path here resolves to a callable.
+"core must not import deployers" holds for static imports, and ``tests/test_jobkinds.py``
+checks that every path here resolves to a callable (and that nothing queues a job but ``queue``).
 """
 from __future__ import annotations
 

@@ -81,3 +81,9 @@ def line_options(target: str, value: str) -> dict:
     """The options that name release line ``value`` on ``target`` (the form's Name field)."""
     option = OPTIONS[TARGETS[target].line_option]
     return {key: value for key in option.keys()}
+
+
+def release_label(row: dict) -> str:
+    """``local v3`` / ``spaces-static me/digits v2``: the target, its line name when it says more, the version."""
+    name = f" {row['name']}" if row.get("name") and row["name"] != row["target"] else ""
+    return f"{row['target']}{name} v{row['version']}"

@@ -1,6 +1,8 @@
 """Formatting shared by the dashboard and the headless commands (no Textual here)."""
 from __future__ import annotations
 
+from deployers.targets import release_label  # noqa: F401  (the one release label, for tui)
+
 
 def fmt_bytes(n: int | float | None) -> str:
     """A size for people: ``812 B``, ``207.0 KB``, ``1.4 MB``; ``?`` when unknown."""
@@ -11,12 +13,6 @@ def fmt_bytes(n: int | float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
-
-
-def release_label(row: dict) -> str:
-    """``local v3`` or ``spaces-static me/digits v2`` (the line name only when it says more)."""
-    name = f" {row['name']}" if row.get("name") and row["name"] != row["target"] else ""
-    return f"{row['target']}{name} v{row['version']}"
 
 
 def render_plan(plan: dict, *, full: bool = False) -> str:
