@@ -33,8 +33,9 @@ class JobKind:
 
 _KINDS: dict[str, JobKind] = {}
 
-# Option names that hold secrets; a deploy payload refuses them (the worker's environment has them).
-SECRET_OPTIONS = frozenset({"api_key", "token", "hf_token"})
+# Option names that hold secrets: a deploy payload refuses them (the worker's environment, or the
+# CLI's memory, has them), and deployers.service never records them.
+SECRET_OPTIONS = frozenset({"api_key", "token", "hf_token", "credentials", "password", "secret", "webhook_url"})
 
 
 def kind(name: str, handler: str, summary: str) -> Callable[[type], type]:
@@ -252,9 +253,3 @@ class DeployRollbackPayload(DeployStatusPayload):
 @kind("deploy-stop", "deployers.jobs:stop", "stop serving a release")
 class DeployStopPayload(DeployStatusPayload):
     """Payload of ``deploy-stop``: the deployment to stop."""
-
-
-# The deploy actions by the old one-kind name (rows queued before the kinds were split carry an
-# "action" field; store.migrations rewrites them with this table).
-DEPLOY_ACTIONS = {"deploy": "deploy", "plan": "deploy-plan", "status": "deploy-status",
-                  "rollback": "deploy-rollback", "stop": "deploy-stop"}

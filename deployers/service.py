@@ -12,7 +12,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from core import paths
+from core import jobkinds, paths
 from core.errors import PocketopsError
 from core.optional import MissingDependency
 from deployers import registry
@@ -23,7 +23,7 @@ from store import deployments as store_deployments
 from store import events
 from store.db import transaction
 
-SECRET_KEYS = {"api_key", "token", "hf_token", "credentials", "password", "secret", "webhook_url"}
+SECRET_KEYS = set(jobkinds.SECRET_OPTIONS)  # one list: queued payloads refuse the same keys
 # Environment variables whose values are secrets: the served API key, Hugging Face tokens (both
 # names huggingface_hub reads) and the alert webhook (its URL is its credential).
 SECRET_ENV = ("POCKETOPS_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "POCKETOPS_WEBHOOK_URL")

@@ -202,12 +202,13 @@ _DEPLOY_ACTION_KINDS = {"deploy": ("deploy", ("variant_id", "target", "options")
 
 
 def _deploy_kinds(db: Database) -> None:
-    """Queued "deploy" jobs with an "action" field become jobs of that action's own kind."""
+    """Queued (or running: a later worker may take them over) "deploy" jobs with an "action" field
+    become jobs of that action's own kind."""
     import json
     import time
 
     for job_id, payload in db.execute(
-            "SELECT id, payload FROM jobs WHERE kind = 'deploy' AND status = 'queued'").fetchall():
+            "SELECT id, payload FROM jobs WHERE kind = 'deploy' AND status IN ('queued', 'running')").fetchall():
         try:
             data = json.loads(payload or "{}")
         except ValueError:
