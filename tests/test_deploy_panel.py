@@ -42,7 +42,7 @@ def seeded(tmp_path):
     return db, db_path, cur
 
 
-async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
+async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
     t0 = time.monotonic()
     while not condition():
         if time.monotonic() - t0 > timeout:

@@ -67,14 +67,15 @@ def path_arg(value: str) -> Path:
     return Path(value).expanduser()
 
 
-def run_job(db_path: Path, kind: str, payload: dict, *, secrets: dict | None = None, tick=None,
-            interval: float = 0.25) -> dict:
+def run_job(db_path: Path, kind: str, payload: dict, *, secrets: dict | None = None, here: bool = False,
+            tick=None, interval: float = 0.25) -> dict:
     """Queue a ``kind`` job and block until it ends, the one way a command runs work; its final row.
 
     The payload is validated first (a one-line error, no row). A live worker runs the job and we
     watch; with none alive, or when the job needs ``secrets`` that only this process holds (an
-    ``--api-key``), a worker of our own runs it in a thread here, claiming it as it is queued so
-    no other worker can take it. Either way the rows are those a dashboard's job leaves.
+    ``--api-key``), or with ``here`` (the job reads this process's environment), a worker of
+    our own runs it in a thread here, claiming it as it is queued so no other worker can take
+    it. Either way the rows are those a dashboard's job leaves.
     """
     import threading
 
@@ -82,7 +83,7 @@ def run_job(db_path: Path, kind: str, payload: dict, *, secrets: dict | None = N
     from core import worker as core_worker
 
     jobkinds.validate(kind, payload)
-    if not secrets and core_worker.alive_workers(db_path):
+    if not (secrets or here) and core_worker.alive_workers(db_path):
         import store
 
         return wait_for_job(db_path, jobkinds.queue(store.connect(db_path), kind, payload), tick=tick,

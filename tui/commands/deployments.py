@@ -5,6 +5,7 @@ Status, rollback and stop queue their job (``deploy-status`` / ``deploy-rollback
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from tui.commands._common import CliError, add_parser, emit, open_db, run_job
@@ -75,7 +76,9 @@ def _act(args, kind: str) -> dict:
     from tui.commands.deploy import finished
 
     db, db_path = open_db(args)
-    job = finished(run_job(db_path, kind, {"deployment_id": args.id}))
+    # A local release restarted on a public address needs the API key of our environment.
+    here = bool(os.environ.get("POCKETOPS_API_KEY"))
+    job = finished(run_job(db_path, kind, {"deployment_id": args.id}, here=here))
     return deployments.get(db, job["result"]["deployment_id"])
 
 

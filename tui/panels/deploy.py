@@ -11,14 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Select, Static
-
-from textual import work
 from textual.worker import get_current_worker
 
 from deployers import targets as deploy_targets
@@ -219,7 +217,7 @@ class Panel(PollingPanel):
         def chosen(choice: dict | None) -> None:
             if choice:
                 self._queue("deploy", choice,
-                              f"Deploy of variant {choice['variant_id']} to {choice['target']} queued (job {{job}}).")
+                            f"Deploy of variant {choice['variant_id']} to {choice['target']} queued (job {{job}}).")
 
         run_intent(self, deploy_choices, then=offer, title="Cannot deploy")
 
