@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from tui.commands._common import CliError, add_parser, console, emit, fmt_bytes, open_db
+from tui.commands._common import add_parser, console, emit, fmt_bytes, open_db
 
 
 DEFAULT_LIMIT = 200  # a screenful many times over; `--limit 0` lists a year of runs
