@@ -60,9 +60,13 @@ class JobContext:
     _stopping: threading.Event = field(default_factory=threading.Event)
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _progress: dict = field(default_factory=dict)
+    # Secrets for this one job, in memory only (never in its row): the CLI's --api-key when it
+    # runs the job itself. A job a worker claims from the queue has none.
+    secrets: dict = field(default_factory=dict)
 
     @property
     def payload(self) -> dict:
+        """The job's payload as stored; handlers read it typed with ``jobkinds.payload_of(ctx.job)``."""
         return self.job["payload"]
 
     @property
@@ -266,14 +270,32 @@ class Worker:
             self.run_job(job)
         return True
 
+    def queue_and_run(self, kind: str, payload: dict, *, secrets: dict | None = None,
+                      on_queued: Callable[[int], None] | None = None) -> int:
+        """Queue a ``kind`` job already claimed by this worker (no other worker can take it) and run it here.
+
+        For the CLI when no worker is alive, or when the job needs ``secrets`` that only this
+        process holds. ``on_queued(job_id)`` is called once the row exists. Returns the job id.
+        """
+        with self._registered():
+            reap_dead(self.db, self.host)
+            with storedb.transaction(self.db):
+                job_id = jobkinds.queue(self.db, kind, payload)
+                job = jobs.claim(self.db, self.id, stale_after=STALE_AFTER_S, job_id=job_id)
+            if on_queued is not None:
+                on_queued(job_id)
+            self.run_job(job, secrets=secrets)
+        return job_id
+
     def request_stop(self) -> None:
         """Ask the worker (and its running job) to stop at the next safe point."""
         self.stopping.set()
         if self._current is not None:
             self._current._stopping.set()
 
-    def run_job(self, job: dict) -> None:
-        ctx = JobContext(db_path=self.db_path, job=job, worker_id=self.id, db=self.db)
+    def run_job(self, job: dict, *, secrets: dict | None = None) -> None:
+        """Run one claimed job to its end and record how it ended (done, failed, cancelled, released)."""
+        ctx = JobContext(db_path=self.db_path, job=job, worker_id=self.id, db=self.db, secrets=dict(secrets or {}))
         if self.stopping.is_set():
             ctx._stopping.set()
         self._current = ctx

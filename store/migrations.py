@@ -204,8 +204,43 @@ def _recommend_prefs(db: Database) -> None:
     )
 
 
+# The deploy actions once hidden behind one "deploy" kind's "action" field, and their own kinds
+# now (core.jobkinds). Frozen here: a migration must keep meaning what it meant when written.
+_DEPLOY_ACTION_KINDS = {"deploy": ("deploy", ("variant_id", "target", "options")),
+                        "plan": ("deploy-plan", ("variant_id", "target", "options")),
+                        "status": ("deploy-status", ("deployment_id",)),
+                        "rollback": ("deploy-rollback", ("deployment_id",)),
+                        "stop": ("deploy-stop", ("deployment_id",))}
+
+
+def _deploy_kinds(db: Database) -> None:
+    """Queued (or running: a later worker may take them over) "deploy" jobs with an "action" field
+    become jobs of that action's own kind."""
+    import json
+    import time
+
+    for job_id, payload in db.execute(
+            "SELECT id, payload FROM jobs WHERE kind = 'deploy' AND status IN ('queued', 'running')").fetchall():
+        try:
+            data = json.loads(payload or "{}")
+        except ValueError:
+            continue  # not ours to judge: the worker fails it with its own message
+        if not isinstance(data, dict) or "action" not in data:
+            continue
+        action = data["action"]
+        if action not in _DEPLOY_ACTION_KINDS:
+            db.execute("UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                       (time.time(), f"deploy job {job_id}: unknown action {action!r}; expected one of "
+                                     f"{', '.join(_DEPLOY_ACTION_KINDS)}", job_id))
+            continue
+        kind, keep = _DEPLOY_ACTION_KINDS[action]
+        fresh = {k: data[k] for k in keep if k in data}
+        db.execute("UPDATE jobs SET kind = ?, payload = ? WHERE id = ?",
+                   (kind, json.dumps(fresh, separators=(",", ":"), sort_keys=True), job_id))
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _scale_indexes, _worker_create_time,
-                                                _recommend_prefs]
+                                                _recommend_prefs, _deploy_kinds]
 
 
 def version(db: Database) -> int:
