@@ -302,8 +302,6 @@ def queue_export(db, run_id: int, **options) -> int:
 
 def queue_bench(db, run_id: int, *, threads: int = 1) -> int:
     """Queue a re-benchmark of a run's newest variants on this device; the job id."""
-    from store import jobs
-
     if not store_variants.latest_for_run(db, run_id):
         raise ConfigError(f"run {run_id} has no variants yet; export it first")
     return jobkinds.queue(db, "bench", run_id=run_id, threads=threads)

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
-from core.fmt import fmt_bytes  # noqa: F401
 from deployers import targets as deploy_targets
 from tui.format import release_label, render_plan  # noqa: F401  (render_plan: the form's, and the tests')
 from tui.messages import JobUpdate, StoreChanged
