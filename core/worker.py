@@ -71,6 +71,7 @@ class JobContext:
 
     @property
     def job_id(self) -> int:
+        """The id of the job being run."""
         return self.job["id"]
 
     def files(self, *parts: str | int) -> Path:
@@ -83,10 +84,12 @@ class JobContext:
 
     @property
     def stopping(self) -> bool:
+        """True once the worker is shutting down or lost the job; the job is requeued, not failed."""
         return self._stopping.is_set()
 
     @property
     def cancelled(self) -> bool:
+        """True once a cancel was requested for this job (seen on the next heartbeat)."""
         return self._cancelled.is_set()
 
     def check(self) -> None:
@@ -97,6 +100,7 @@ class JobContext:
             raise JobStopped()
 
     def log(self, level: str, message: str, run_id: int | None = None) -> None:
+        """Write an event tagged with this job (and its run unless ``run_id`` says another)."""
         events.log(self.db, level, f"job:{self.job['kind']}", message, run_id=run_id or self.job.get("run_id"), job_id=self.job_id)
 
 
@@ -156,6 +160,8 @@ def reap_dead(db, host: str) -> int:
 
 
 class Worker:
+    """Claims queued jobs of its ``kinds`` one at a time and runs their handlers, with a heartbeat thread."""
+
     def __init__(self, db_path: str | Path, *, worker_id: str | None = None, kinds: tuple[str, ...] | None = None,
                  idle_exit: float | None = None):
         self.db_path = Path(db_path)
@@ -176,6 +182,7 @@ class Worker:
 
     # -- signals -------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
+        """Make SIGTERM and SIGINT stop the worker after the current job reaches a safe point."""
         def handler(signum, _frame):
             self.request_stop()
 
@@ -382,6 +389,7 @@ def ensure_worker(db_path: str | Path) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m core.worker``: run a worker on the database; a corrupt or full database is one line, exit 1."""
     parser = argparse.ArgumentParser(prog="python -m core.worker")
     parser.add_argument("--db", default=None)
     parser.add_argument("--once", action="store_true")

@@ -198,6 +198,7 @@ def rollback(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
 
 
 def stop(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
+    """Stop the serving release of deployment ``deployment_id`` and mark its row stopped; secrets are scrubbed from errors."""
     row = _get(db, deployment_id)
     _only_the_serving_release(db, row, "stop")
     deployer = deployer or registry.get(row["target"])

@@ -244,6 +244,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _scale_indexes
 
 
 def version(db: Database) -> int:
+    """The schema version stored in the database (SQLite's ``user_version``)."""
     return db.execute("PRAGMA user_version").fetchone()[0]
 
 
