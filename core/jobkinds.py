@@ -233,3 +233,16 @@ class DeployPayload:
         for key in needs:
             if getattr(self, key) is None:
                 raise ConfigError(f"deploy job: action {self.action!r} needs field {key!r}")
+
+
+@kind("costs", "deployers.costs:run", "collect usage, raise budget warnings, stop what a hard budget covers")
+class CostsPayload:
+    """Payload of ``costs``: who asked (the audit log's ``who``)."""
+
+    refresh: bool = True
+    who: str = "worker"
+
+    def check(self) -> None:
+        """``who`` is one of the audit log's actors."""
+        if self.who not in ("dashboard", "cli", "worker"):
+            raise ConfigError(f"costs job: who must be dashboard, cli or worker, not {self.who!r}")

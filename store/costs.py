@@ -194,6 +194,10 @@ def queue_if_due(db: Database, every_s: float, since: float) -> int | None:
         busy = one(db, "SELECT id FROM jobs WHERE kind = 'costs' AND status IN ('queued', 'running') LIMIT 1")
         if busy is not None:
             return None
+        anything = one(db, """SELECT (SELECT COUNT(*) FROM budgets) + (SELECT COUNT(*) FROM deployments
+                                WHERE status IN ('running', 'sleeping', 'deploying')) AS n""")
+        if not anything["n"]:
+            return None   # nothing to collect or enforce: let an idle worker stay idle
         last = one(db, "SELECT MAX(created_at) AS t FROM jobs WHERE kind = 'costs'")
         reference = last["t"] if last and last["t"] is not None else since
         if t - reference < every_s:

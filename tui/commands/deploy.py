@@ -29,8 +29,22 @@ def register(sub) -> None:
     p.add_argument("--wait", dest="wait_s", type=float, metavar="SECONDS",
                    help="Spaces: wait up to SECONDS for the Space to run, to record its cold start")
     p.add_argument("--vendor-ort", metavar="DIR", help="spaces-static: copy onnxruntime-web from DIR instead of its CDN")
+    p.add_argument("--requests-per-month", type=_requests_arg, metavar="N",
+                   help="gcp: the traffic the plan's cost and the budget check assume (default 10,000)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (files, sizes, cost, requirements); change nothing")
     p.set_defaults(func=run)
+
+
+def _requests_arg(value: str) -> int:
+    import argparse
+
+    try:
+        number = int(value.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of requests, e.g. 50000, not {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more requests, not {number}")
+    return number
 
 
 def options_from(args) -> dict:
@@ -40,6 +54,7 @@ def options_from(args) -> dict:
         "space_id": args.space, "repo_id": args.space, "private": args.private or None, "hardware": args.hardware,
         "project": args.project, "region": args.region, "function_name": args.function_name,
         "vendor_ort": args.vendor_ort, "public": args.public or None, "wait_s": args.wait_s,
+        "requests_per_month": getattr(args, "requests_per_month", None),
     }
     if args.target == "local":
         options["name"] = args.name
@@ -60,7 +75,13 @@ def run(args) -> int:
         plan = service.plan(db, db_path, args.variant, args.target, options)
         emit(args, {"plan": plan.to_dict()}, render_plan(plan))
         return 0
-    row = service.deploy(db, db_path, args.variant, args.target, options)
+    from deployers import costs
+
+    costs.ACTOR.set("cli")
+    try:
+        row = service.deploy(db, db_path, args.variant, args.target, options)
+    except costs.BudgetRefused as exc:
+        raise CliError(str(exc), code=3) from None
     data = {"deployment_id": row["id"], "target": row["target"], "version": row["version"],
             "status": row["status"], "url": row["url"]}
     extra = []
