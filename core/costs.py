@@ -235,10 +235,11 @@ def summarize(month: str, now: float, samples: list[dict], deployments: list[dic
         own = by_deployment.get(d["id"], [])
         live = d.get("status") in ("running", "sleeping", "deploying") and not d.get("paused_reason")
         rate, covered = _rate(own, clock)
-        if not covered:
-            assumed = assumed_rate(d, prices) if live else None
-            rate = assumed or rate
-        sources[d["id"]] = "measured" if covered or (own and not live) else ("estimated" if live else "measured")
+        assumed = assumed_rate(d, prices) if live and not covered else None
+        if assumed is not None:
+            rate = assumed
+        # Free targets (the phone, static Spaces) have no assumption to make: their price is known.
+        sources[d["id"]] = "estimated" if assumed is not None else "measured"
         if live:
             tails += tail_samples(key, platform, d["id"], rate, clock, end, accounts.get(d["id"]))
     projected = bill(usage_lines + tails, prices, accounts)

@@ -237,10 +237,11 @@ class DeployPayload:
 
 @kind("costs", "deployers.costs:run", "collect usage, raise budget warnings, stop what a hard budget covers")
 class CostsPayload:
-    """Payload of ``costs``: who asked (the audit log's ``who``)."""
+    """Payload of ``costs``: who asked (the audit log's ``who``); or a confirmed resume of a budget pause."""
 
     refresh: bool = True
     who: str = "worker"
+    resume_deployment_id: int | None = None
 
     def check(self) -> None:
         """``who`` is one of the audit log's actors."""
