@@ -322,3 +322,20 @@ def test_a_pull_repeated_after_kill_9_does_not_double_count(tmp_path, hub):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_the_dashboards_deploy_job_is_refused_the_same_way_and_audited_as_the_dashboards(db, tmp_path):
+    from core import jobkinds
+    from core.worker import Worker
+    from tests._deploy_helpers import make_variant
+
+    variant = make_variant(db, tmp_path / "p.db")
+    costs.set_budget(db, "all", 0.5, hard=True, warn="", who="dashboard")
+    job_id = jobkinds.queue(db, "deploy", action="deploy", variant_id=variant, target="spaces-docker",
+                            options={"space_id": "tester/demo", "hardware": "t4-small"})
+    Worker(tmp_path / "p.db").run_one(job_id)
+    job = jobs.get(db, job_id)
+    assert job["status"] == "failed" and "refused by the hard all budget $0.50" in job["error"]
+    assert store_deployments.list_all(db) == []
+    refusal = store_costs.audit_log(db, action="refused")
+    assert len(refusal) == 1 and refusal[0]["who"] == "dashboard" and refusal[0]["figures"]["hardware"] == "t4-small"
