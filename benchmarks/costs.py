@@ -70,7 +70,7 @@ def seed(db, n: int, start: float, now: float, hub) -> None:
     with transaction(db):
         db.conn.executemany("""INSERT INTO usage_samples (key, platform, deployment_id, period_start, period_end,
                                usage, source, collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""", rows)
-    store_costs.set_budget(db, "all", 500.0, hard=True, warn=[50, 90], who="cli")
+    store_costs.set_budget(db, "all", 5000.0, hard=True, warn=[50, 90], who="cli")
     store_costs.set_budget(db, "spaces", 400.0, hard=False, warn=[50, 90], who="cli")
 
 
@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n, repeats, days = (6, 3, 3) if args.short else (args.deployments, args.repeats, 29.5)
 
-    from google.auth.credentials import AnonymousCredentials  # noqa: F401  (the gcp extra must be installed)
     import huggingface_hub
 
     from tests.standins.gcp import MonitoringStandIn

@@ -92,15 +92,25 @@ class Clients:
         """A Cloud Monitoring client with Application Default Credentials."""
         if self.monitoring is None:
             monitoring_v3 = require("google.cloud.monitoring_v3", "Reading Google Cloud usage")
-            self.monitoring = monitoring_v3.MetricServiceClient()
+            self.monitoring = _google_client(monitoring_v3.MetricServiceClient)
         return self.monitoring
 
     def services_client(self):
         """A Cloud Run Admin API client (REST) with Application Default Credentials."""
         if self.services is None:
             run_v2 = require("google.cloud.run_v2", "Stopping a Cloud Run service")
-            self.services = run_v2.ServicesClient(transport="rest")
+            self.services = _google_client(run_v2.ServicesClient, transport="rest")
         return self.services
+
+
+def _google_client(cls, **kwargs):
+    """A Google client; missing or expired credentials become one line saying what to run."""
+    auth_exceptions = require("google.auth.exceptions", "Reading Google Cloud usage")
+    try:
+        return cls(**kwargs)
+    except auth_exceptions.GoogleAuthError as exc:
+        raise DeployError(f"no usable Google credentials ({type(exc).__name__}): run `gcloud auth "
+                          "application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS)") from None
 
 
 # -- reading the store -----------------------------------------------------------------------
@@ -345,6 +355,14 @@ def set_budget(db, scope: str, amount, *, hard: bool = False, warn=None, who: st
                                   figures=_scope_figures(summary, scope))
 
 
+def remove_budget(db, scope: str, *, who: str | None = None) -> bool:
+    """Remove the budget of ``scope`` (audited with this month's figures); False when there was none."""
+    if scope not in arithmetic.SCOPES:
+        raise ValueError(f"scope {scope!r}: expected one of {', '.join(arithmetic.SCOPES)}")
+    return store_costs.remove_budget(db, scope, who=who or actor("cli"),
+                                     figures=_scope_figures(month_summary(db), scope))
+
+
 def _scope_figures(summary: dict, scope: str) -> dict:
     if scope == "all":
         return {"month": summary["month"], "spent_usd": summary["total_usd"], "projected_usd": summary["projected_usd"]}
@@ -440,7 +458,7 @@ def enforce(db, summary: dict, clients: Clients | None = None, *, who: str = "wo
                           f"${budget['amount_usd']:.2f} in {summary['month']}")
                 try:
                     done.append(pause(db, entry["deployment_id"], reason, clients, who=who, budget=budget))
-                except DeployError as exc:
+                except Exception as exc:   # recorded; the next refresh tries again, the others still stop
                     store_costs.audit(db, who, "pause-failed", f"deployment {entry['deployment_id']}: {exc}",
                                       scope=budget["scope"], deployment_id=entry["deployment_id"],
                                       figures={"spent_usd": budget["spent_usd"], "amount_usd": budget["amount_usd"]})

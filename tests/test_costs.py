@@ -339,3 +339,21 @@ def test_the_dashboards_deploy_job_is_refused_the_same_way_and_audited_as_the_da
     assert store_deployments.list_all(db) == []
     refusal = store_costs.audit_log(db, action="refused")
     assert len(refusal) == 1 and refusal[0]["who"] == "dashboard" and refusal[0]["figures"]["hardware"] == "t4-small"
+
+
+def test_a_stop_that_fails_is_recorded_and_does_not_end_the_refresh(db):
+    class Unreachable:
+        def get_service(self, **kwargs):
+            raise ConnectionError("no route to run.googleapis.com")
+
+    now = time.time()
+    fn = make_row(db, "gcp", "digits", {"service": SERVICE, "project": PROJECT}, created_at=now - 7200)
+    store_costs.add_sample(db, key=f"deployment:{fn['id']}", platform="gcp", deployment_id=fn["id"],
+                           period_start=now - 7200, period_end=now - 3600,
+                           usage={"requests": 9_000_000, "instance_s": 10, "vcpu": 1.0, "memory_gib": 0.5})
+    costs.set_budget(db, "gcp", 1, hard=True, warn="", who="cli")
+    result = costs.enforce(db, costs.month_summary(db, now=now), costs.Clients(services=Unreachable()))
+    assert result == []
+    failed = store_costs.audit_log(db, action="pause-failed")
+    assert len(failed) == 1 and "no route" in failed[0]["message"]
+    assert store_costs.paused_reason(db, fn["id"]) is None and store_deployments.get(db, fn["id"])["status"] == "running"

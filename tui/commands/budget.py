@@ -63,15 +63,11 @@ def run_list(args) -> int:
 
 
 def run_remove(args) -> int:
-    costs = _costs()
     if args.scope not in SCOPES:
         raise CliError(f"budget remove: scope {args.scope!r}: expected one of {', '.join(SCOPES)}", code=2)
-    from store import costs as store_costs
-
     db, _ = open_db(args)
-    if not store_costs.remove_budget(db, args.scope, who="cli", figures=None):
+    if not _costs().remove_budget(db, args.scope, who="cli"):
         raise CliError(f"budget remove: there is no {args.scope} budget; see `pocketops budget list`")
-    del costs
     emit(args, {"removed": args.scope}, f"budget {args.scope} removed")
     return 0
 
