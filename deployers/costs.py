@@ -370,6 +370,50 @@ def _scope_figures(summary: dict, scope: str) -> dict:
     return {"month": summary["month"], "spent_usd": plat["month_to_date_usd"], "projected_usd": plat["projected_usd"]}
 
 
+# -- optional: Google's own budget e-mails -------------------------------------------------------
+
+def mirror_to_google(db, scope: str, billing_account: str, *, project: str | None = None, client=None,
+                     who: str | None = None) -> str:
+    """Create (or update) a Cloud Billing budget with the same amount and warn levels; its name.
+
+    Google then e-mails the billing admins at those levels. It never caps spending and its
+    figures can lag about a day: the hard stop stays ours (``enforce``).
+    """
+    budget = store_costs.get_budget(db, scope)
+    if budget is None:
+        raise DeployError(f"there is no {scope} budget to mirror; set it first with `pocketops budget set`")
+    if not billing_account or "/" in billing_account.removeprefix("billingAccounts/"):
+        raise DeployError(f"billing account {billing_account!r}: expected an id like 012345-6789AB-CDEF01")
+    budgets_v1 = require("google.cloud.billing.budgets_v1", "Mirroring a budget to Google Cloud Billing")
+    money = require("google.type.money_pb2", "Mirroring a budget to Google Cloud Billing")
+    if client is None:
+        client = _google_client(budgets_v1.BudgetServiceClient, transport="rest")
+    units = int(budget["amount_usd"])
+    google = budgets_v1.Budget(
+        display_name=f"pocketops {scope}",
+        amount=budgets_v1.BudgetAmount(specified_amount=money.Money(
+            currency_code="USD", units=units, nanos=int(round((budget["amount_usd"] - units) * 1e9)))),
+        threshold_rules=[budgets_v1.ThresholdRule(threshold_percent=level / 100.0) for level in budget["warn"]]
+        + [budgets_v1.ThresholdRule(threshold_percent=1.0)],
+        budget_filter=budgets_v1.Filter(projects=[f"projects/{project}"] if project else [],
+                                        calendar_period=budgets_v1.CalendarPeriod.MONTH),
+    )
+    previous = next((e["figures"].get("google_budget") for e in store_costs.audit_log(db, action="budget-mirror")
+                     if e["scope"] == scope and e["figures"].get("google_budget")), None)
+    if previous:
+        google.name = previous
+        made = _call("update the Cloud Billing budget", client.update_budget, request={"budget": google})
+    else:
+        parent = f"billingAccounts/{billing_account.removeprefix('billingAccounts/')}"
+        made = _call("create the Cloud Billing budget", client.create_budget,
+                     request={"parent": parent, "budget": google})
+    store_costs.audit(db, who or actor("cli"), "budget-mirror",
+                      f"{scope} budget mirrored to Google Cloud Billing as {made.name} (e-mails only; it does not cap)",
+                      scope=scope, figures={"google_budget": made.name, "amount_usd": budget["amount_usd"],
+                                            "warn": budget["warn"], "project": project})
+    return made.name
+
+
 # -- before a deploy ---------------------------------------------------------------------------
 
 def check_deploy(db, target: str, options: dict, *, now: float | None = None, who: str | None = None) -> None:

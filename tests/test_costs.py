@@ -357,3 +357,25 @@ def test_a_stop_that_fails_is_recorded_and_does_not_end_the_refresh(db):
     failed = store_costs.audit_log(db, action="pause-failed")
     assert len(failed) == 1 and "no route" in failed[0]["message"]
     assert store_costs.paused_reason(db, fn["id"]) is None and store_deployments.get(db, fn["id"])["status"] == "running"
+
+
+def test_a_budget_mirrored_to_cloud_billing_with_the_real_client_only_sets_google_thresholds(db):
+    pytest.importorskip("google.cloud.billing.budgets_v1")
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.billing import budgets_v1
+
+    from tests.standins.gcp import GcpStandIn
+
+    with GcpStandIn(project=PROJECT) as cloud:
+        client = budgets_v1.BudgetServiceClient(transport="rest", credentials=AnonymousCredentials(),
+                                                client_options={"api_endpoint": cloud.url})
+        costs.set_budget(db, "gcp", 7.5, hard=True, warn="50,90", who="cli")
+        name = costs.mirror_to_google(db, "gcp", "0123-4567-89AB", project=PROJECT, client=client)
+        google = cloud.budgets[name]
+        assert google["amount"]["specifiedAmount"] == {"currencyCode": "USD", "units": "7", "nanos": 500000000}
+        assert [r["thresholdPercent"] for r in google["thresholdRules"]] == [0.5, 0.9, 1.0]
+        assert google["budgetFilter"]["projects"] == [f"projects/{PROJECT}"]
+        costs.set_budget(db, "gcp", 9, hard=True, warn="80", who="cli")
+        assert costs.mirror_to_google(db, "gcp", "0123-4567-89AB", client=client) == name   # updated, not a second
+        assert len(cloud.budgets) == 1 and [r["thresholdPercent"] for r in cloud.budgets[name]["thresholdRules"]] == [0.8, 1.0]
+        assert "does not cap" in store_costs.audit_log(db, action="budget-mirror")[0]["message"]

@@ -7,6 +7,7 @@ google/cloud/functions_v2 and run_v2 ``transports/rest_base.py``):
 - ``POST /v2/{parent}/functions?functionId=F``, ``PATCH|GET|DELETE /v2/{parent}/functions/F``
 - ``GET /v2/{parent}/operations/OP`` (shared by both APIs)
 - ``GET|PATCH /v2/{parent}/services/S``, ``GET /v2/{parent}/services/S/revisions/R``
+- Cloud Billing Budgets: ``POST /v1/billingAccounts/A/budgets``, ``PATCH /v1/billingAccounts/A/budgets/B``
 - the deployed function itself answers ``GET /run/F/health`` with the revision that serves
   (503 while the service's scaling is MANUAL with 0 instances).
 
@@ -47,6 +48,9 @@ ROUTES = [
     ("get_iam", "GET", re.compile(PARENT + r"/services/(?P<svc>[^/:]+):getIamPolicy$")),
     ("set_iam", "POST", re.compile(PARENT + r"/services/(?P<svc>[^/:]+):setIamPolicy$")),
     ("get_revision", "GET", re.compile(PARENT + r"/services/(?P<svc>[^/:]+)/revisions/(?P<rev>[^/:]+)$")),
+    # Cloud Billing Budgets v1 (billingbudgets.googleapis.com): create and patch a budget.
+    ("create_budget", "POST", re.compile(r"/v1/(?P<account>billingAccounts/[^/]+)/budgets$")),
+    ("update_budget", "PATCH", re.compile(r"/v1/(?P<name>billingAccounts/[^/]+/budgets/[^/]+)$")),
 ]
 
 
@@ -137,6 +141,7 @@ class GcpStandIn(StandIn):
         self.require_auth = False
         self.enforce_invoker = False               # True: the function answers 403 unless allUsers may invoke it
         self.policies: dict[str, dict] = {}        # service name -> IAM policy
+        self.budgets: dict[str, dict] = {}         # Cloud Billing budget name -> budget
         self._counter = 0
 
     # -- helpers ---------------------------------------------------------------------------
@@ -301,6 +306,17 @@ class GcpStandIn(StandIn):
             return not_found(f"Service {p['svc']}")
         self.policies[name] = {**body.get("policy", {}), "etag": "BwYB"}
         return 200, self.policies[name]
+
+    def _create_budget(self, p, body, q):
+        name = f"{p['account']}/budgets/b-{self._next()}"
+        self.budgets[name] = {**body, "name": name, "etag": "1"}
+        return 200, self.budgets[name]
+
+    def _update_budget(self, p, body, q):
+        if p["name"] not in self.budgets:
+            return not_found(f"Budget {p['name']}")
+        self.budgets[p["name"]] = {**body, "name": p["name"], "etag": "2"}
+        return 200, self.budgets[p["name"]]
 
     def _get_revision(self, p, body, q):
         found = self.revisions.get(f"{p['parent']}/services/{p['svc']}/revisions/{p['rev']}")

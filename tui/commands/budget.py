@@ -14,6 +14,10 @@ def register(sub) -> None:
     s.add_argument("amount", metavar="AMOUNT", help="US dollars per month, e.g. 10")
     s.add_argument("--hard", action="store_true", help="refuse deploys that would exceed it; stop what spends past it")
     s.add_argument("--warn", default="50,90", metavar="PCTS", help="percent levels that raise an alert (default 50,90)")
+    s.add_argument("--mirror-billing-account", metavar="ID",
+                   help="gcp: also create a Cloud Billing budget (Google's e-mails at the warn levels; "
+                        "it never caps spending)")
+    s.add_argument("--project", help="with --mirror-billing-account: limit Google's budget to this project")
     s.set_defaults(func=run_set)
     add_parser(verbs, "list", "the budgets and how much of each is spent").set_defaults(func=run_list)
     r = add_parser(verbs, "remove", "remove the budget of a scope")
@@ -44,8 +48,12 @@ def run_set(args) -> int:
     db, _ = open_db(args)
     row = costs.set_budget(db, args.scope, args.amount, hard=args.hard, warn=args.warn, who="cli")
     levels = ", ".join(f"{w:g}%" for w in row["warn"]) or "none"
-    emit(args, row, f"budget {row['scope']}: ${row['amount_usd']:.2f}/month, "
-                    f"{'hard' if row['hard'] else 'soft'}, warn at {levels}")
+    text = f"budget {row['scope']}: ${row['amount_usd']:.2f}/month, {'hard' if row['hard'] else 'soft'}, warn at {levels}"
+    if args.mirror_billing_account:
+        name = costs.mirror_to_google(db, args.scope, args.mirror_billing_account, project=args.project, who="cli")
+        row = {**row, "google_budget": name}
+        text += f"\nmirrored to Google Cloud Billing as {name}: Google e-mails at those levels; it does not cap"
+    emit(args, row, text)
     return 0
 
 
