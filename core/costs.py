@@ -69,7 +69,9 @@ def clip(sample: dict, start: float, end: float) -> dict | None:
     """The part of ``sample`` inside ``[start, end)`` (numbers pro rata), or None if none is."""
     s0, s1 = float(sample["period_start"]), float(sample["period_end"])
     if s1 <= s0:  # an instant (a job's CPU): in or out
-        return dict(sample) if start <= s0 < end else None
+        return sample if start <= s0 < end else None
+    if start <= s0 and s1 <= end:
+        return sample   # wholly inside (the common case): shared, never modified
     inside = overlap(s0, s1, start, end)
     if inside <= 0:
         return None
@@ -79,6 +81,9 @@ def clip(sample: dict, start: float, end: float) -> dict | None:
 
 
 # -- bills -----------------------------------------------------------------------------------
+
+_NOT_SUMMED = ("vcpu", "memory_gib", "counter", "since", "last_pct")
+
 
 @dataclass
 class Line:
@@ -108,19 +113,20 @@ def bill(samples: Iterable[dict], prices: Any, accounts: dict[int, str] | None =
     cr = prices.cloud_run
     free: dict[str, list[float]] = {}       # account -> [vcpu_s, gib_s, requests] left
     lines: dict[str, Line] = {}
-    for s in sorted(samples, key=lambda s: (float(s["period_end"]), str(s["key"]))):
+    for s in sorted(samples, key=lambda s: (s["period_end"], s["key"])):
         usage = s.get("usage") or {}
         line = lines.get(s["key"])
         if line is None:
             account = s.get("account") or accounts.get(s.get("deployment_id")) or "default"
             line = lines[s["key"]] = Line(s["key"], s["platform"], s.get("deployment_id"),
                                           account if s["platform"] == "gcp" else None)
+        totals = line.usage
         for k, v in usage.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("vcpu", "memory_gib"):
-                line.usage[k] = line.usage.get(k, 0.0) + v
-            elif k == "hardware":
-                hours = line.usage.setdefault("hours_by_hardware", {})
+            if k == "hardware":
+                hours = totals.setdefault("hours_by_hardware", {})
                 hours[v] = hours.get(v, 0.0) + float(usage.get("hours") or 0.0)
+            elif k not in _NOT_SUMMED and v.__class__ in (int, float):
+                totals[k] = totals.get(k, 0.0) + v
         if s["platform"] == "gcp":
             left = free.setdefault(line.account, [cr.free_vcpu_seconds, cr.free_gib_seconds, cr.free_requests])
             vcpu_s, gib_s, requests = _gcp_units(usage)
@@ -180,6 +186,8 @@ def _rate(samples: list[dict], now: float) -> tuple[dict, bool]:
     window0 = now - WINDOW_S
     total: dict = {}
     for s in samples:
+        if float(s["period_end"]) <= window0:
+            continue
         part = clip(s, window0, now)
         if part is None:
             continue
@@ -218,9 +226,6 @@ def summarize(month: str, now: float, samples: list[dict], deployments: list[dic
     clock = min(max(now, start), end)                # past months: no hours left; future: all
     accounts = {d["id"]: account_of(d) for d in deployments if platform_of(d["target"]) == "gcp"}
     inside = [c for c in (clip(s, start, end) for s in samples) if c is not None]
-    for s in inside:
-        if s["platform"] == "gcp" and not s.get("account"):
-            s["account"] = accounts.get(s.get("deployment_id"))
     usage_lines = [s for s in inside if s["key"].startswith("deployment:")]
     mtd = bill(usage_lines, prices, accounts)
 
