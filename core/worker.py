@@ -165,6 +165,7 @@ class Worker:
         self._current: JobContext | None = None
         self._beat_stop = threading.Event()
         self._started_at = time.time()
+        self._next_periodic = 0.0
 
     @property
     def db(self):
@@ -252,8 +253,9 @@ class Worker:
 
     def _queue_periodic(self) -> bool:
         """When idle, queue the periodic ``costs`` job if it is due (store.costs.queue_if_due); True if queued."""
-        if "costs" not in self.kinds:
+        if "costs" not in self.kinds or time.monotonic() < self._next_periodic:
             return False
+        self._next_periodic = time.monotonic() + 10.0   # an idle loop turns every 0.5 s; asking every 10 s is plenty
         from store import costs as store_costs
 
         try:

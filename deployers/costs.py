@@ -270,11 +270,12 @@ def collect_battery(db, now: float) -> int:
     """Battery percent spent (drops while not charging) since the last battery sample."""
     key = "battery"
     last = store_costs.last_sample(db, key)
-    start = last["period_end"] if last else now - 86_400
+    since = last["period_end"] if last else now - 86_400   # telemetry keeps one day
     readings = rows(db, "SELECT ts, battery_percent, charging FROM telemetry WHERE ts > ? AND battery_percent "
-                        "IS NOT NULL ORDER BY ts", (start,))
+                        "IS NOT NULL ORDER BY ts", (since,))
     if not readings:
         return 0
+    start = since if last else float(readings[0]["ts"])   # the first sample starts at the first reading
     previous = (last or {}).get("usage", {}).get("last_pct")
     spent = 0.0
     for r in readings:

@@ -190,6 +190,9 @@ def queue_if_due(db: Database, every_s: float, since: float) -> int | None:
     if every_s <= 0:
         return None
     t = now()
+    last = one(db, "SELECT MAX(created_at) AS t FROM jobs WHERE kind = 'costs'")
+    if t - (last["t"] if last and last["t"] is not None else since) < every_s:
+        return None   # not due: decided without taking the write lock
     with transaction(db):
         busy = one(db, "SELECT id FROM jobs WHERE kind = 'costs' AND status IN ('queued', 'running') LIMIT 1")
         if busy is not None:

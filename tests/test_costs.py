@@ -169,6 +169,12 @@ def test_measured_spend_past_a_hard_budget_stops_the_space_and_the_cloud_run_ser
         assert again["stopped"] == [] and again["warnings"] == []
         # `deployments` and the panel read the reason from the row.
         assert {r["id"] for r in store_costs.paused(db)} == {fn["id"], space["id"]}
+        from tui.commands.deployments import line
+        from tui.panels.deploy import detail_lines
+
+        shown = store_deployments.get(db, space["id"])
+        assert "paused by the hard all budget" in line(shown) and f"budget resume {space['id']}" in line(shown)
+        assert any(text.startswith("stopped by budget: paused by the hard all budget") for text in detail_lines(shown, []))
         # A confirmed resume restarts both.
         costs.resume(db, fn["id"], clients, who="dashboard")
         costs.resume(db, space["id"], clients, who="cli")
@@ -379,3 +385,32 @@ def test_a_budget_mirrored_to_cloud_billing_with_the_real_client_only_sets_googl
         assert costs.mirror_to_google(db, "gcp", "0123-4567-89AB", client=client) == name   # updated, not a second
         assert len(cloud.budgets) == 1 and [r["thresholdPercent"] for r in cloud.budgets[name]["thresholdRules"]] == [0.8, 1.0]
         assert "does not cap" in store_costs.audit_log(db, action="budget-mirror")[0]["message"]
+
+
+def test_the_phones_server_counters_and_battery_are_collected_once_each(db, tmp_path):
+    from store import telemetry
+    from tests._serve_helpers import call, running_server
+    from tests.standins.bundles import make_bundle
+
+    bundle = make_bundle(tmp_path / "bundle", seed=3)
+    with running_server(bundle.path) as srv:
+        url = f"http://127.0.0.1:{srv.port}"
+        row = make_row(db, "local", "local", {}, created_at=time.time() - 60)
+        db.execute("UPDATE deployments SET url = ? WHERE id = ?", (url, row["id"]))
+        for _ in range(3):
+            call(srv.port, "POST", "/v1/predict", b"{}", {"Content-Type": "application/json"})
+        costs.collect(db, now=time.time())
+        key = f"deployment:{row['id']}"
+        assert sample_total(db, key, "requests") == 3
+        for _ in range(2):
+            call(srv.port, "POST", "/v1/predict", b"{}", {"Content-Type": "application/json"})
+        costs.collect(db, now=time.time() + 1)
+        assert sample_total(db, key, "requests") == 5          # the counter's growth, not its value again
+    for pct, charging in ((80, 0), (78, 0), (90, 1), (85, 0)):  # 2 + (charging: not spent) + 5
+        telemetry.record(db, "w", {"battery_percent": pct, "charging": charging})
+    costs.collect(db, now=time.time() + 2)
+    costs.collect(db, now=time.time() + 3)
+    summary = costs.month_summary(db, now=time.time() + 3)
+    assert summary["local_compute"]["battery_pct"] == pytest.approx(7.0)
+    assert summary["local_compute"]["requests"] == 5
+    assert summary["platforms"]["local"]["month_to_date_usd"] == 0.0
