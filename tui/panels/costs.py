@@ -103,10 +103,11 @@ class Panel(PollingPanel):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="panel-body"):
             table = DataTable(id="costs-table", classes="panel-list", cursor_type="row", zebra_stripes=True)
-            table.add_column("What", key="what")
-            table.add_column("Month", key="mtd")
-            table.add_column("Proj", key="proj")
-            table.add_column("Src", key="src")
+            # Fixed widths: the rows are rebuilt every poll, and auto widths would shift under the header.
+            table.add_column("What", key="what", width=12)
+            table.add_column("Month", key="mtd", width=7)
+            table.add_column("Proj", key="proj", width=7)
+            table.add_column("Src", key="src", width=4)
             yield table
             with VerticalScroll(id="costs-detail", classes="panel-detail"):
                 yield Static("Loading costs…", id="costs-head")
@@ -132,7 +133,7 @@ class Panel(PollingPanel):
                           "est" if plat["source"] == "estimated" else "meas", key=f"platform:{name}")
             for d in plat["deployments"]:
                 mark = "■ " if d.get("paused_reason") else " "
-                label = f"{mark}#{d['deployment_id']} {(d.get('name') or d.get('target') or '')[-12:]}"
+                label = f"{mark}#{d['deployment_id']} {(d.get('name') or d.get('target') or '').split('/')[-1][:7]}"
                 table.add_row(label, usd(d["month_to_date_usd"]), usd(d["projected_usd"]),
                               "est" if d["source"] == "estimated" else "meas", key=f"deployment:{d['deployment_id']}")
         keys = [f"platform:{n}" for n in summary["platforms"]] + [
