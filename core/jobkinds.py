@@ -250,3 +250,17 @@ class DeployRollbackPayload(DeployStatusPayload):
 @kind("deploy-stop", "deployers.jobs:stop", "stop serving a release")
 class DeployStopPayload(DeployStatusPayload):
     """Payload of ``deploy-stop``: the deployment to stop."""
+
+
+@kind("costs", "deployers.costs:run", "collect usage, raise budget warnings, stop what a hard budget covers")
+class CostsPayload:
+    """Payload of ``costs``: who asked (the audit log's ``who``); or a confirmed resume of a budget pause."""
+
+    refresh: bool = True
+    who: str = "worker"
+    resume_deployment_id: int | None = None
+
+    def check(self) -> None:
+        """``who`` is one of the audit log's actors."""
+        if self.who not in ("dashboard", "cli", "worker"):
+            raise ConfigError(f"costs job: who must be dashboard, cli or worker, not {self.who!r}")

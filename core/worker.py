@@ -174,6 +174,8 @@ class Worker:
         storedb.connect(self.db_path)  # create or migrate now, so errors surface at start
         self._current: JobContext | None = None
         self._beat_stop = threading.Event()
+        self._started_at = time.time()
+        self._next_periodic = 0.0
 
     @property
     def db(self):
@@ -249,6 +251,8 @@ class Worker:
                                        "idle with no dashboard open; the dashboard starts one when a job is queued")
                             break
                 if job is None:
+                    if self._queue_periodic():
+                        continue
                     self.stopping.wait(idle_sleep if self.idle_exit is None else min(idle_sleep, self.idle_exit))
                     continue
                 self.run_job(job)
@@ -257,6 +261,19 @@ class Worker:
                 if on_job:
                     on_job(jobs.get(self.db, job["id"]))
         return done
+
+    def _queue_periodic(self) -> bool:
+        """When idle, queue the periodic ``costs`` job if it is due (store.costs.queue_if_due); True if queued."""
+        if "costs" not in self.kinds or time.monotonic() < self._next_periodic:
+            return False
+        self._next_periodic = time.monotonic() + 10.0   # an idle loop turns every 0.5 s; asking every 10 s is plenty
+        from store import costs as store_costs
+
+        try:
+            every = float(os.environ.get("POCKETOPS_COSTS_EVERY_S") or 900)   # 0 turns it off
+        except ValueError:
+            every = 900.0
+        return store_costs.queue_if_due(self.db, every, self._started_at) is not None
 
     def _last_claim(self) -> dict | None:
         """Leave the live list first, then look once more: a job queued meanwhile is either seen
@@ -306,6 +323,7 @@ class Worker:
         if self.stopping.is_set():
             ctx._stopping.set()
         self._current = ctx
+        cpu0, started = time.process_time(), time.time()
         if job["attempts"] > 1:
             events.log(self.db, "info", "worker", f"job {job['id']} resumed (attempt {job['attempts']})", job_id=job["id"], run_id=job["run_id"])
         try:
@@ -325,6 +343,17 @@ class Worker:
             jobs.finish(self.db, job["id"], self.id, "done", result=result or {})
         finally:
             self._current = None
+            _record_cpu(self.db, job, time.process_time() - cpu0, started)
+
+
+def _record_cpu(db, job: dict, cpu_s: float, started: float) -> None:
+    """The worker's CPU seconds on one job: the phone's own cost (Costs panel). Never fails the job."""
+    try:
+        from store import costs as store_costs
+
+        store_costs.record_job_cpu(db, job, cpu_s, started, time.time())
+    except Exception:  # e.g. a store from before the costs migration, or a full disk: the job's outcome stands
+        pass
 
 
 def live_workers(db) -> list[dict]:

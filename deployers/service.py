@@ -132,6 +132,8 @@ def deploy(db, db_path, variant_id: int, target: str, options: dict, deployer: D
     """
     options = dict(options)
     load_variant(db, variant_id)               # a wrong id fails before any row exists
+    from deployers import costs                # hard budgets refuse before any network call or row
+    costs.check_deploy(db, target, options)
     deployer = deployer or registry.get(target)  # so does a missing client package
     name = line_name(target, options)
     reconcile(db, target, name, deployer)

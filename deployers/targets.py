@@ -7,6 +7,7 @@ option its Name and Port fields fill). This module imports nothing heavy: the da
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,7 @@ class Option:
 
     key: str
     flag: str
-    type: type
+    type: type | Callable[[str], object]  # bool: a flag; otherwise parses the CLI's text
     default: object = None  # what the deployer uses when the option is left out (None: it decides)
     help: str = ""
     metavar: str | None = None
@@ -38,6 +39,19 @@ class Target:
     line_option: str  # the option that names a release line (the form's Name field)
 
 
+def requests_count(value: str) -> int:
+    """A whole number of requests (``50000``, ``50,000`` or ``50_000``), 0 or more."""
+    import argparse
+
+    try:
+        number = int(str(value).replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of requests, e.g. 50000, not {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more requests, not {number}")
+    return number
+
+
 OPTIONS: dict[str, Option] = {o.key: o for o in (
     Option("host", "--host", str, "127.0.0.1",
            "local: address to bind (default 127.0.0.1; anything else needs an API key)"),
@@ -58,6 +72,8 @@ OPTIONS: dict[str, Option] = {o.key: o for o in (
            metavar="SECONDS"),
     Option("vendor_ort", "--vendor-ort", str, None,
            "spaces-static: copy onnxruntime-web from DIR instead of its CDN", metavar="DIR"),
+    Option("requests_per_month", "--requests-per-month", requests_count, None,
+           "gcp: the traffic the plan's cost and the budget check assume (default 10,000)", metavar="N"),
 )}
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
@@ -68,7 +84,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("spaces-docker", "Spaces docker (paid)", "docker", "deployers.spaces:DockerSpaceDeployer",
            ("space_id", "private", "hardware", "wait_s", "api_key"), "space_id"),
     Target("gcp", "Google Cloud function", "gcp", "deployers.gcp:CloudRunFunctionDeployer",
-           ("project", "region", "function_name", "public", "api_key"), "function_name"),
+           ("project", "region", "function_name", "public", "api_key", "requests_per_month"), "function_name"),
 )}
 
 

@@ -55,6 +55,13 @@ def run(args) -> int:
     if args.vendor_ort and not os.path.isdir(args.vendor_ort):
         raise CliError(f"--vendor-ort {args.vendor_ort}: no such directory")
     db, db_path = open_db(args)
+    if not args.dry_run:
+        from deployers import costs
+
+        try:  # a hard budget refuses here, before any job row or network call (exit 3)
+            costs.check_deploy(db, args.target, options, who="cli")
+        except costs.BudgetRefused as exc:
+            raise CliError(str(exc), code=3) from None
     payload = {"variant_id": args.variant, "target": args.target, "options": options}
     job = finished(run_job(db_path, "deploy-plan" if args.dry_run else "deploy", payload, secrets=secrets))
     if args.dry_run:

@@ -42,6 +42,8 @@ def public(row: dict) -> dict:
     for key in ("rolled_back_from", "restores", "bundle_version", "reason", "stage"):
         if key in meta:
             data[key] = meta[key]
+    if row.get("paused_reason"):
+        data["paused_reason"] = row["paused_reason"]
     return data
 
 
@@ -57,6 +59,8 @@ def line(row: dict) -> str:
         parts.append(f"cold {row['cold_start_ms']:.0f} ms")
     if row.get("error"):
         parts.append(f"— {row['error']}")
+    if row.get("paused_reason"):
+        parts.append(f"— {row['paused_reason']} (resume: pocketops budget resume {row['id']} --yes)")
     return " ".join(parts)
 
 

@@ -65,6 +65,8 @@ def detail_lines(row: dict, history: list[dict]) -> list[str]:
         lines.append(f"reason: {meta['reason']}")
     if row.get("error"):
         lines.append(f"error: {row['error']}")
+    if row.get("paused_reason"):
+        lines.append(f"stopped by budget: {row['paused_reason']} (resume in Costs)")
     lines.append(f"updated {time.strftime('%Y-%m-%d %H:%M', time.localtime(row['updated_at']))}")
     newer = [h for h in history if h["id"] > row["id"]]
     if newer and newer[0]["status"] == "failed":
