@@ -615,12 +615,14 @@ def refresh(db, *, clients: Clients | None = None, now: float | None = None, who
 
 def run(ctx) -> dict:
     """Handler of job kind ``costs``: one refresh (collect, warn, stop), or a confirmed resume; a short result."""
-    payload = ctx.payload
-    if payload.get("resume_deployment_id") is not None:
+    from core import jobkinds
+
+    payload = jobkinds.payload_of(ctx.job)
+    if payload.resume_deployment_id is not None:
         ctx.progress(stage="resuming")
-        row = resume(ctx.db, int(payload["resume_deployment_id"]), who=payload.get("who") or "worker")
+        row = resume(ctx.db, payload.resume_deployment_id, who=payload.who)
         return {"resumed": row["id"], "status": row["status"]}
     ctx.progress(stage="collecting")
-    result = refresh(ctx.db, who=payload.get("who") or "worker", check=ctx.check)
+    result = refresh(ctx.db, who=payload.who, check=ctx.check)
     return {"month": result["month"], "total_usd": result["total_usd"], "projected_usd": result["projected_usd"],
             "collected": result["collected"], "warnings": result["warnings"], "stopped": result["stopped"]}

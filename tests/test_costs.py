@@ -337,7 +337,7 @@ def test_the_dashboards_deploy_job_is_refused_the_same_way_and_audited_as_the_da
 
     variant = make_variant(db, tmp_path / "p.db")
     costs.set_budget(db, "all", 0.5, hard=True, warn="", who="dashboard")
-    job_id = jobkinds.queue(db, "deploy", action="deploy", variant_id=variant, target="spaces-docker",
+    job_id = jobkinds.queue(db, "deploy", variant_id=variant, target="spaces-docker",
                             options={"space_id": "tester/demo", "hardware": "t4-small"})
     Worker(tmp_path / "p.db").run_one(job_id)
     job = jobs.get(db, job_id)
