@@ -233,3 +233,10 @@ class DeployPayload:
         for key in needs:
             if getattr(self, key) is None:
                 raise ConfigError(f"deploy job: action {self.action!r} needs field {key!r}")
+
+
+@kind("sweep", "core.sweep:run", "search training configs with Optuna; each trial is an ordinary train run")
+class SweepPayload:
+    """Payload of ``sweep``: the sweep (its config lives in the sweeps row)."""
+
+    sweep_id: int
