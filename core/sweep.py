@@ -195,8 +195,12 @@ class _TrialRunner:
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self) -> None:
-        """Stop after (or at a checkpoint of) the trial it trains; that trial goes back to the queue."""
+    def stop(self, db) -> None:
+        """Stop after (or at a checkpoint of) the trial it trains; that trial goes back to the queue,
+        unless it was pruned (cancel requested): then it ends cancelled here, not in a later worker."""
+        current = self.worker._current
+        if current is not None and jobs.cancel_requested(db, current.job_id):
+            current._cancelled.set()
         self.worker.request_stop()
         self.thread.join(timeout=120)
 
@@ -429,7 +433,7 @@ def run(ctx) -> dict:
         store_sweeps.set_status(db, sweep_id, "failed", error=message)
         raise
     finally:
-        runner.stop()
+        runner.stop(db)
     result = summary(db, sweep_id)
     status = "done" if result["best"] is not None else "failed"
     store_sweeps.set_status(db, sweep_id, status, error=None if status == "done" else "no trial finished")
