@@ -17,7 +17,7 @@ of its own, registered like any), so a sweep never holds a worker idle, and a sw
 single worker (or ``--wait`` with none) still finishes.
 
 Why a journal file and not Optuna's RDB storage on our SQLite file (measured here, 2 cores,
-``/tmp/hsweep/storage_bench.py`` in the report): 8.5 ms vs 46 ms per ask/3 reports/tell, open in
+``benchmarks/sweep_storage.py``): 8.5 ms vs 46 ms per ask/3 reports/tell, open in
 ~0.02 s vs ~0.5 s (SQLAlchemy + Alembic), and no Optuna tables beside our migrations. Its one
 weakness under signal 9 (a lock link left behind makes the next writer wait 30 s) is handled
 here: only the worker holding the sweep job writes the journal, so a lock left by a dead
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 from core import jobkinds, models, pace, sweep_space

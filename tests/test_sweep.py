@@ -266,3 +266,23 @@ def test_default_spaces_fit_the_size_limit_and_map_to_valid_training_configs():
         assert models.check_config(family, shape, 10, "small", dtype, settings["arch"])["size_bytes"] <= models.MAX_MODEL_BYTES
     wide = build("mlp", [1, 512, 512], 10)
     assert max(wide.searched()["width"].choices) < 256, "shrunk to fit 512×512 inputs"
+
+
+def test_a_lock_and_a_torn_line_left_by_a_killed_writer_do_not_stall_the_study(tmp_path):
+    """Signal 9 inside Optuna's journal append leaves its lock link (the next writer would wait 30 s)
+    and at worst half a line: the sweep job, the journal's only writer, clears both on open."""
+    from core.sweep import open_study
+
+    cfg = {"seed": 0, "direction": "maximize", "pruner": {"n_startup_trials": 2, "n_warmup_steps": 0}}
+    path = tmp_path / "study.journal"
+    study = open_study(path, "s", cfg)
+    study.tell(study.ask(), 0.5)
+    os.symlink(str(path), str(path) + ".lock")
+    with open(path, "ab") as handle:
+        handle.write(b'{"op_code":5,"worker_id":"x"')
+    t0 = time.monotonic()
+    study = open_study(path, "s", cfg)
+    study.tell(study.ask(), 0.7)
+    assert time.monotonic() - t0 < 10
+    assert [t.value for t in study.trials] == [0.5, 0.7]
+    assert not os.path.lexists(str(path) + ".lock")

@@ -56,7 +56,7 @@ def _duration(text: str) -> float:
 def run(args) -> int:
     from core.errors import ConfigError, DatasetError
     from core.optional import require_installed
-    from core.sweep import new_sweep, summary
+    from core.sweep import new_sweep
 
     if args.on is not None:
         raise CliError(f"--on {args.on}: no clusters are configured in this build; run the sweep locally (drop --on)")
