@@ -454,6 +454,5 @@ class Panel(PollingPanel):
         self.app.call_from_thread(self._sweep_queued, sweep_id, job_id, form.parallel)
 
     def _sweep_queued(self, sweep_id: int, job_id: int, parallel: int) -> None:
-        self.notify(f"Sweep #{sweep_id} queued (job {job_id}); "
-                    + (f"start {parallel - 1} more worker(s) to run {parallel} trials at once." if parallel > 1 else ""))
+        self.notify(f"Sweep #{sweep_id} queued (job {job_id}): up to {parallel} trial(s) at once, one per worker.")
         self.post_message(StoreChanged("sweeps"))
