@@ -104,6 +104,8 @@ async def test_w_opens_the_sweep_dialog_and_start_queues_a_sweep_job(db_path):
     async with app.run_test(size=PHONE) as pilot:
         await pilot.press("w")
         assert isinstance(app.screen, SweepDialog)
+        for button in ("#sweep-start", "#sweep-cancel"):  # tappable without scrolling on a phone
+            assert app.screen.region.contains_region(app.screen.query_one(button).region), button
         app.screen.query_one("#sweep-trials").value = "4"
         app.screen.query_one("#sweep-epochs").value = "3"
         await pilot.click("#sweep-start")
