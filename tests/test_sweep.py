@@ -286,3 +286,18 @@ def test_a_lock_and_a_torn_line_left_by_a_killed_writer_do_not_stall_the_study(t
     assert time.monotonic() - t0 < 10
     assert [t.value for t in study.trials] == [0.5, 0.7]
     assert not os.path.lexists(str(path) + ".lock")
+
+
+@pytest.mark.parametrize("family, shape, dtype, arch", [
+    ("mlp", [1, 8, 8], "float32", {"hidden": [64, 64, 64]}),
+    ("cnn", [1, 8, 8], "float32", {"channels": [16, 32, 64], "hidden": 64}),
+    ("transformer", [20], "int64", {"d_model": 64, "heads": 2, "layers": 1, "ff": 64}),
+])
+def test_a_trials_arch_builds_the_model_it_counts(family, shape, dtype, arch):
+    """The size check a space relies on counts exactly the parameters of the model a trial trains."""
+    from core import models
+
+    model = models.build_model(models.model_args(family, shape, 10, "small", dtype, arch))
+    real = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert models.estimate_params(family, shape, 10, "small", dtype, arch) == real
+    assert "arch" not in models.model_args(family, shape, 10, "small", dtype), "runs without one are unchanged"
