@@ -264,3 +264,10 @@ class CostsPayload:
         """``who`` is one of the audit log's actors."""
         if self.who not in ("dashboard", "cli", "worker"):
             raise ConfigError(f"costs job: who must be dashboard, cli or worker, not {self.who!r}")
+
+
+@kind("sweep", "core.sweep:run", "search training configs with Optuna; each trial is an ordinary train run")
+class SweepPayload:
+    """Payload of ``sweep``: the sweep (its config lives in the sweeps row)."""
+
+    sweep_id: int

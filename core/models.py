@@ -10,7 +10,7 @@ split, so an exported ONNX model takes raw features); text ``(N, L)`` int64 byte
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from core.errors import ConfigError
 from core.fmt import fmt_bytes
@@ -53,6 +53,8 @@ SPECS = {
     },
 }
 DEFAULT_LR = {"mlp": 1e-3, "cnn": 2e-3, "transformer": 5e-4}
+# What an ``arch`` override may set per family (a sweep searches these): the spec's own fields.
+ARCH_FIELDS = {family: tuple(f.name for f in fields(type(SPECS[family]["small"]))) for family in FAMILIES}
 DROPOUT = 0.1
 
 
@@ -82,9 +84,10 @@ def _linear(n_in: int, n_out: int) -> int:
     return n_in * n_out + n_out
 
 
-def estimate_params(family: str, input_shape, n_classes: int, preset: str = "small", input_dtype: str = "float32") -> int:
+def estimate_params(family: str, input_shape, n_classes: int, preset: str = "small", input_dtype: str = "float32",
+                    arch: dict | None = None) -> int:
     """Trainable parameters of ``build_model`` for this config — arithmetic only, no torch."""
-    spec = _spec(family, preset)
+    spec = _spec(family, preset, arch)
     kind = data_kind(input_shape, input_dtype)
     if family == "mlp":
         n_in = 1
@@ -122,17 +125,49 @@ def estimate_size_bytes(params: int) -> int:
     return int(params) * 4
 
 
-def _spec(family: str, preset: str):
+def _spec(family: str, preset: str, arch: dict | None = None):
     if family not in FAMILIES:
         raise ConfigError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return SPECS[family][preset]
+    spec = SPECS[family][preset]
+    return replace(spec, **check_arch(family, arch)) if arch else spec
 
 
-def check_config(family: str, input_shape, n_classes: int, preset: str = "small", input_dtype: str = "float32") -> dict:
+def check_arch(family: str, arch: dict | None) -> dict:
+    """An architecture override (fields of the family's spec) checked and normalised; ConfigError naming the field."""
+    if not arch:
+        return {}
+    if not isinstance(arch, dict):
+        raise ConfigError(f"arch must be an object of {', '.join(ARCH_FIELDS[family])}, not {arch!r}")
+    known = ARCH_FIELDS[family]
+    unknown = sorted(set(arch) - set(known))
+    if unknown:
+        raise ConfigError(f"arch: unknown field(s) {', '.join(unknown)} for the {family} family; known: {', '.join(known)}")
+    out = {}
+    for key, value in arch.items():
+        many = isinstance(value, (list, tuple))
+        values = list(value) if many else [value]
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise ConfigError(f"arch: {key} must be {'a list of ' if many else ''}whole numbers ≥ 1, not {value!r}")
+        out[key] = tuple(values) if many else value
+    for key in ("hidden", "channels"):
+        if family == "mlp" and key == "hidden" and key in out and not isinstance(out[key], tuple):
+            raise ConfigError(f"arch: hidden of an mlp is a list of layer widths, not {arch[key]!r}")
+        if family == "cnn" and key == "channels" and key in out and not isinstance(out[key], tuple):
+            raise ConfigError(f"arch: channels of a cnn is a list of block widths, not {arch[key]!r}")
+    if family == "transformer":
+        d_model = out.get("d_model", SPECS[family]["small"].d_model)
+        heads = out.get("heads", SPECS[family]["small"].heads)
+        if d_model % heads:
+            raise ConfigError(f"arch: d_model {d_model} must be a multiple of heads {heads}")
+    return out
+
+
+def check_config(family: str, input_shape, n_classes: int, preset: str = "small", input_dtype: str = "float32",
+                 arch: dict | None = None) -> dict:
     """``{"params", "size_bytes"}`` of a config that fits the data and the 50 MB limit, else ConfigError."""
-    _spec(family, preset)
+    _spec(family, preset, arch)
     kind = data_kind(input_shape, input_dtype)
     if n_classes < 2:
         raise ConfigError(f"a classifier needs at least 2 classes, the dataset has {n_classes}")
@@ -142,20 +177,29 @@ def check_config(family: str, input_shape, n_classes: int, preset: str = "small"
         raise ConfigError(f"text data needs the transformer family (byte tokens), not {family}")
     if kind == "image" and int(input_shape[0]) != 1:
         raise ConfigError(f"images must be grayscale with 1 channel, found {input_shape[0]} channels")
-    params = estimate_params(family, input_shape, n_classes, preset, input_dtype)
+    params = estimate_params(family, input_shape, n_classes, preset, input_dtype, arch)
     size = estimate_size_bytes(params)
     if size > MAX_MODEL_BYTES:
+        what = f"{family} {_arch_text(arch)}" if arch else f"{family}/{preset}"
         raise ConfigError(
-            f"{family}/{preset} on input {list(input_shape)} has {params:,} parameters = {fmt_bytes(size)} (fp32), "
+            f"{what} on input {list(input_shape)} has {params:,} parameters = {fmt_bytes(size)} (fp32), "
             f"over the {MAX_MODEL_BYTES / 2**20:.0f} MB limit; pick a smaller preset, the cnn family, or smaller inputs"
         )
     return {"params": params, "size_bytes": size}
 
 
-def model_args(family: str, input_shape, n_classes: int, preset: str = "small", input_dtype: str = "float32") -> dict:
+def _arch_text(arch: dict) -> str:
+    return ", ".join(f"{k}={list(v) if isinstance(v, (list, tuple)) else v}" for k, v in arch.items())
+
+
+def model_args(family: str, input_shape, n_classes: int, preset: str = "small", input_dtype: str = "float32",
+               arch: dict | None = None) -> dict:
     """The self-describing dict that ``build_model`` takes and checkpoints store."""
-    return {"family": family, "preset": preset, "input_shape": [int(d) for d in input_shape],
+    args = {"family": family, "preset": preset, "input_shape": [int(d) for d in input_shape],
             "n_classes": int(n_classes), "input_dtype": input_dtype, "dropout": DROPOUT}
+    if arch:  # only when given, so the model_args of runs without one stay as they were
+        args["arch"] = {k: list(v) if isinstance(v, tuple) else v for k, v in check_arch(family, arch).items()}
+    return args
 
 
 def build_model(model_args: dict):
@@ -166,7 +210,7 @@ def build_model(model_args: dict):
     from core import nets as _nets
 
     family = model_args["family"]
-    spec = _spec(family, model_args.get("preset", "small"))
+    spec = _spec(family, model_args.get("preset", "small"), model_args.get("arch"))
     shape = list(model_args["input_shape"])
     n_classes = int(model_args["n_classes"])
     kind = data_kind(shape, model_args.get("input_dtype", "float32"))

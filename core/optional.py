@@ -31,6 +31,7 @@ KNOWN: dict[str, Extra] = {
     "google.cloud.functions_v2": Extra("google-cloud-functions", "gcp", "pkg install python-grpcio, then pip install google-cloud-functions"),
     "google.cloud.run_v2": Extra("google-cloud-run", "gcp", "pkg install python-grpcio, then pip install google-cloud-run"),
     "google.cloud.monitoring_v3": Extra("google-cloud-monitoring", "gcp", "pkg install python-grpcio, then pip install google-cloud-monitoring"),
+    "optuna": Extra("optuna", "sweep", "pip install optuna (pure Python)"),
     "functions_framework": Extra("functions-framework", "gcp", "pip install functions-framework"),
 }
 

@@ -40,7 +40,7 @@ def new_run(db, *, dataset: str, model: str, preset: str = "small", epochs: int 
     cfg = TrainConfig.from_dict(dict(dataset=dataset, model=model, preset=preset, epochs=epochs, batch_size=batch_size,
                                      accum=accum, lr=lr, seed=seed, **extra)).validate()
     shape, dtype = model_input(row)
-    sizes = models.check_config(model, shape, row["n_classes"], preset, dtype)
+    sizes = models.check_config(model, shape, row["n_classes"], preset, dtype, cfg.arch)
     with transaction(db):
         run_id = store_runs.create(db, dataset_id=row["id"], model=model, config=cfg.to_dict(), epochs_total=epochs,
                                    params=sizes["params"], size_bytes=sizes["size_bytes"])

@@ -43,6 +43,10 @@ class StoreCallbacks(Callbacks):
         """Flush points older than FLUSH_S, then raise if the job was cancelled or must stop."""
         if self.buffer and time.monotonic() - self.last_flush >= FLUSH_S:
             self.flush()
+            # A cancel (a sweep pruning this run) is seen at the next flush, not only at the next
+            # heartbeat: one indexed read every FLUSH_S.
+            if jobs.cancel_requested(self.db, self.ctx.job_id):
+                self.ctx._cancelled.set()
         self.ctx.check()
         if self._pace_step is not None:  # the first safe point after a train point
             step, self._pace_step = self._pace_step, None

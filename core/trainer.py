@@ -50,6 +50,7 @@ class TrainConfig:
     pause_on_low_battery: bool = True
     val: float = 0.15
     test: float = 0.15
+    arch: dict | None = None         # overrides of the preset's layers/widths (models.ARCH_FIELDS); a sweep sets it
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict."""
@@ -78,6 +79,7 @@ class TrainConfig:
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"threads must be a whole number ≥ 1, got {self.threads!r}")
+        models.check_arch(self.model, self.arch)
         if not (0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
             raise ConfigError(f"val ({self.val}) and test ({self.test}) fractions must be in [0, 1) and sum below 1")
         return self
@@ -210,7 +212,8 @@ class Trainer:
         self.cb = callbacks or Callbacks()
         self.last_path = self.ckpt_dir / "last.pt"
         self.best_path = self.ckpt_dir / "best.pt"
-        self.sizes = models.check_config(cfg.model, arrays.input_shape, len(arrays.classes), cfg.preset, arrays.input_dtype)
+        self.sizes = models.check_config(cfg.model, arrays.input_shape, len(arrays.classes), cfg.preset, arrays.input_dtype,
+                                          cfg.arch)
 
     # -- pieces --------------------------------------------------------------------------
     def _tensors(self):
@@ -286,7 +289,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         data, train_idx = self._tensors()
         # 2. model (tabular models carry the training split's standardisation) and optimizer
-        self.model_args = models.model_args(cfg.model, a.input_shape, len(a.classes), cfg.preset, a.input_dtype)
+        self.model_args = models.model_args(cfg.model, a.input_shape, len(a.classes), cfg.preset, a.input_dtype, cfg.arch)
         model = models.build_model(self.model_args)
         if a.kind == "csv":
             models.set_standardization(model, a.X[train_idx].mean(0), a.X[train_idx].std(0))

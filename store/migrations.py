@@ -279,8 +279,48 @@ def _costs(db: Database) -> None:
         db.execute(statement)
 
 
+def _sweeps(db: Database) -> None:
+    """Sweeps (an Optuna study driven by a ``sweep`` job) and their trials, each an ordinary run.
+
+    Optuna's own state lives in its journal file (``sweeps.storage``), never in these tables.
+    """
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS sweeps (
+               id INTEGER PRIMARY KEY,
+               dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+               model TEXT NOT NULL,
+               config TEXT NOT NULL,              -- JSON: trials, parallel, metric, direction, seed, space, ...
+               status TEXT NOT NULL DEFAULT 'queued',  -- queued | running | done | failed | cancelled
+               storage TEXT,                      -- Optuna journal file of the study
+               best TEXT,                         -- JSON {trial, run_id, params, value} or NULL
+               importances TEXT,                  -- JSON {param: importance} or NULL
+               error TEXT,
+               created_at REAL NOT NULL,
+               started_at REAL,
+               finished_at REAL
+           )"""
+    )
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS sweep_trials (
+               id INTEGER PRIMARY KEY,            -- readers poll by this cursor
+               sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+               trial INTEGER NOT NULL,            -- Optuna's trial number
+               run_id INTEGER REFERENCES runs(id),
+               status TEXT NOT NULL DEFAULT 'running',  -- running | done | pruned | failed
+               params TEXT NOT NULL DEFAULT '{}',
+               value REAL,
+               pruned_epoch INTEGER,
+               error TEXT,
+               created_at REAL NOT NULL,
+               finished_at REAL,
+               UNIQUE (sweep_id, trial)
+           )"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS sweep_trials_run ON sweep_trials(run_id)")
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _scale_indexes, _worker_create_time,
-                                                _recommend_prefs, _deploy_kinds, _costs]
+                                                _recommend_prefs, _deploy_kinds, _costs, _sweeps]
 
 
 def version(db: Database) -> int:

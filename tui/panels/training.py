@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -16,6 +17,7 @@ from tui.widgets.device import DeviceStrip
 from tui.widgets.disk import DiskUse
 from tui.widgets.intents import run_intent
 from tui.widgets.polling import PollingPanel
+from tui.widgets.sweep import SweepView
 
 ORDER = 20
 TELEMETRY_FRESH_S = 15.0   # the worker records every 5 s; older means no worker is sampling
@@ -88,6 +90,8 @@ class TrainingData:
     progress: dict = field(default_factory=dict)
     total_runs: int = 0
     disk: dict | None = None  # bytes on disk by kind (None: not read yet)
+    sweep: dict | None = None  # the newest sweep and its trials (tui/widgets/sweep.py)
+    sweep_trials: list[dict] = field(default_factory=list)
 
 
 def _pct(value) -> str:
@@ -153,6 +157,7 @@ class Panel(PollingPanel):
         Binding("x", "cancel_run", "Cancel"),
         Binding("r", "resume_run", "Resume"),
         Binding("m", "more_runs", "More"),
+        Binding("w", "new_sweep", "Sweep"),
     ]
 
     def __init__(self, *args, **kwargs):
@@ -165,6 +170,7 @@ class Panel(PollingPanel):
         self._local_sample_at = 0.0
         self.page_rows = RUNS_PAGE  # how many of the newest runs the table shows
         self.total_runs = 0
+        self._sweep_shown: tuple | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="panel-body"):
@@ -178,6 +184,7 @@ class Panel(PollingPanel):
                 yield Static("Loading runs…", id="run-summary")
                 yield CurveChart("loss", id="loss-chart")
                 yield CurveChart("accuracy", y_range=(0.0, 1.0), id="acc-chart")
+                yield SweepView(id="sweep-view")
 
     def on_mount(self) -> None:
         # The first frame shows the runs and the selected run's curves: read them here (a few
@@ -234,14 +241,19 @@ class Panel(PollingPanel):
                 from core.telemetry import sample
 
                 device, source = sample(), "this process"
+        from store import sweeps as store_sweeps
+
+        sweep = store_sweeps.latest(db)
+        sweep_trials = store_sweeps.trials(db, sweep["id"]) if sweep else []
         if quick:  # the first frame: liveness (core.worker and its imports) comes with the first poll
-            return TrainingData(runs, selected, points, device, "keep" if device is None else source, None, progress, total)
+            return TrainingData(runs, selected, points, device, "keep" if device is None else source, None, progress, total,
+                                sweep=sweep, sweep_trials=sweep_trials)
         from core.worker import live_workers  # a worker killed with signal 9 still has a recent heartbeat
 
         from store.retention import disk_use
 
         return TrainingData(runs, selected, points, device, source, len(live_workers(db)), progress, total,
-                            disk=disk_use(db))
+                            disk=disk_use(db), sweep=sweep, sweep_trials=sweep_trials)
 
     def update_view(self, data: TrainingData) -> None:
         self.alive_workers = data.workers
@@ -264,6 +276,10 @@ class Panel(PollingPanel):
         if data.device_source != "keep":
             self.query_one("#device", DeviceStrip).set_sample(data.device, data.device_source)
         self.show_summary()
+        sweep_key = (data.sweep, data.sweep_trials)
+        if sweep_key != self._sweep_shown:
+            self._sweep_shown = sweep_key
+            self.query_one("#sweep-view", SweepView).set_sweep(data.sweep, data.sweep_trials)
         shown = getattr(self.app, "data_shown", None)
         if shown is not None:  # the runs table and the selected run's curves are in: a frame with data
             shown()
@@ -392,6 +408,44 @@ class Panel(PollingPanel):
             self.post_message(StoreChanged("runs"))
 
         run_intent(self, resume_run, run["id"], then=resumed, title="Not resumed")
+
+
+    # -- sweeps (tui/widgets/sweep.py) ---------------------------------------------------
+    def action_new_sweep(self) -> None:
+        """Ask what to sweep; the sweep is queued in a thread (never a write on the main thread)."""
+        from store import datasets as store_datasets
+        from tui.widgets.sweep import SweepDialog
+
+        names = [d["name"] for d in store_datasets.list_all(self.app.db)]
+        if not names:
+            self.notify("No dataset to sweep on: add one on the Datasets panel (d).", severity="warning")
+            return
+        run = self.runs.get(self.selected) if self.selected is not None else None
+        self.app.push_screen(SweepDialog(names, dataset=run.get("dataset_name", "digits") if run else "digits",
+                                         model=run["model"] if run else "mlp"), self._sweep_answered)
+
+    def _sweep_answered(self, form) -> None:
+        if form is not None:
+            self.queue_sweep(form)
+
+    @work(thread=True, exclusive=True, group="sweep-queue", exit_on_error=False)
+    def queue_sweep(self, form) -> None:
+        """Create the sweep and its job (thread worker); the result comes back as a notification."""
+        from core.errors import PocketopsError
+        from core.sweep import new_sweep
+        from store.db import thread_db
+
+        try:
+            sweep_id, job_id = new_sweep(thread_db(self.app.db_path), dataset=form.dataset, model=form.model,
+                                         trials=form.trials, parallel=form.parallel, epochs=form.epochs)
+        except PocketopsError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Sweep not started", severity="error", timeout=8)
+            return
+        self.app.call_from_thread(self._sweep_queued, sweep_id, job_id, form.parallel)
+
+    def _sweep_queued(self, sweep_id: int, job_id: int, parallel: int) -> None:
+        self.notify(f"Sweep #{sweep_id} queued (job {job_id}): up to {parallel} trial(s) at once, one per worker.")
+        self.post_message(StoreChanged("sweeps"))
 
 
 def quick_start(db) -> tuple[int, int] | None:
