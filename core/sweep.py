@@ -278,7 +278,7 @@ class SweepLoop:
         with transaction(self.db):
             run_id = store_runs.create(self.db, dataset_id=ds["id"], model=cfg.model, config=cfg.to_dict(),
                                        epochs_total=cfg.epochs, params=sizes["params"], size_bytes=sizes["size_bytes"])
-            jobs.enqueue(self.db, "train", {"run_id": run_id}, run_id=run_id)
+            jobkinds.queue(self.db, "train", run_id=run_id)
             store_sweeps.add_trial(self.db, self.id, trial.number, run_id, values)
         self.reported[trial.number] = set()
 
@@ -393,12 +393,12 @@ class SweepLoop:
 
 
 def run(ctx) -> dict:
-    """Run (or resume) the sweep in ``ctx.payload['sweep_id']``; its row and trials say how it went."""
+    """Run (or resume) the sweep in ``the job's payload (``sweep_id``)``; its row and trials say how it went."""
     from core.optional import require
 
     require("optuna", "a sweep")
     db = ctx.db
-    sweep_id = int(ctx.payload["sweep_id"])
+    sweep_id = jobkinds.payload_of(ctx.job).sweep_id
     sweep = store_sweeps.get(db, sweep_id)
     if sweep is None:
         raise PocketopsError(f"sweep job {ctx.job_id}: sweep {sweep_id} does not exist")

@@ -146,8 +146,8 @@ def test_eight_trials_on_two_workers_find_a_good_mlp_and_prune_a_bad_one(tmp_pat
 
 
 def test_kill9_of_the_sweeps_worker_mid_study_loses_nothing(tmp_path, space_file):
-    """Signal 9 to the worker running the sweep (held just before asking trial 3, two trials
-    finished, one training), then a new worker: the study resumes, no finished trial is rerun,
+    """Signal 9 to the worker running the sweep (held just before asking trial 3, at least two trials
+    finished), then a new worker: the study resumes, no finished trial is rerun,
     exactly 6 trials and 6 runs."""
     from core.sweep import new_sweep
 
@@ -169,7 +169,9 @@ def test_kill9_of_the_sweeps_worker_mid_study_loses_nothing(tmp_path, space_file
         before = {t["trial"]: t for t in store_sweeps.trials(db, sweep_id)}
         assert sorted(before) == [0, 1, 2]
         finished = {n: t for n, t in before.items() if t["status"] != "running"}
-        assert len(finished) == 2
+        # Two trials have ended for the sweep to ask trial 3; trial 2 may have ended too by the time
+        # we look (a fast machine, or the sweep's own trial thread): either way none may be rerun.
+        assert len(finished) >= 2
         first.kill()
         first.wait()
         pace.set()  # no holds from here on
