@@ -151,3 +151,39 @@ def test_monitor_stays_bounded_and_pages_by_seq():
     assert [s["seq"] for s in page["signals"]] == [m.seq - 9, m.seq - 8, m.seq - 7]
     assert len({e["event_id"] for e in snap["events"]}) == 50
     json.dumps(snap)  # all JSON
+
+
+def test_quarantine_holds_the_inputs_around_each_alarm():
+    rng = np.random.default_rng(0)
+    d, c, y = _held_out(rng, 300)
+    config = calibrate(d, c, y, 10, streams=20)
+    config["detectors"] = {"distance": PageHinkley(delta=0.5, threshold=8.0, mean=0.0, cooldown=50).to_dict()}
+    score = Monitor(config).scorers["distance"]
+    low, high = float(score.quantiles[5]), float(score.quantiles[-1]) + 1.0  # scores near -1 and exactly 1
+
+    def send(m: Monitor, n: int, dist: float) -> None:
+        first = m.seq + 1
+        inputs = np.arange(first, first + n, dtype=np.float64)[:, None]  # each input names its seq
+        m.observe(inputs, np.zeros(n, dtype=int), np.full(n, 0.9), np.full(n, dist))
+
+    done = Monitor(config, quarantine_per_event=16)
+    send(done, 100, low)
+    send(done, 16, high)  # score 1 each: +0.5 per request past delta, the 17th high one crosses 8
+    assert done.snapshot(0)["events"] == []
+    send(done, 20, high)
+    alarm = done.snapshot(0)["events"][0]
+    assert alarm["seq"] == 117 and alarm["quarantine_pending"] == 0
+    assert alarm["quarantine"] == list(range(110, 126))  # 8 up to and including the alarm, 8 after it
+    assert done.snapshot(125)["events"] == [] and len(done._quarantine) == 16 and done._pending == []
+
+    # While the inputs after an alarm arrive, a pull since the alarm returns the event again, growing.
+    m = Monitor(config, quarantine_per_event=16)
+    send(m, 100, low)
+    send(m, 17, high)
+    early = m.snapshot(0)["events"][0]
+    assert early["seq"] == 117 and early["quarantine"] == list(range(110, 118)) and early["quarantine_pending"] == 8
+    send(m, 3, high)
+    again = m.snapshot(117)
+    assert [e["event_id"] for e in again["events"]] == [early["event_id"]]
+    assert again["events"][0]["quarantine"] == list(range(110, 121)) and again["events"][0]["quarantine_pending"] == 5
+    assert [q["input"] for q in again["quarantine"]] == [[float(s)] for s in range(110, 121)]

@@ -44,7 +44,7 @@ FORMAT = "pocketops-monitor/1"
 ERT = 10_000                # expected run length without drift, in requests
 RING = 10_000               # per-request signals a server keeps
 EVENTS = 100                # events a server keeps
-QUARANTINE_PER_EVENT = 16   # inputs kept per alarm (the ones up to and including it)
+QUARANTINE_PER_EVENT = 16   # inputs kept per alarm: the 8 up to and including it, the 8 after it
 MAX_LIMIT = 5000
 DEFAULT_LIMIT = 1000
 
@@ -420,18 +420,27 @@ def set_threshold(det: _Detector, streams: list, budget: float) -> float:
     return det.threshold
 
 
+# Share of the bootstrap streams each detector may raise an alarm on. Most of the false-alarm budget
+# goes to the slow distance CUSUM: the weak drifts (mild noise, a ramp) are its to catch, and a
+# CUSUM's delay grows with the log of its run length, so the fast tests lose a request or two at
+# 1 % where the slow one gains a tenth of its delay (benchmarks/drift.py). Together they alarm on
+# about as many streams as four detectors at 5 % each did.
+BUDGETS = {"distance": 0.20, "distance_fast": 0.01, "confidence": 0.01, "classes": 0.02}
+
+
 def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=None, ert: int = ERT,
-              streams: int = 100, budget: float = 0.05, seed: int = 0, signal: str = "input") -> dict:
+              streams: int = 100, budget: float | dict | None = None, seed: int = 0, signal: str = "input") -> dict:
     """The monitor config (rank scorers, detectors with thresholds, measured false-alarm rate).
 
     ``distances``, ``confidences`` and ``preds`` are the held-out split's signals;
     ``null_distances`` (optional) more in-distribution distances for the distance test (input-space
     distances do not depend on the model, so training samples outside the reference qualify).
     ``streams`` bootstrap streams of ``ert`` requests are replayed through every detector; each
-    detector's threshold lets at most ``budget`` of them raise an alarm: under a geometric run
-    length an expected run length of ``ert / -ln(1 - budget)`` per detector (195k requests for
-    0.05), about 50k for the four together: at least ``ert``, with room for traffic that differs from
-    the held-out sample. The rate is then measured on as many fresh streams (another seed).
+    detector's threshold lets at most its ``budget`` share of them raise an alarm (``BUDGETS`` per
+    detector by default; one number for all): under a geometric run length an expected run length
+    of ``ert / -ln(1 - budget)`` per detector (45k requests for the distance CUSUM's 0.20, 1M for
+    0.01), about 40k for the four together: at least ``ert``, with room for traffic that differs
+    from the held-out sample. The rate is then measured on as many fresh streams (another seed).
     """
     conf = np.asarray(confidences, dtype=np.float64)
     pred = np.asarray(preds, dtype=np.int64)
@@ -448,11 +457,13 @@ def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=N
         scorers["distance"] = Scorer.fit(dist)
         inputs["distance"] = scorers["distance"](dist)
     dets = default_detectors(pred, n_classes, distances=dist is not None)
+    budgets = {name: (budget if isinstance(budget, (int, float)) else (budget or BUDGETS).get(name, 0.05))
+               for name in dets}
     alarmed = np.zeros(streams, dtype=bool)
     per_detector = {}
     for k, (name, det) in enumerate(dets.items()):
         xs = inputs[base_name(name)]
-        set_threshold(det, xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k)], budget)
+        set_threshold(det, xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k)], budgets[name])
         hits = det.traces(xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k + 1)]).max(axis=1) > det.threshold
         per_detector[name] = round(float(hits.mean()), 4)
         alarmed |= hits
@@ -467,7 +478,7 @@ def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=N
         "calibration": {
             "ert_target": int(ert),
             "streams": int(streams),
-            "budget_per_detector": budget,
+            "budget_per_detector": budgets,
             "held_out": int(n),
             "distance_samples": None if dist is None else int(len(dist)),
             "signal": signal,
@@ -516,6 +527,8 @@ class Monitor:
 
     def __init__(self, config: dict | None = None, *, ring: int = RING, events: int = EVENTS,
                  quarantine_per_event: int = QUARANTINE_PER_EVENT):
+        """``quarantine_per_event`` inputs are kept around each alarm: the first half up to and including
+        it, the rest from the requests that follow (an event lists them as they arrive)."""
         self.server_id = os.urandom(6).hex()
         self.config = config or {}
         self.detectors: dict[str, _Detector] = {name: _Detector.from_dict(d)
@@ -530,7 +543,10 @@ class Monitor:
         self._lock = threading.Lock()
         self._signals: collections.deque = collections.deque(maxlen=ring)
         self._events: collections.deque = collections.deque(maxlen=events)
-        self._recent: collections.deque = collections.deque(maxlen=quarantine_per_event)  # (seq, input, pred, conf)
+        self._after = quarantine_per_event // 2
+        before = max(quarantine_per_event - self._after, 1)
+        self._recent: collections.deque = collections.deque(maxlen=before)  # (seq, input, pred, conf)
+        self._pending: list[list] = []  # [event, inputs still to quarantine after its alarm]
         self._quarantine: dict[int, dict] = {}
         self._refs: dict[int, int] = {}  # quarantined seq -> how many held events hold it
 
@@ -556,6 +572,8 @@ class Monitor:
                 dist = None if distances is None else distances[i]
                 self._signals.append((seq, now, pred, conf, dist))
                 self._recent.append((seq, inputs[i], pred, conf))
+                if self._pending:
+                    self._hold_after(seq, inputs[i], pred, conf)
                 cs = conf_score.one(conf) if conf_score else None
                 ds = dist_score.one(dist) if dist_score and dist is not None else None
                 for name, signal, det in self._feeds:
@@ -563,18 +581,34 @@ class Monitor:
                     if value is not None and det.update(value).drift_detected:
                         self._alarm(name, det, seq, now)
 
+    def _hold(self, s: int, inp, pred: int, conf: float) -> None:
+        """Quarantine one input for one more event (kept until no held event lists it)."""
+        self._refs[s] = self._refs.get(s, 0) + 1
+        if s not in self._quarantine:
+            self._quarantine[s] = {"seq": s, "input": inp.tolist() if hasattr(inp, "tolist") else inp,
+                                   "pred": pred, "confidence": round(conf, 6)}
+
+    def _hold_after(self, s: int, inp, pred: int, conf: float) -> None:
+        """Add a request that follows alarms to the events still collecting inputs after theirs."""
+        for entry in self._pending:
+            event = entry[0]
+            event["quarantine"].append(s)
+            self._hold(s, inp, pred, conf)
+            entry[1] -= 1
+            event["quarantine_pending"] = entry[1]
+        self._pending = [entry for entry in self._pending if entry[1] > 0]
+
     def _alarm(self, name: str, det: _Detector, seq: int, now: float) -> None:
         held = [s for s, *_ in self._recent]
         if len(self._events) == self._events.maxlen:  # the oldest event goes: so do inputs only it held
-            for s in self._events[0]["quarantine"]:
+            oldest = self._events[0]
+            self._pending = [entry for entry in self._pending if entry[0] is not oldest]
+            for s in oldest["quarantine"]:
                 self._refs[s] -= 1
                 if not self._refs[s]:
                     del self._refs[s], self._quarantine[s]
         for s, inp, pred, conf in self._recent:
-            self._refs[s] = self._refs.get(s, 0) + 1
-            if s not in self._quarantine:
-                self._quarantine[s] = {"seq": s, "input": inp.tolist() if hasattr(inp, "tolist") else inp,
-                                       "pred": pred, "confidence": round(conf, 6)}
+            self._hold(s, inp, pred, conf)
         signal = base_name(name)
         what = {"distance": "inputs are farther from the training data than calibrated",
                 "confidence": "the model's top-1 confidence fell below its calibrated level",
@@ -584,8 +618,10 @@ class Monitor:
             "kind": SIGNALS[signal], "value": round(det.statistic, 4), "threshold": round(det.threshold, 4),
             "message": f"{signal}: {what} (test {name}: statistic {det.statistic:.2f} > {det.threshold:.2f} "
                        f"at request {seq})",
-            "quarantine": held,
+            "quarantine": held, "quarantine_pending": self._after,
         })
+        if self._after:
+            self._pending.append([self._events[-1], self._after])
 
     def snapshot(self, since: int = 0, limit: int = DEFAULT_LIMIT) -> dict:
         """The ``GET /v1/monitor`` answer: signals after ``since`` (at most ``limit``), events and their inputs."""
@@ -595,7 +631,9 @@ class Monitor:
             signals = [{"seq": s, "t": t, "pred": p, "confidence": round(c, 6),
                         "distance": None if d is None else round(d, 6)}
                        for s, t, p, c, d in itertools.islice(self._signals, start, start + limit)]
-            events = [dict(e, quarantine=list(e["quarantine"])) for e in self._events if e["seq"] > since]
+            # An event still gathering inputs after its alarm is sent again (same event_id) while they arrive.
+            events = [dict(e, quarantine=list(e["quarantine"])) for e in self._events
+                      if e["seq"] > since or (e["quarantine"] and e["quarantine"][-1] > since)]
             wanted = sorted({s for e in events for s in e["quarantine"]})
             quarantine = [dict(self._quarantine[s]) for s in wanted if s in self._quarantine]
             detectors = {name: {"params": det.params(), "threshold": det.threshold, "state": det.state()}
