@@ -38,6 +38,20 @@ def test_page_hinkley_hysteresis_and_cooldown_give_one_alarm_per_drift():
     assert [i for i in range(1, len(states)) if states[i - 1] and not states[i]] == [440]  # left at 0.7 x threshold
 
 
+def test_page_hinkley_with_a_learned_reference_detects_a_change_from_the_served_level():
+    rng = np.random.default_rng(8)
+    # served traffic settled below the held-out level (-0.3 vs 0), then a shift of +0.6 at 800
+    stream = np.concatenate([rng.normal(-0.3, 1, 800), rng.normal(0.3, 1, 300)])
+    learned = PageHinkley(delta=0.25, threshold=10.0, mean=0.0, prior=100, lag=200)
+    assert alarms(learned, stream) == [841]
+    assert alarms(PageHinkley(delta=0.25, threshold=10.0, mean=0.0), stream) == [938]  # the fixed reference: later
+    # the vectorized trace (calibration) is the loop's statistic (the cap only acts past an alarm)
+    wide = PageHinkley(delta=0.25, threshold=1e6, mean=0.0, prior=100, lag=200)
+    assert np.allclose(wide.trace(stream)[29:], mon._Detector.trace(wide, stream)[29:])
+    with pytest.raises(ValueError, match="prior"):
+        PageHinkley(prior=100)
+
+
 def test_page_hinkley_with_running_mean_like_river():
     rng = np.random.default_rng(3)
     rng.normal(size=1100)
@@ -66,6 +80,8 @@ def test_class_shares_detects_one_class_dominating_at_its_index():
 @pytest.mark.parametrize("make, stream", [
     (lambda: PageHinkley(delta=0.5, threshold=8.0, mean=0.0), np.r_[np.random.default_rng(4).normal(0, 1, 250),
                                                                      np.random.default_rng(4).normal(1.5, 1, 150)]),
+    (lambda: PageHinkley(delta=0.5, threshold=8.0, mean=0.0, prior=50, lag=40),
+     np.r_[np.random.default_rng(4).normal(0, 1, 250), np.random.default_rng(4).normal(1.5, 1, 150)]),
     (lambda: EWMAConfidence(mean=0.9, std=0.05, threshold=2.0), np.r_[np.random.default_rng(5).normal(0.9, 0.05, 250),
                                                                        np.random.default_rng(5).normal(0.8, 0.05, 150)]),
     (lambda: ClassShares(shares=[1, 1, 1], window=50, threshold=15.0), np.r_[np.random.default_rng(6).integers(0, 3, 250),

@@ -21,8 +21,8 @@ Signals per request: the top-1 confidence, the distance of the input to its near
 reference sample (in model-input space: on digits it detects better than the model's
 penultimate features, see benchmarks/drift.py), and the predicted class. Distance and confidence
 enter the tests as rank scores against held-out values (``Scorer``). The detectors: two
-Page-Hinkley tests on the distance (delta 0.1 and 0.3), an EWMA on the confidence, a windowed
-chi-square on the predicted classes. ``calibrate`` sets every threshold from held-out signals so
+Page-Hinkley tests on the distance (delta 0.1 against the served level it learns, 0.3 against the
+held-out level), an EWMA on the confidence, a windowed chi-square on the predicted classes. ``calibrate`` sets every threshold from held-out signals so
 that the expected run length without drift is at least ``ert`` requests (alibi-detect's idea:
 bootstrap streams replayed through each detector).
 """
@@ -143,43 +143,86 @@ class PageHinkley(_Detector):
 
     ``sum = alpha * sum + (x - mean - delta)``, statistic ``sum - min(sum)``. With ``mean`` given
     (the held-out mean) the reference is fixed; without it, the running mean is used as River does.
+    With ``mean`` and ``prior`` the reference is learned from served traffic older than ``lag``
+    updates, starting from ``mean`` weighted as ``prior`` values: served traffic differs from the
+    held-out sample by that sample's own noise, and a drift is a change from the traffic served
+    before it (as ADWIN compares windows), so the reference follows the served level while the
+    last ``lag`` values, where a drift would start, stay out of it.
     The statistic is capped at twice the threshold so a long drift is left soon after it ends.
     """
 
     name = "PageHinkley"
-    _params = ("delta", "alpha", "mean", "mode")
-    _state = ("_sum", "_min", "_x_mean")
+    _params = ("delta", "alpha", "mean", "mode", "prior", "lag")
+    _state = ("_sum", "_min", "_x_mean", "_past_sum", "_past_n", "_lagged")
 
     def __init__(self, min_instances: int = 30, delta: float = 0.005, threshold: float = 50.0, alpha: float = 1.0,
-                 mode: str = "up", mean: float | None = None, hysteresis: float = 0.7, cooldown: int = 20):
+                 mode: str = "up", mean: float | None = None, hysteresis: float = 0.7, cooldown: int = 20,
+                 prior: float | None = None, lag: int = 0):
         if mode not in ("up", "down"):
             raise ValueError(f"mode must be 'up' or 'down', got {mode!r}")
+        if prior is not None and (mean is None or prior <= 0):
+            raise ValueError("prior needs a mean and must be > 0")
         self.delta, self.alpha, self.mode = float(delta), float(alpha), mode
         self.mean = None if mean is None else float(mean)
+        self.prior = None if prior is None else float(prior)
+        self.lag = int(lag)
         super().__init__(threshold=threshold, min_instances=min_instances, hysteresis=hysteresis, cooldown=cooldown)
         self._sum = self._min = self._x_mean = 0.0
+        self._past_sum, self._past_n = 0.0, 0  # values older than `lag` (a learned reference)
+        self._lagged: collections.deque = collections.deque(maxlen=max(self.lag, 1))
 
     def update(self, x) -> "PageHinkley":
         """Add one value; returns the detector."""
         x = float(x) if self.mode == "up" else -float(x)
         self.n += 1
         self._x_mean += (x - self._x_mean) / self.n
-        ref = self._x_mean if self.mean is None else (self.mean if self.mode == "up" else -self.mean)
+        if self.mean is None:
+            ref = self._x_mean
+        else:
+            ref = self.mean if self.mode == "up" else -self.mean
+            if self.prior is not None:
+                ref = (self.prior * ref + self._past_sum) / (self.prior + self._past_n)
+                if not self.lag:
+                    self._past_sum, self._past_n = self._past_sum + x, self._past_n + 1
+                else:
+                    if len(self._lagged) == self.lag:
+                        self._past_sum, self._past_n = self._past_sum + self._lagged[0], self._past_n + 1
+                    self._lagged.append(x)
         self._sum = self.alpha * self._sum + (x - ref - self.delta)
         self._min = max(min(self._min, self._sum), self._sum - 2.0 * self.threshold)
         self.statistic = self._sum - self._min
         self._decide()
         return self
 
+    def _set_state(self, key: str, value) -> None:
+        if key == "_lagged":
+            self._lagged = collections.deque((float(v) for v in value), maxlen=max(self.lag, 1))
+        elif key == "_past_n":
+            self._past_n = int(value)
+        else:
+            super()._set_state(key, value)
+
+    def traces(self, streams) -> np.ndarray:
+        """``trace`` of every row of ``streams`` at once (fixed or learned reference, ``alpha`` 1)."""
+        if self.mean is None or self.alpha != 1.0:
+            return super().traces(streams)
+        x = np.asarray(streams, dtype=np.float64) * (1.0 if self.mode == "up" else -1.0)
+        ref = self.mean if self.mode == "up" else -self.mean
+        if self.prior is not None:
+            # the reference at update t: the prior and the values before t - lag
+            cum = np.concatenate([np.zeros((len(x), 1)), np.cumsum(x, axis=1)], axis=1)
+            past = np.maximum(np.arange(x.shape[1]) - self.lag, 0)
+            ref = (self.prior * ref + cum[:, past]) / (self.prior + past)
+        s = np.cumsum(x - ref - self.delta, axis=1)
+        # exact until the cap, which only acts after an alarm
+        stat = s - np.minimum.accumulate(np.minimum(s, 0.0), axis=1)
+        stat[:, : self.min_instances - 1] = -np.inf
+        return stat
+
     def trace(self, xs) -> np.ndarray:
         if self.mean is None or self.alpha != 1.0:
             return super().trace(xs)
-        x = np.asarray(xs, dtype=np.float64) * (1.0 if self.mode == "up" else -1.0)
-        ref = self.mean if self.mode == "up" else -self.mean
-        s = np.cumsum(x - ref - self.delta)
-        stat = s - np.minimum.accumulate(np.minimum(s, 0.0))  # exact until the cap, which only acts after an alarm
-        stat[: self.min_instances - 1] = -np.inf
-        return stat
+        return self.traces(np.asarray(xs, dtype=np.float64)[None, :])[0]
 
 
 class EWMAConfidence(_Detector):
@@ -352,9 +395,11 @@ def default_detectors(preds, n_classes: int, *, distances: bool = True) -> dict:
            "classes": ClassShares(shares=shares, window=100, reference_size=len(preds))}
     if distances:
         # Two Page-Hinkley tests on the distance, as multi-delta CUSUM: delta 0.1 catches small
-        # shifts (mild noise, gradual drift), delta 0.3 large ones sooner. Their events are both
-        # "distance" events.
-        out["distance"] = PageHinkley(delta=0.1, mean=0.0, min_instances=30)
+        # shifts (mild noise, gradual drift) against the level served traffic settled at (learned
+        # from requests 200 and more before, starting from the held-out level weighted as 300),
+        # delta 0.3 large ones sooner against the held-out level alone (a deployment whose first
+        # requests are already drifted). Their events are both "distance" events.
+        out["distance"] = PageHinkley(delta=0.1, mean=0.0, min_instances=30, prior=300, lag=200)
         out["distance_fast"] = PageHinkley(delta=0.3, mean=0.0, min_instances=30)
     return out
 
