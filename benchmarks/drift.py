@@ -19,10 +19,14 @@ over 1,000 requests) and a prior shift (60 % of requests one class).
 Detectors, all on the same signal streams (distance and confidence as rank scores in [-1, 1]
 against held-out values, as ours sees them; River's detectors watch distance and confidence,
 one instance each, an alarm of either counts):
-- ours: the bundle's monitor (PageHinkley on distance, EWMA on confidence, class-share test);
+- ours: the bundle's monitor (two PageHinkley tests on distance, the slow one against the level
+  served traffic settled at; EWMA on confidence; class-share test), calibrated with most of the
+  budget on the slow distance test (monitor.BUDGETS);
 - River PageHinkley and ADWIN at their defaults;
 - the same two calibrated by our procedure (threshold, resp. delta, set on bootstrap streams
-  of held-out signals so at most 5 % of 10,000-request streams alarm, per detector);
+  of held-out signals so at most 5 % of 10,000-request streams alarm, per detector), and ADWIN
+  calibrated with our detectors' shares (20 % of the streams on the distance, 1 % on the
+  confidence: "ADWIN cal 20/1%");
 - always-fire: an alarm every 100 requests (the baseline River PR #1963 asked for).
 
 Figures: false alarms per 10,000 stable requests (alarms before a drift starts count too),
@@ -202,10 +206,12 @@ def scores(config: dict, sig: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def river_alarms(make, streams: tuple[np.ndarray, ...]) -> list[int]:
-    """Alarm indices of one River detector per signal stream (an alarm of any counts)."""
+    """Alarm indices of one River detector per signal stream (an alarm of any counts); ``make`` is one
+    factory for all streams or one per stream."""
     hits = set()
-    for s in streams:
-        det = make()
+    makes = make if isinstance(make, tuple) else (make,) * len(streams)
+    for s, one in zip(streams, makes):
+        det = one()
         for i, v in enumerate(s.tolist()):
             det.update(v)
             if det.drift_detected:
@@ -448,8 +454,14 @@ def main() -> int:
         cal_started = time.perf_counter()
         ph_thr, ph_cal = calibrate_river("PH", np.concatenate([held_d, held_c]), river_streams, 0.05, 7)
         ad_delta, ad_cal = calibrate_river("ADWIN", np.concatenate([held_d, held_c]), river_streams, 0.05, 8)
+        from deployers.runtime.monitor import BUDGETS
+
+        # ADWIN with our detectors' shares of the budget: the distance's 20 %, the confidence's 1 %.
+        ad_d, ad_cal_d = calibrate_river("ADWIN", held_d, river_streams, BUDGETS["distance"], 9)
+        ad_c, ad_cal_c = calibrate_river("ADWIN", held_c, river_streams, BUDGETS["confidence"], 10)
         print(f"River calibrated by our procedure ({river_streams} streams of 10,000, ≤ 5 % alarm): "
-              f"PageHinkley threshold {ph_thr:.3g}, ADWIN delta {ad_delta:.3g} "
+              f"PageHinkley threshold {ph_thr:.3g}, ADWIN delta {ad_delta:.3g}; with our shares (distance "
+              f"{BUDGETS['distance']:.0%}, confidence {BUDGETS['confidence']:.0%}) ADWIN delta {ad_d:.3g} and {ad_c:.3g} "
               f"({time.perf_counter() - cal_started:.0f} s)")
         detectors = {
             "ours": None,
@@ -457,6 +469,7 @@ def main() -> int:
             "river ADWIN": lambda: drift.ADWIN(),
             "river PH cal": ph_cal,
             "river ADWIN cal": ad_cal,
+            "ADWIN cal 20/1%": (ad_cal_d, ad_cal_c),
             "always-fire": "always",
         }
         tallies = {k: Tally() for k in detectors}
@@ -497,7 +510,7 @@ def main() -> int:
         ours = tallies["ours"]
         verdicts = []
         for s in SCENARIOS:
-            rivals = [k for k in ("river PH", "river ADWIN", "river PH cal", "river ADWIN cal")
+            rivals = [k for k in ("river PH", "river ADWIN", "river PH cal", "river ADWIN cal", "ADWIN cal 20/1%")
                       if tallies[k].fa_per_10k() <= ours.fa_per_10k() and tallies[k].miss_rate(s) < 1.0]
             best = min((tallies[k].delay(s) for k in rivals if tallies[k].delay(s) is not None), default=None)
             mine = ours.delay(s)
