@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-fast test-phone bench bench-check screenshots clean browser-deps
+.PHONY: install run test test-phone bench bench-check screenshots clean browser-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,9 +46,6 @@ browser-deps:
 	      || echo "browser-deps: npm install failed; the static page test will be skipped (fails under CI=true)"; \
 	  else echo "browser-deps: npm is missing: the static page test will be skipped (install nodejs + npm to run it)"; fi; \
 	fi
-
-test-fast: install
-	$(PY) -m pytest -q -m "not slow"
 
 # The phone profile: what a Termux user has without torch and onnx (no Termux build of onnx;
 # torch's often breaks). The tests marked `phone` must pass there: dashboard, datasets,

@@ -40,6 +40,7 @@ class BenchConfig:
 
 
 def percentile_ms(times_ns: list[int], q: float) -> float:
+    """The ``q``-th percentile of nanosecond timings, in milliseconds."""
     return float(np.percentile(np.asarray(times_ns, dtype=np.float64), q) / 1e6)
 
 
@@ -115,6 +116,7 @@ def compare_latency(paths: dict, X: np.ndarray, config: BenchConfig | None = Non
 
 
 def session_options(threads: int, *, profile_prefix: str | None = None):
+    """onnxruntime options for timing: ``threads`` intra-op, sequential, quiet; optional op profiling to ``profile_prefix``."""
     ort = require("onnxruntime", "benchmarking an ONNX model")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads)

@@ -39,6 +39,7 @@ class Verification:
     max_abs_logit_diff: float
 
     def as_dict(self) -> dict:
+        """The figures as a plain dict for JSON and job results."""
         return {"samples": self.samples, "agreement": self.agreement, "max_abs_logit_diff": self.max_abs_logit_diff}
 
 

@@ -9,15 +9,15 @@ only inside the export handler: this module is also imported by the CLI.
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core import bench, recommend
+from core import bench, jobkinds, recommend
 from core.atomic import sha256_file
 from core.errors import ConfigError, PocketopsError
-from core.quantize import DEFAULT_VARIANTS, QuantizeConfig, check_names
+from core.quantize import QuantizeConfig
 from core.recommend import EXTRA_FIELDS, SUMMARY_FIELDS, baseline_of, bench_rows  # noqa: F401  (importers use them here)
 from store import artifacts as store_artifacts
 from store import datasets as store_datasets
@@ -26,35 +26,8 @@ from store import variants as store_variants
 from store.db import transaction
 
 
-@dataclass
-class ExportRequest:
-    """The ``export`` job's payload, validated."""
-
-    run_id: int
-    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
-    threads: int = 1
-    calibration_samples: int = 256
-    prefer: str | None = None          # None: the stored preference (core.recommend.load_prefs)
-    budget_points: float | None = None
-
-    @classmethod
-    def from_payload(cls, payload: dict) -> "ExportRequest":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(payload) - known)
-        if unknown:
-            raise ConfigError(f"export job: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        if "run_id" not in payload:
-            raise ConfigError("export job: payload needs run_id")
-        req = cls(**payload)
-        req.variants = check_names(list(req.variants or DEFAULT_VARIANTS))
-        if "fp32" not in req.variants:
-            req.variants.insert(0, "fp32")  # the reference every other variant is judged against
-        if int(req.threads) < 1:
-            raise ConfigError(f"threads must be 1 or more, not {req.threads}")
-        if int(req.calibration_samples) < 1:
-            raise ConfigError(f"calibration_samples must be 1 or more, not {req.calibration_samples}")
-        recommend.check_prefs(req.prefer, req.budget_points)
-        return req
+# The ``export`` job's payload, validated field by field (core.jobkinds); the old name stays for callers.
+ExportRequest = jobkinds.ExportPayload
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -252,7 +225,7 @@ def measure_variants(ctx, variants: list[dict], threads: int, *, only_unmeasured
 
 def run(ctx) -> dict:
     """Job kind ``export``: payload {"run_id", "variants", "threads", "calibration_samples", "prefer", "budget_points"}."""
-    req = ExportRequest.from_payload(ctx.payload)
+    req = jobkinds.payload_of(ctx.job)
     _require_tools(req.variants)  # before anything is written: fail at once with the way forward
     run_row = store_runs.get(ctx.db, req.run_id)
     if run_row is None:
@@ -281,28 +254,24 @@ def run(ctx) -> dict:
 def run_bench(ctx) -> dict:
     """Job kind ``bench``: payload {"run_id"} (its newest variants) or {"variant_ids": [...]}, plus "threads"
     and, for this result only, "prefer" / "budget_points" (otherwise the stored ones)."""
-    payload = ctx.payload
-    threads = int(payload.get("threads", 1))
-    if threads < 1:
-        raise ConfigError(f"threads must be 1 or more, not {threads}")
+    payload = jobkinds.payload_of(ctx.job)  # threads ≥ 1, exactly one of run_id / variant_ids
+    threads = payload.threads
     from core.optional import require
 
     require("onnxruntime", "benchmarking a model")
-    if payload.get("variant_ids"):
-        variants = [store_variants.get(ctx.db, int(i)) for i in payload["variant_ids"]]
-        missing = [i for i, v in zip(payload["variant_ids"], variants) if v is None]
+    if payload.variant_ids:
+        variants = [store_variants.get(ctx.db, int(i)) for i in payload.variant_ids]
+        missing = [i for i, v in zip(payload.variant_ids, variants) if v is None]
         if missing:
             raise ConfigError(f"no variant(s) {', '.join(map(str, missing))}; see `pocketops models list`")
-    elif payload.get("run_id") is not None:
-        variants = store_variants.latest_for_run(ctx.db, int(payload["run_id"]))
-        if not variants:
-            raise ConfigError(f"run {payload['run_id']} has no variants yet; export it first (pocketops export {payload['run_id']})")
     else:
-        raise ConfigError("bench job: payload needs run_id or variant_ids")
+        variants = store_variants.latest_for_run(ctx.db, payload.run_id)
+        if not variants:
+            raise ConfigError(f"run {payload.run_id} has no variants yet; export it first (pocketops export {payload.run_id})")
     measure_variants(ctx, variants, threads)
     fresh = [store_variants.get(ctx.db, v["id"]) for v in variants]
-    return summary(ctx.db, payload.get("run_id"), fresh,
-                   prefs=recommend.override(ctx.db, fresh, payload.get("prefer"), payload.get("budget_points")))
+    return summary(ctx.db, payload.run_id, fresh,
+                   prefs=recommend.override(ctx.db, fresh, payload.prefer, payload.budget_points))
 
 
 def queue_export(db, run_id: int, **options) -> int:
@@ -315,7 +284,7 @@ def queue_export(db, run_id: int, **options) -> int:
     """
     from store import jobs
 
-    req = ExportRequest.from_payload({"run_id": run_id, **options})
+    req = jobkinds.validate("export", {"run_id": run_id, **options})
     run_row = store_runs.get(db, run_id)
     if run_row is None:
         raise ConfigError(f"no run {run_id}; see `pocketops runs list`")
@@ -328,18 +297,14 @@ def queue_export(db, run_id: int, **options) -> int:
     with transaction(db):
         if req.prefer is not None or req.budget_points is not None:  # asked for now: this run's own from here on
             recommend.save_prefs(db, prefer=req.prefer, budget_points=req.budget_points, run_id=run_id)
-        return jobs.enqueue(db, "export", asdict(req), run_id=run_id)
+        return jobkinds.queue(db, "export", req)
 
 
 def queue_bench(db, run_id: int, *, threads: int = 1) -> int:
     """Queue a re-benchmark of a run's newest variants on this device; the job id."""
-    from store import jobs
-
     if not store_variants.latest_for_run(db, run_id):
         raise ConfigError(f"run {run_id} has no variants yet; export it first")
-    if int(threads) < 1:
-        raise ConfigError(f"threads must be 1 or more, not {threads}")
-    return jobs.enqueue(db, "bench", {"run_id": run_id, "threads": int(threads)}, run_id=run_id)
+    return jobkinds.queue(db, "bench", run_id=run_id, threads=threads)
 
 
 def cancel(db, run_id: int) -> dict:

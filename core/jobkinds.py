@@ -7,8 +7,8 @@ entry in this file plus its handler function.
 
 Handler paths are strings resolved by the worker at run time, so this module (which the
 dashboard imports) loads neither torch nor the deployers; the import-linter contract
-"core must not import deployers" holds for static imports, and ``tests/test_architecture.py``
-checks that every path here resolves to a callable.
+"core must not import deployers" holds for static imports, and ``tests/test_jobkinds.py``
+checks that every path here resolves to a callable (and that nothing queues a job but ``queue``).
 """
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ class JobKind:
 
 
 _KINDS: dict[str, JobKind] = {}
+
+# Option names that hold secrets: a deploy payload refuses them (the worker's environment, or the
+# CLI's memory, has them), and deployers.service never records them.
+SECRET_OPTIONS = frozenset({"api_key", "token", "hf_token", "credentials", "password", "secret", "webhook_url"})
 
 
 def kind(name: str, handler: str, summary: str) -> Callable[[type], type]:
@@ -136,10 +140,11 @@ def validate(name: str, payload: dict | Any) -> Any:
     return obj
 
 
-def queue(db, name: str, payload: dict | Any | None = None, *, run_id: int | None = None, **fields: Any) -> int:
+def queue(db, name: str, payload: dict | Any | None = None, **fields: Any) -> int:
     """Validate a ``name`` payload (a dict, its dataclass, or keyword fields) and enqueue it; the job id.
 
-    Nothing is written when validation fails.
+    Nothing is written when validation fails. A payload's ``run_id`` (if its kind has one) is
+    also the job row's, so a run's jobs are found by run.
     """
     from store import jobs
 
@@ -148,9 +153,7 @@ def queue(db, name: str, payload: dict | Any | None = None, *, run_id: int | Non
     elif fields:
         raise TypeError("give the payload either as one object or as keyword fields, not both")
     obj = validate(name, payload)
-    if run_id is None:
-        run_id = getattr(obj, "run_id", None)
-    return jobs.enqueue(db, name, asdict(obj), run_id=run_id)
+    return jobs.enqueue(db, name, asdict(obj), run_id=getattr(obj, "run_id", None))
 
 
 def payload_of(job: dict) -> Any:
@@ -211,22 +214,53 @@ class BenchPayload:
             raise ConfigError(f"threads must be 1 or more, not {self.threads}")
 
 
-@kind("deploy", "deployers.jobs:run", "plan, deploy, check, roll back or stop a deployment")
+@kind("deploy", "deployers.jobs:deploy", "release a variant to a target")
 class DeployPayload:
-    """Payload of ``deploy``: an action and what it acts on."""
+    """Payload of ``deploy``: which variant, where, with which options (never secrets)."""
 
-    action: str = "deploy"
-    variant_id: int | None = None
-    target: str | None = None
+    variant_id: int
+    target: str
     options: dict = field(default_factory=dict)
-    deployment_id: int | None = None
 
     def check(self) -> None:
-        """The action is known and has what it needs."""
-        actions = ("plan", "deploy", "status", "rollback", "stop")
-        if self.action not in actions:
-            raise ConfigError(f"deploy job: unknown action {self.action!r}; expected one of {', '.join(actions)}")
-        needs = ("variant_id", "target") if self.action in ("plan", "deploy") else ("deployment_id",)
-        for key in needs:
-            if getattr(self, key) is None:
-                raise ConfigError(f"deploy job: action {self.action!r} needs field {key!r}")
+        """No secret travels through the queue: the worker reads keys from its environment."""
+        secret = sorted(set(self.options) & SECRET_OPTIONS)
+        if secret:
+            raise ConfigError(f"{self.KIND} job: option(s) {', '.join(secret)} are secrets and never go through the "
+                              "queue; set POCKETOPS_API_KEY in the worker's environment")
+
+
+@kind("deploy-plan", "deployers.jobs:plan", "what deploying a variant would do (files, cost, requirements)")
+class DeployPlanPayload(DeployPayload):
+    """Payload of ``deploy-plan``: as ``deploy``; the worker builds the bundle in a temp dir."""
+
+
+@kind("deploy-status", "deployers.jobs:status", "ask a target how a release is doing")
+class DeployStatusPayload:
+    """Payload of ``deploy-status``: the deployment to check."""
+
+    deployment_id: int
+
+
+@kind("deploy-rollback", "deployers.jobs:rollback", "serve the previous successful release of a line again")
+class DeployRollbackPayload(DeployStatusPayload):
+    """Payload of ``deploy-rollback``: the deployment to roll back from."""
+
+
+@kind("deploy-stop", "deployers.jobs:stop", "stop serving a release")
+class DeployStopPayload(DeployStatusPayload):
+    """Payload of ``deploy-stop``: the deployment to stop."""
+
+
+@kind("costs", "deployers.costs:run", "collect usage, raise budget warnings, stop what a hard budget covers")
+class CostsPayload:
+    """Payload of ``costs``: who asked (the audit log's ``who``); or a confirmed resume of a budget pause."""
+
+    refresh: bool = True
+    who: str = "worker"
+    resume_deployment_id: int | None = None
+
+    def check(self) -> None:
+        """``who`` is one of the audit log's actors."""
+        if self.who not in ("dashboard", "cli", "worker"):
+            raise ConfigError(f"costs job: who must be dashboard, cli or worker, not {self.who!r}")

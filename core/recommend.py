@@ -36,6 +36,8 @@ LATENCY_TIE = 0.05          # latencies within 5 % are the same speed: timing no
 
 @dataclass(frozen=True)
 class Recommendation:
+    """The variant to deploy (None if none qualifies), why, notes for the user, and the rows it was picked from."""
+
     name: str | None
     variant_id: int | None
     reason: str
@@ -43,6 +45,7 @@ class Recommendation:
     rows: list[dict] = field(default_factory=list)   # the input rows with derived figures
 
     def as_dict(self) -> dict:
+        """The pick and its reason for JSON (notes and rows left out)."""
         return {"variant_id": self.variant_id, "name": self.name, "reason": self.reason}
 
 

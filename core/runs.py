@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 
-from core import models
+from core import jobkinds, models
 from core.datasets import model_input
 from core.errors import ConfigError, DatasetError, PocketopsError
 from core.trainer import TrainConfig
@@ -44,7 +44,7 @@ def new_run(db, *, dataset: str, model: str, preset: str = "small", epochs: int 
     with transaction(db):
         run_id = store_runs.create(db, dataset_id=row["id"], model=model, config=cfg.to_dict(), epochs_total=epochs,
                                    params=sizes["params"], size_bytes=sizes["size_bytes"])
-        job_id = jobs.enqueue(db, "train", {"run_id": run_id}, run_id=run_id)
+        job_id = jobkinds.queue(db, "train", run_id=run_id)
     return run_id, job_id
 
 
@@ -88,7 +88,7 @@ def resume_run(db, run_id: int) -> int:
         raise RunError(f"run {run_id} is {run['status']}; only failed or cancelled runs can be resumed")
     with transaction(db):
         store_runs.update(db, run_id, status="queued", error=None, finished_at=None)
-        job_id = jobs.enqueue(db, "train", {"run_id": run_id}, run_id=run_id)
+        job_id = jobkinds.queue(db, "train", run_id=run_id)
         events.log(db, "info", "runs", f"run {run_id} queued again (from epoch {run['epochs_done']})", run_id=run_id, job_id=job_id)
     return job_id
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from core import pace
+from core import jobkinds, pace
 from core.atomic import sha256_file
 from core.datasets import load_arrays
 from core.errors import JobCancelled, JobStopped, PocketopsError
@@ -139,9 +139,9 @@ def _recover(run_dir: Path, callbacks: StoreCallbacks) -> None:
 
 
 def run(ctx) -> dict:
-    """Train the run in ``ctx.payload['run_id']``; the run row says how it ended."""
+    """Job kind ``train``: train the payload's run; the run row says how it ended."""
     db = ctx.db
-    run_id = int(ctx.payload["run_id"])
+    run_id = jobkinds.payload_of(ctx.job).run_id
     run_row = store_runs.get(db, run_id)
     if run_row is None:
         raise PocketopsError(f"train job {ctx.job_id}: run {run_id} does not exist")

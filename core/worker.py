@@ -60,13 +60,18 @@ class JobContext:
     _stopping: threading.Event = field(default_factory=threading.Event)
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _progress: dict = field(default_factory=dict)
+    # Secrets for this one job, in memory only (never in its row): the CLI's --api-key when it
+    # runs the job itself. A job a worker claims from the queue has none.
+    secrets: dict = field(default_factory=dict)
 
     @property
     def payload(self) -> dict:
+        """The job's payload as stored; handlers read it typed with ``jobkinds.payload_of(ctx.job)``."""
         return self.job["payload"]
 
     @property
     def job_id(self) -> int:
+        """The id of the job being run."""
         return self.job["id"]
 
     def files(self, *parts: str | int) -> Path:
@@ -79,10 +84,12 @@ class JobContext:
 
     @property
     def stopping(self) -> bool:
+        """True once the worker is shutting down or lost the job; the job is requeued, not failed."""
         return self._stopping.is_set()
 
     @property
     def cancelled(self) -> bool:
+        """True once a cancel was requested for this job (seen on the next heartbeat)."""
         return self._cancelled.is_set()
 
     def check(self) -> None:
@@ -93,6 +100,7 @@ class JobContext:
             raise JobStopped()
 
     def log(self, level: str, message: str, run_id: int | None = None) -> None:
+        """Write an event tagged with this job (and its run unless ``run_id`` says another)."""
         events.log(self.db, level, f"job:{self.job['kind']}", message, run_id=run_id or self.job.get("run_id"), job_id=self.job_id)
 
 
@@ -152,6 +160,8 @@ def reap_dead(db, host: str) -> int:
 
 
 class Worker:
+    """Claims queued jobs of its ``kinds`` one at a time and runs their handlers, with a heartbeat thread."""
+
     def __init__(self, db_path: str | Path, *, worker_id: str | None = None, kinds: tuple[str, ...] | None = None,
                  idle_exit: float | None = None):
         self.db_path = Path(db_path)
@@ -164,6 +174,8 @@ class Worker:
         storedb.connect(self.db_path)  # create or migrate now, so errors surface at start
         self._current: JobContext | None = None
         self._beat_stop = threading.Event()
+        self._started_at = time.time()
+        self._next_periodic = 0.0
 
     @property
     def db(self):
@@ -172,6 +184,7 @@ class Worker:
 
     # -- signals -------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
+        """Make SIGTERM and SIGINT stop the worker after the current job reaches a safe point."""
         def handler(signum, _frame):
             self.request_stop()
 
@@ -238,6 +251,8 @@ class Worker:
                                        "idle with no dashboard open; the dashboard starts one when a job is queued")
                             break
                 if job is None:
+                    if self._queue_periodic():
+                        continue
                     self.stopping.wait(idle_sleep if self.idle_exit is None else min(idle_sleep, self.idle_exit))
                     continue
                 self.run_job(job)
@@ -246,6 +261,19 @@ class Worker:
                 if on_job:
                     on_job(jobs.get(self.db, job["id"]))
         return done
+
+    def _queue_periodic(self) -> bool:
+        """When idle, queue the periodic ``costs`` job if it is due (store.costs.queue_if_due); True if queued."""
+        if "costs" not in self.kinds or time.monotonic() < self._next_periodic:
+            return False
+        self._next_periodic = time.monotonic() + 10.0   # an idle loop turns every 0.5 s; asking every 10 s is plenty
+        from store import costs as store_costs
+
+        try:
+            every = float(os.environ.get("POCKETOPS_COSTS_EVERY_S") or 900)   # 0 turns it off
+        except ValueError:
+            every = 900.0
+        return store_costs.queue_if_due(self.db, every, self._started_at) is not None
 
     def _last_claim(self) -> dict | None:
         """Leave the live list first, then look once more: a job queued meanwhile is either seen
@@ -266,17 +294,36 @@ class Worker:
             self.run_job(job)
         return True
 
+    def queue_and_run(self, kind: str, payload: dict, *, secrets: dict | None = None,
+                      on_queued: Callable[[int], None] | None = None) -> int:
+        """Queue a ``kind`` job already claimed by this worker (no other worker can take it) and run it here.
+
+        For the CLI when no worker is alive, or when the job needs ``secrets`` that only this
+        process holds. ``on_queued(job_id)`` is called once the row exists. Returns the job id.
+        """
+        with self._registered():
+            reap_dead(self.db, self.host)
+            with storedb.transaction(self.db):
+                job_id = jobkinds.queue(self.db, kind, payload)
+                job = jobs.claim(self.db, self.id, stale_after=STALE_AFTER_S, job_id=job_id)
+            if on_queued is not None:
+                on_queued(job_id)
+            self.run_job(job, secrets=secrets)
+        return job_id
+
     def request_stop(self) -> None:
         """Ask the worker (and its running job) to stop at the next safe point."""
         self.stopping.set()
         if self._current is not None:
             self._current._stopping.set()
 
-    def run_job(self, job: dict) -> None:
-        ctx = JobContext(db_path=self.db_path, job=job, worker_id=self.id, db=self.db)
+    def run_job(self, job: dict, *, secrets: dict | None = None) -> None:
+        """Run one claimed job to its end and record how it ended (done, failed, cancelled, released)."""
+        ctx = JobContext(db_path=self.db_path, job=job, worker_id=self.id, db=self.db, secrets=dict(secrets or {}))
         if self.stopping.is_set():
             ctx._stopping.set()
         self._current = ctx
+        cpu0, started = time.process_time(), time.time()
         if job["attempts"] > 1:
             events.log(self.db, "info", "worker", f"job {job['id']} resumed (attempt {job['attempts']})", job_id=job["id"], run_id=job["run_id"])
         try:
@@ -296,6 +343,17 @@ class Worker:
             jobs.finish(self.db, job["id"], self.id, "done", result=result or {})
         finally:
             self._current = None
+            _record_cpu(self.db, job, time.process_time() - cpu0, started)
+
+
+def _record_cpu(db, job: dict, cpu_s: float, started: float) -> None:
+    """The worker's CPU seconds on one job: the phone's own cost (Costs panel). Never fails the job."""
+    try:
+        from store import costs as store_costs
+
+        store_costs.record_job_cpu(db, job, cpu_s, started, time.time())
+    except Exception:  # e.g. a store from before the costs migration, or a full disk: the job's outcome stands
+        pass
 
 
 def live_workers(db) -> list[dict]:
@@ -360,6 +418,7 @@ def ensure_worker(db_path: str | Path) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m core.worker``: run a worker on the database; a corrupt or full database is one line, exit 1."""
     parser = argparse.ArgumentParser(prog="python -m core.worker")
     parser.add_argument("--db", default=None)
     parser.add_argument("--once", action="store_true")

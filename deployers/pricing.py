@@ -107,3 +107,21 @@ def free_tier_requests(traffic: Traffic = Traffic(), prices: CloudRunPricing = C
         limits.append(prices.free_vcpu_seconds / (per_request_s * traffic.vcpu))
         limits.append(prices.free_gib_seconds / (per_request_s * traffic.memory_gib))
     return min(limits)
+
+
+PRICE_TABLE_DATE = "2026-01-01"   # when the figures above were last checked against the providers' pages
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """The dated price table the cost arithmetic (core/costs.py) reads."""
+    date: str = PRICE_TABLE_DATE
+    cloud_run: CloudRunPricing = CLOUD_RUN
+    spaces: SpacesPricing = SPACES
+    hours_per_month: float = HOURS_PER_MONTH
+    default_requests_per_month: float = Traffic().requests_per_month
+
+
+def price_table() -> PriceTable:
+    """The current price table."""
+    return PriceTable()

@@ -4,14 +4,11 @@ from __future__ import annotations
 import importlib
 
 from core.optional import MissingDependency
+from deployers import targets
 from deployers.base import DeployError, Deployer
 
-TARGETS: dict[str, str] = {
-    "local": "deployers.local:LocalDeployer",
-    "spaces-static": "deployers.spaces:StaticSpaceDeployer",
-    "spaces-docker": "deployers.spaces:DockerSpaceDeployer",
-    "gcp": "deployers.gcp:CloudRunFunctionDeployer",
-}
+# Target name -> "module:Class", from the one list of targets (deployers.targets).
+TARGETS: dict[str, str] = {name: t.deployer for name, t in targets.TARGETS.items()}
 
 
 def get(target: str, **client_options) -> Deployer:

@@ -12,17 +12,18 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from core import paths
+from core import jobkinds, paths
 from core.errors import PocketopsError
 from core.optional import MissingDependency
 from deployers import registry
+from deployers.targets import release_label
 from deployers.base import Bundle, Deployer, DeployError, Plan, Release
 from deployers.bundle import build_bundle, load_variant
 from store import deployments as store_deployments
 from store import events
 from store.db import transaction
 
-SECRET_KEYS = {"api_key", "token", "hf_token", "credentials", "password", "secret", "webhook_url"}
+SECRET_KEYS = set(jobkinds.SECRET_OPTIONS)  # one list: queued payloads refuse the same keys
 # Environment variables whose values are secrets: the served API key, Hugging Face tokens (both
 # names huggingface_hub reads) and the alert webhook (its URL is its credential).
 SECRET_ENV = ("POCKETOPS_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "POCKETOPS_WEBHOOK_URL")
@@ -115,7 +116,7 @@ def _db_path(db) -> Path:
     raise DeployError("this database has no file (in memory); deployments need a database file")
 
 
-def plan(db, db_path, variant_id: int, target: str, options: dict, deployer: Deployer | None = None) -> Plan:
+def plan(db, variant_id: int, target: str, options: dict, deployer: Deployer | None = None) -> Plan:
     """What deploying would do; builds the bundle in a temp dir and changes nothing else."""
     deployer = deployer or registry.get(target)
     with tempfile.TemporaryDirectory(prefix="pocketops-plan-") as tmp:
@@ -131,12 +132,14 @@ def deploy(db, db_path, variant_id: int, target: str, options: dict, deployer: D
     """
     options = dict(options)
     load_variant(db, variant_id)               # a wrong id fails before any row exists
+    from deployers import costs                # hard budgets refuse before any network call or row
+    costs.check_deploy(db, target, options)
     deployer = deployer or registry.get(target)  # so does a missing client package
     name = line_name(target, options)
     reconcile(db, target, name, deployer)
     row = store_deployments.create(db, variant_id=variant_id, target=target, name=name,
                                    meta={"options": public_options(options), "owner": _owner()})
-    events.log(db, "info", "deploy", f"deployment {row['id']}: {label(row)} of variant {variant_id} started")
+    events.log(db, "info", "deploy", f"deployment {row['id']}: {release_label(row)} of variant {variant_id} started")
     previous = store_deployments.live(db, target, name, exclude_id=row["id"])
     _record_processes(db, row, deployer)
     try:
@@ -176,7 +179,7 @@ def rollback(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
     _only_the_serving_release(db, current, "roll back")
     previous = store_deployments.previous_served(db, current["target"], current["name"], current["id"])
     if previous is None:
-        raise DeployError(f"deployment {deployment_id} ({label(current)}) "
+        raise DeployError(f"deployment {deployment_id} ({release_label(current)}) "
                           f"has no earlier successful release to roll back to")
     deployer = deployer or registry.get(current["target"])
     previous_bundle = _bundle_of(db, previous)
@@ -184,7 +187,7 @@ def rollback(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
         db, variant_id=previous["variant_id"], target=current["target"], name=current["name"],
         meta={"rolled_back_from": current["id"], "restores": previous["id"], "restores_version": previous["version"],
               "owner": _owner()})
-    events.log(db, "info", "deploy", f"deployment {row['id']}: rollback of {label(current)} "
+    events.log(db, "info", "deploy", f"deployment {row['id']}: rollback of {release_label(current)} "
                                      f"to v{previous['version']} started")
     _record_processes(db, row, deployer)
     try:
@@ -197,6 +200,7 @@ def rollback(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
 
 
 def stop(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
+    """Stop the serving release of deployment ``deployment_id`` and mark its row stopped; secrets are scrubbed from errors."""
     row = _get(db, deployment_id)
     _only_the_serving_release(db, row, "stop")
     deployer = deployer or registry.get(row["target"])
@@ -206,7 +210,7 @@ def stop(db, deployment_id: int, deployer: Deployer | None = None) -> dict:
         _raise_scrubbed(exc)
     except Exception as exc:
         raise DeployError(f"stop of deployment {deployment_id} failed: {type(exc).__name__}: {scrub(str(exc))}") from exc
-    events.log(db, "info", "deploy", f"deployment {deployment_id}: {label(row)} stopped")
+    events.log(db, "info", "deploy", f"deployment {deployment_id}: {release_label(row)} stopped")
     return store_deployments.update(db, deployment_id, status=release.status or "stopped",
                                     meta={**_clean_meta(release.meta), "stopped_from": row["status"]})
 
@@ -237,7 +241,7 @@ def reconcile(db, target: str, name: str, deployer: Deployer | None = None) -> l
                   + (f"; {note}" if note else ""))
         closed.append(store_deployments.update(db, row["id"], status="failed", error=reason,
                                                meta={"interrupted": True}))
-        events.log(db, "warning", "deploy", f"deployment {row['id']}: {label(row)} {reason}")
+        events.log(db, "warning", "deploy", f"deployment {row['id']}: {release_label(row)} {reason}")
     return closed
 
 
@@ -261,12 +265,6 @@ def _record_processes(db, row: dict, deployer: Deployer) -> None:
         deployer.on_started = record
 
 
-def label(row: dict) -> str:
-    """``local v3`` / ``spaces-static me/digits v2``: the target, its line name when it has one, the version."""
-    name = f" {row['name']}" if row.get("name") and row["name"] != row["target"] else ""
-    return f"{row['target']}{name} v{row['version']}"
-
-
 def _only_the_serving_release(db, row: dict, action: str) -> None:
     """Refuse to act on an older row while another release of its line serves.
 
@@ -276,7 +274,7 @@ def _only_the_serving_release(db, row: dict, action: str) -> None:
     """
     serving = store_deployments.live(db, row["target"], row["name"])
     if serving is not None and serving["id"] != row["id"]:
-        raise DeployError(f"deployment {row['id']} ({label(row)}) is {row['status']}, not the release serving "
+        raise DeployError(f"deployment {row['id']} ({release_label(row)}) is {row['status']}, not the release serving "
                           f"{row['name']}: #{serving['id']} v{serving['version']} is; {action} #{serving['id']} instead")
 
 
@@ -317,7 +315,7 @@ def _succeeded(db, row: dict, release: Release, bundle: Bundle, *, superseded: l
                 store_deployments.update(db, old["id"], status="superseded", meta={"superseded_by": row["id"]})
         if rolled_back is not None:
             store_deployments.update(db, rolled_back["id"], status="rolled-back", meta={"rolled_back_by": row["id"]})
-    events.log(db, "info", "deploy", f"deployment {row['id']}: {label(row)} "
+    events.log(db, "info", "deploy", f"deployment {row['id']}: {release_label(row)} "
                                      f"{release.status}" + (f" at {release.url}" if release.url else ""))
     return store_deployments.get(db, row["id"])
 
@@ -337,6 +335,6 @@ def _failed(db, row: dict, exc: BaseException, options: dict, serving: dict | No
         store_deployments.update(db, serving["id"], status=restored.status, url=restored.url,
                                  health_latency_ms=restored.health_latency_ms, meta=_clean_meta(restored.meta))
     tail = f"; v{serving['version']} keeps serving" if serving else ""
-    message = f"deployment {row['id']} ({label(row)}) failed: {reason}{tail}"
+    message = f"deployment {row['id']} ({release_label(row)}) failed: {reason}{tail}"
     events.log(db, "error", "deploy", message)
     return DeployError(message)

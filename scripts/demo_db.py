@@ -168,6 +168,9 @@ def build(db_path: str | Path, *, live_fraction: float = 0.5) -> dict:
 
         shipped = next((v["id"] for v in map(lambda i: store_variants.get(db, i), variant_ids) if v["name"] == "int8-static"), None)
         seed_deployments(db, shipped, recording.get("deploy") or None)
+        from demo_costs import seed as seed_costs   # the Costs panel's month (typed demo values)
+
+        seed_costs(db, shipped)
         # The live run's worker: this process stands in for it, so it reads as alive while the
         # screenshot script (which builds the demo in-process) shoots.
         import os

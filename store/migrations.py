@@ -204,11 +204,87 @@ def _recommend_prefs(db: Database) -> None:
     )
 
 
+# The deploy actions once hidden behind one "deploy" kind's "action" field, and their own kinds
+# now (core.jobkinds). Frozen here: a migration must keep meaning what it meant when written.
+_DEPLOY_ACTION_KINDS = {"deploy": ("deploy", ("variant_id", "target", "options")),
+                        "plan": ("deploy-plan", ("variant_id", "target", "options")),
+                        "status": ("deploy-status", ("deployment_id",)),
+                        "rollback": ("deploy-rollback", ("deployment_id",)),
+                        "stop": ("deploy-stop", ("deployment_id",))}
+
+
+def _deploy_kinds(db: Database) -> None:
+    """Queued (or running: a later worker may take them over) "deploy" jobs with an "action" field
+    become jobs of that action's own kind."""
+    import json
+    import time
+
+    for job_id, payload in db.execute(
+            "SELECT id, payload FROM jobs WHERE kind = 'deploy' AND status IN ('queued', 'running')").fetchall():
+        try:
+            data = json.loads(payload or "{}")
+        except ValueError:
+            continue  # not ours to judge: the worker fails it with its own message
+        if not isinstance(data, dict) or "action" not in data:
+            continue
+        action = data["action"]
+        if action not in _DEPLOY_ACTION_KINDS:
+            db.execute("UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                       (time.time(), f"deploy job {job_id}: unknown action {action!r}; expected one of "
+                                     f"{', '.join(_DEPLOY_ACTION_KINDS)}", job_id))
+            continue
+        kind, keep = _DEPLOY_ACTION_KINDS[action]
+        fresh = {k: data[k] for k in keep if k in data}
+        db.execute("UPDATE jobs SET kind = ?, payload = ? WHERE id = ?",
+                   (kind, json.dumps(fresh, separators=(",", ":"), sort_keys=True), job_id))
+
+
+def _costs(db: Database) -> None:
+    """Budgets, usage samples (one per key and period: a repeated pull never counts twice),
+    the cost audit log, and why a deployment was paused by a budget (store/costs.py)."""
+    for statement in (
+        """CREATE TABLE IF NOT EXISTS budgets (
+               scope TEXT PRIMARY KEY,            -- all | local | spaces | gcp
+               amount_usd REAL NOT NULL,
+               hard INTEGER NOT NULL DEFAULT 0,
+               warn TEXT NOT NULL DEFAULT '[]',   -- JSON list of percent levels
+               created_at REAL NOT NULL,
+               updated_at REAL NOT NULL
+           )""",
+        """CREATE TABLE IF NOT EXISTS usage_samples (
+               id INTEGER PRIMARY KEY,
+               key TEXT NOT NULL,                 -- deployment:N | job:N | battery
+               platform TEXT NOT NULL,            -- local | spaces | gcp
+               deployment_id INTEGER,
+               period_start REAL NOT NULL,
+               period_end REAL NOT NULL,
+               usage TEXT NOT NULL DEFAULT '{}',  -- JSON: requests, instance_s, hours, cpu_s ...
+               source TEXT NOT NULL,              -- measured | estimated
+               collected_at REAL NOT NULL,
+               UNIQUE (key, period_start)
+           )""",
+        "CREATE INDEX IF NOT EXISTS usage_samples_period ON usage_samples(period_end)",
+        """CREATE TABLE IF NOT EXISTS cost_audit (
+               id INTEGER PRIMARY KEY,
+               ts REAL NOT NULL,
+               who TEXT NOT NULL,                 -- dashboard | cli | worker
+               action TEXT NOT NULL,              -- budget-set | budget-remove | refused | warning | paused | resumed
+               scope TEXT,
+               deployment_id INTEGER,
+               message TEXT NOT NULL,
+               figures TEXT NOT NULL DEFAULT '{}' -- JSON: the figures at that moment
+           )""",
+        "ALTER TABLE deployments ADD COLUMN paused_reason TEXT",
+    ):
+        db.execute(statement)
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _scale_indexes, _worker_create_time,
-                                                _recommend_prefs]
+                                                _recommend_prefs, _deploy_kinds, _costs]
 
 
 def version(db: Database) -> int:
+    """The schema version stored in the database (SQLite's ``user_version``)."""
     return db.execute("PRAGMA user_version").fetchone()[0]
 
 

@@ -122,18 +122,22 @@ def test_api_key_never_stored_or_printed(home):
 
 
 def test_worker_runs_deploy_jobs(home):
-    """The dashboard's actions are "deploy" jobs; the worker runs them through the same service."""
+    """The dashboard's actions are deploy jobs (one kind per action); the worker runs them through the same service."""
+    from core import jobkinds
+    from core.errors import ConfigError
+
     db_path = home / "pocketops.db"
     db = store.connect(db_path)
-    job = jobs.enqueue(db, "deploy", {"action": "deploy", "variant_id": 1, "target": "local", "options": {"port": 0}})
-    stop_bad = jobs.enqueue(db, "deploy", {"action": "explode"})
-    assert Worker(db_path).run(once=True) == 2
+    job = jobkinds.queue(db, "deploy", variant_id=1, target="local", options={"port": 0})
+    with pytest.raises(ConfigError, match="unknown job kind 'deploy-explode'"):
+        jobkinds.queue(db, "deploy-explode", deployment_id=1)
+    assert Worker(db_path).run(once=True) == 1
     done = jobs.get(db, job)
     assert done["status"] == "done" and done["result"]["status"] == "running"
-    assert "unknown action 'explode'" in jobs.get(db, stop_bad)["error"]
-    stop = jobs.enqueue(db, "deploy", {"action": "stop", "deployment_id": done["result"]["deployment_id"]})
+    stop = jobkinds.queue(db, "deploy-stop", deployment_id=done["result"]["deployment_id"])
     Worker(db_path).run(once=True)
     assert jobs.get(db, stop)["result"]["status"] == "stopped"
+    assert [j["kind"] for j in jobs.list_jobs(db)] == ["deploy-stop", "deploy"]
 
 
 def test_two_models_served_side_by_side_with_names(home):

@@ -42,7 +42,7 @@ def seeded(tmp_path):
     return db, db_path, cur
 
 
-async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
+async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
     t0 = time.monotonic()
     while not condition():
         if time.monotonic() - t0 > timeout:
@@ -50,8 +50,14 @@ async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
         await pilot.pause(0.02)
 
 
+ACTIONS = {"deploy": "deploy", "deploy-plan": "plan", "deploy-status": "status", "deploy-rollback": "rollback",
+           "deploy-stop": "stop"}
+
+
 def deploy_jobs(db) -> list[dict]:
-    return [j for j in jobs.list_jobs(db) if j["kind"] == "deploy"]
+    """The deploy jobs, newest first, each payload shown with its action (the kind says it: one kind per action)."""
+    return [{**j, "payload": {"action": ACTIONS[j["kind"]], **j["payload"]}} for j in jobs.list_jobs(db)
+            if j["kind"] in ACTIONS]
 
 
 def test_detail_lines_mask_secrets_and_show_history(seeded):
@@ -91,7 +97,7 @@ async def test_panel_lists_lines_and_stop_asks_first(seeded, size):
         await wait_for(pilot, lambda: deploy_jobs(db))
         assert deploy_jobs(db)[0]["payload"] == {"action": "stop", "deployment_id": cur["id"]}
         await pilot.press("r")
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.screen.query(".dialog-question"))  # the earlier release is read in a thread
         assert "Roll back local v2 to v1 (variant 1)?" in str(app.screen.query_one(".dialog-question").render())
         await pilot.click("#yes")  # a tap works as well as a key
         await wait_for(pilot, lambda: len(deploy_jobs(db)) == 2)
@@ -104,7 +110,7 @@ async def test_deploy_form_shows_the_plan_before_deploying(seeded):
     async with app.run_test(size=PHONE) as pilot:
         await pilot.press("p")
         await pilot.press("n")
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, DeployDialog))  # the variants are read in a thread
         dialog = app.screen
         assert isinstance(dialog, DeployDialog)
         assert dialog.query_one("#deploy-button").disabled

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import store
-from core import gc
+from core import gc, jobkinds
 from core.errors import ConfigError
 from store import artifacts, deployments, jobs, retention, runs, variants
 from store.db import transaction
@@ -117,7 +117,7 @@ def test_running_runs_and_runs_or_variants_a_job_works_on_are_never_touched(seed
     db, _, (r1, r2, r3, r4), _ = seeded
     runs.set_status(db, r1["run"], "running")
     jobs.enqueue(db, "export", {"run_id": r3["run"]}, run_id=r3["run"])
-    jobs.enqueue(db, "deploy", {"action": "deploy", "variant_id": r2["variants"][0], "target": "local"})
+    jobkinds.queue(db, "deploy", {"variant_id": r2["variants"][0], "target": "local"})
     chosen = gc.plan(db, keep_last=0)
     assert chosen.runs == [r4["run"], r2["run"]]  # not r1 (running), not r3 (an export is queued)
     assert variants.get(db, r2["variants"][0])["path"] not in {i.path for i in chosen.items}

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import store
+from core import jobkinds
 from deployers.local import _alive, _members
 from store import deployments as store_deployments
 from store import jobs
@@ -65,8 +66,7 @@ def test_a_deploy_killed_after_its_server_started_is_closed_and_its_server_stopp
     pace = Pace(tmp_path, hold=["deploy:server-started"])
     try:
         vid = make_variant(db, db_path)
-        job_id = jobs.enqueue(db, "deploy", {"action": "deploy", "variant_id": vid, "target": "local",
-                                             "options": {"port": 0}})
+        job_id = jobkinds.queue(db, "deploy", {"variant_id": vid, "target": "local", "options": {"port": 0}})
         first = start_worker(db_path, pace)
         try:
             pace.wait_held("deploy:server-started", pid=first.pid, proc=first, timeout=120)
@@ -251,8 +251,8 @@ def _harness(db, db_path, pace, plan, kills, run_stage, job_status, total_steps)
     [variant] = store_variants.for_job(db, export_job)
 
     # 3. deploy to the local target
-    deploy_job = jobs.enqueue(db, "deploy", {"action": "deploy", "variant_id": variant["id"], "target": "local",
-                                             "options": {"port": 0}})
+    deploy_job = jobkinds.queue(db, "deploy", {"variant_id": variant["id"], "target": "local",
+                                               "options": {"port": 0}})
     bundles = paths.files_dir(db_path) / "bundles"
 
     def deploy_moment(kind, arg, worker):

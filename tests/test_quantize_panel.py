@@ -206,13 +206,47 @@ async def test_cancel_key_cancels_the_running_export_and_unmeasured_variants_say
         await wait_for(pilot, lambda: "measuring…" in str(view.render()))
         await pilot.press("x")
         await wait_for(pilot, lambda: jobs.cancel_requested(db, job_id))
-        assert any("cancel requested" in m for _, m in app.notices)
+        # The cancel is written in a thread worker; its notice follows on the main thread.
+        await wait_for(pilot, lambda: any("cancel requested" in m for _, m in app.notices))
         jobs.finish(db, job_id, "elsewhere", "cancelled", error="cancelled by the user")
         await wait_for(pilot, lambda: "not measured" in str(view.render()))
         text = str(view.render())
         assert f"export job {job_id} cancelled" in text and "press b" in text and "measuring…" not in text
         await pilot.press("x")
         await wait_for(pilot, lambda: any("nothing to cancel" in m for _, m in app.notices))
+
+
+async def test_export_and_cancel_write_in_a_thread_worker_not_on_the_main_thread(compared, monkeypatch):
+    """`e` and `x` reach the store from a thread worker (the dashboard's main thread never writes)."""
+    import threading
+
+    from core import export_job
+    from tui.app import make_app
+
+    db, db_path, run_id = compared
+    ckpt = db_path.parent / "best.pt"
+    ckpt.write_bytes(b"placeholder: the job, not the panel, reads it")
+    store_runs.update(db, run_id, checkpoint_path=str(ckpt))
+    threads: dict[str, bool] = {}
+
+    def on_thread(name, fn):
+        def wrapped(*args, **kwargs):
+            threads[name] = threading.current_thread() is threading.main_thread()
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(export_job, "queue_export", on_thread("export", export_job.queue_export))
+    monkeypatch.setattr(export_job, "cancel", on_thread("cancel", export_job.cancel))
+    app = make_app(db_path, panel="q", sample_device=False, poll_interval=0.1)
+    async with app.run_test(size=LAPTOP) as pilot:
+        view = app.query_one("#quantize-view")
+        await wait_for(pilot, lambda: "Recommended" in str(view.render()))
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any("export queued" in m for _, m in app.notices))
+        await pilot.press("x")
+        await wait_for(pilot, lambda: any(" cancelled." in m for _, m in app.notices))
+    assert threads == {"export": False, "cancel": False}
+    assert [j["status"] for j in jobs.list_jobs(db) if j["kind"] == "export"] == ["cancelled"]
 
 
 async def test_phone_portrait_40x20_keeps_table_lines_unwrapped(compared):

@@ -122,10 +122,11 @@ def test_no_secret_reaches_the_store_logs_bundles_screens_or_output(stand_ins, t
     hub.fail.clear()
 
     # -- a static Space through the worker's deploy job, token from HF_TOKEN_PATH --------------------
+    from core import jobkinds
     from store import jobs
 
-    job_id = jobs.enqueue(db, "deploy", {"action": "deploy", "variant_id": variant_id, "target": "spaces-static",
-                                         "options": {"repo_id": "tester/e2e-demo"}})
+    job_id = jobkinds.queue(db, "deploy", {"variant_id": variant_id, "target": "spaces-static",
+                                           "options": {"repo_id": "tester/e2e-demo"}})
     from core import paths
 
     log = paths.files_dir(db_path) / "worker.log"       # where the dashboard's background worker logs

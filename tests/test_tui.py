@@ -163,7 +163,7 @@ async def test_adding_a_good_csv_lists_it_and_delete_asks_first(db_path, db, tmp
         assert store_datasets.by_name(db, "iris-mini") is not None
         await pilot.press("x")
         await pilot.click("#yes")
-        await wait_for(pilot, lambda: "iris-mini" not in panel.rows)
+        await wait_for(pilot, lambda: "iris-mini" not in panel.rows, timeout=30)
         assert store_datasets.by_name(db, "iris-mini") is None
 
 
@@ -180,7 +180,7 @@ async def test_new_run_form_shows_size_and_queues_a_job(db_path, db):
         assert "parameters" in str(dialog.query_one("#estimate").render())
         dialog.query_one("#epochs").value = "3"
         await pilot.click("#start")
-        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunDialog))
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunDialog), timeout=30)  # run written in a thread
         [run] = store_runs.list_all(db)
         assert (run["model"], run["epochs_total"], run["status"], run["dataset_name"]) == ("cnn", 3, "queued", "digits")
         job = jobs.latest_for_run(db, run["id"])
@@ -261,8 +261,7 @@ async def test_cancel_asks_first_then_writes_the_cancel_intent(db_path, db):
         assert not jobs.cancel_requested(db, job_id)
         await pilot.press("x")
         await pilot.press("y")
-        await pilot.pause()
-        assert jobs.cancel_requested(db, job_id)
+        await wait_for(pilot, lambda: jobs.cancel_requested(db, job_id), timeout=30)  # written by a thread worker
         assert jobs.get(db, job_id)["status"] == "running"  # the worker finishes the batch and stops
         await wait_for(pilot, lambda: any("cancel requested" in t for t in toasts(app)))
 
@@ -275,13 +274,13 @@ async def test_queued_run_is_cancelled_at_once_and_can_be_resumed(db_path, db):
         panel = app.query_one("#panel-training")
         await wait_for(pilot, lambda: panel.selected == run_id)
         await pilot.press("x", "y")
-        await wait_for(pilot, lambda: panel.runs[run_id]["status"] == "cancelled")
+        await wait_for(pilot, lambda: panel.runs[run_id]["status"] == "cancelled", timeout=30)
         assert jobs.get(db, job_id)["status"] == "cancelled"
         table = app.query_one("#runs-table")
         assert table.get_cell(str(run_id), "status") == "cancelled"
         assert table.columns["status"].content_width >= len("cancelled")  # grew from "queued", not cut
         await pilot.press("r")
-        await wait_for(pilot, lambda: panel.runs[run_id]["status"] == "queued")
+        await wait_for(pilot, lambda: panel.runs[run_id]["status"] == "queued", timeout=30)
         assert jobs.latest_for_run(db, run_id)["id"] != job_id
 
 
@@ -290,7 +289,7 @@ async def test_quick_start_queues_digits_cnn_with_one_key(db_path, db):
     app = app_for(db_path, panel="training")
     async with app.run_test(size=PHONE) as pilot:
         await pilot.press("s")
-        await pilot.pause()
+        await wait_for(pilot, lambda: store_runs.list_all(db), timeout=30)  # written by a thread worker
     [run] = store_runs.list_all(db)
     assert (run["dataset_name"], run["model"], run["status"]) == ("digits", "cnn", "queued")
 
@@ -304,7 +303,7 @@ async def test_footer_keys_are_tappable(db_path, db):
         await pilot.pause()
         start = next(k for k in app.query(FooterKey) if k.key == "s")
         await pilot.click(start)
-        await pilot.pause()
+        await wait_for(pilot, lambda: store_runs.list_all(db), timeout=30)  # written by a thread worker
     assert len(store_runs.list_all(db)) == 1
 
 
@@ -435,7 +434,7 @@ async def test_new_run_form_fits_a_phone_and_works_by_taps_alone(db_path, db):
         assert (dialog.query_one("#model").value, dialog.query_one("#preset").value) == ("mlp", "tiny")
         assert "parameters" in str(dialog.query_one("#estimate").render())
         await pilot.click("#start")
-        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunDialog))
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunDialog), timeout=30)  # run written in a thread
     [run] = store_runs.list_all(db)
     assert (run["model"], run["config"]["preset"], run["status"]) == ("mlp", "tiny", "queued")
 

@@ -337,10 +337,6 @@ class PocketopsApp(App):
                 return info
         raise KeyError(f"no panel {name!r}; panels: {', '.join(p.name for p in PANELS)}")
 
-    @classmethod
-    def _widget_id(cls, name: str) -> str:
-        return cls._info(name).widget_id
-
     @property
     def current_panel(self) -> Widget:
         switcher = self.query_one("#panels", ContentSwitcher)

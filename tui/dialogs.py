@@ -16,6 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from core.fmt import fmt_bytes
+from tui.widgets.intents import IntentHandler, run_intent
 
 
 # What the core raises for bad input; shown inline as the one-line message it carries.
@@ -171,7 +172,7 @@ def parse_lr(text: str) -> float | None:
     return value
 
 
-class NewRunDialog(ModalScreen["tuple[int, int] | None"]):
+class NewRunDialog(IntentHandler, ModalScreen["tuple[int, int] | None"]):
     """Configure and queue a training run; shows parameters and size before it starts."""
 
     BINDINGS = [Binding("escape", "close", "Close")]
@@ -281,10 +282,20 @@ class NewRunDialog(ModalScreen["tuple[int, int] | None"]):
             return
         try:
             form = self.read_form()
-            ids = new_run(self.app.db, dataset=form.dataset, model=form.model, preset=form.preset,
-                          epochs=form.epochs, batch_size=form.batch_size, accum=form.accum, lr=form.lr)
         except _user_errors() as exc:
-            self.query_one("#error", Static).update(str(exc))
-            self.query_one("#error").set_class(True, "-shown")
+            self._failed(str(exc))
             return
-        self.dismiss(tuple(ids))
+        self.query_one("#start", Button).disabled = True  # one run per tap while the thread writes it
+
+        def failed(message: str) -> None:
+            self._failed(message)
+            self.query_one("#start", Button).disabled = False
+
+        run_intent(self, lambda db: new_run(db, dataset=form.dataset, model=form.model, preset=form.preset,
+                                            epochs=form.epochs, batch_size=form.batch_size, accum=form.accum,
+                                            lr=form.lr),
+                   then=lambda ids: self.dismiss(tuple(ids)), on_error=failed)
+
+    def _failed(self, message: str) -> None:
+        self.query_one("#error", Static).update(message)
+        self.query_one("#error").set_class(True, "-shown")

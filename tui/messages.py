@@ -39,3 +39,27 @@ class StoreChanged(Message):
     """The dashboard wrote an intent (new run, cancel, dataset added): panels should poll now."""
 
     what: str = ""
+
+
+@dataclass
+class IntentDone(Message, bubble=False):
+    """An intent run in a thread worker (``tui.widgets.intents.run_intent``) finished with ``result``."""
+
+    then: Any  # called on the main thread with the result (None: nothing more to do)
+    result: Any
+
+
+@dataclass
+class IntentFailed(Message, bubble=False):
+    """An intent run in a thread worker refused or failed; ``error`` is one line to show."""
+
+    title: str
+    error: str
+    then: Any = None  # called on the main thread with the error instead of the default notification
+
+
+@dataclass
+class JobUpdate(Message, bubble=False):
+    """A job a screen follows (from a thread worker) changed status; ``job`` is its row."""
+
+    job: dict

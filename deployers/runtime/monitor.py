@@ -220,6 +220,7 @@ class PageHinkley(_Detector):
         return stat
 
     def trace(self, xs) -> np.ndarray:
+        """As the base ``trace``, in closed form with numpy when the mean is fixed and there is no forgetting."""
         if self.mean is None or self.alpha != 1.0:
             return super().trace(xs)
         return self.traces(np.asarray(xs, dtype=np.float64)[None, :])[0]
@@ -348,6 +349,7 @@ class ClassShares(_Detector):
             self._terms = [self._term(j, m) for j in range(len(self._c))] if m else [0.0] * len(self._c)
 
     def trace(self, xs) -> np.ndarray:
+        """As the base ``trace``, vectorized: windowed class counts from cumulative one-hot sums."""
         k = np.asarray(xs, dtype=np.int64)
         onehot = np.zeros((len(k) + 1, len(self.shares)))
         onehot[np.arange(1, len(k) + 1), k] = 1.0
@@ -441,6 +443,7 @@ class Scorer:
         return -1.0 + 2.0 * (i - 1 + frac) / (len(q) - 1)
 
     def to_dict(self) -> dict:
+        """The held-out quantiles, rounded, as stored in the bundle."""
         return {"quantiles": [round(v, 6) for v in self._q]}
 
 

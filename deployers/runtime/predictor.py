@@ -36,6 +36,7 @@ class InputError(ValueError):
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by the row maximum so large logits do not overflow."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
@@ -189,6 +190,7 @@ class Predictor:
         return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
 
     def model_input(self, raw: np.ndarray) -> np.ndarray:
+        """Raw request values -> the model's input array: text token ids as they are, other inputs preprocessed."""
         if self.kind == "text":
             return raw.astype(self.dtype)
         return preprocess(raw, self.preprocessing).astype(self.dtype)
@@ -263,6 +265,7 @@ class Predictor:
 
     # -- introspection -------------------------------------------------------------------
     def model_info(self) -> dict:
+        """What ``GET /v1/model`` answers: version, sha256, labels, input and preprocessing (no vocabulary), load time."""
         return {
             "version": self.info.get("version"),
             "sha256": self.info.get("sha256"),
@@ -274,6 +277,7 @@ class Predictor:
         }
 
     def stats(self) -> dict:
+        """Counters, latency percentiles and prediction histograms since start (``GET /v1/stats``)."""
         with self._lock:
             lat = np.fromiter(self._latencies, dtype=np.float64, count=len(self._latencies))
             dist = list(self._distances)

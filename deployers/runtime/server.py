@@ -122,6 +122,7 @@ def listen_backlog(wanted: int = BACKLOG) -> int:
 
 
 def is_loopback(host: str) -> bool:
+    """True for ``localhost`` or a loopback IP literal; an empty host (all interfaces) is not."""
     if host in ("localhost", ""):
         return host == "localhost"
     try:
@@ -189,6 +190,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ------------------------------------------------------------------------
     def setup(self) -> None:
+        """Apply the server's socket timeout and reset the per-connection state."""
         self.timeout = self.server.io_timeout  # StreamRequestHandler.setup applies it to the socket
         self.timed_out = False  # set by the server's watchdog when a request takes longer than request_timeout
         self._requests_seen = 0
@@ -196,6 +198,7 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
 
     def handle_one_request(self) -> None:
+        """Serve one request on the connection, under the server's request deadline; close an idle connection."""
         # Wait for the next request's first byte with a bound (keep-alive idle time after the first one),
         # then give the whole request a deadline the watchdog enforces: slow headers or bodies end in 408.
         first = self._requests_seen == 0
@@ -237,6 +240,7 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def parse_request(self) -> bool:
+        """The stdlib parse, plus 408 for a request cut by the deadline, 400 for HTTP/0.9, and unknown methods to the app (405)."""
         ok = super().parse_request()
         if ok and self.timed_out:  # the request line or headers were cut by the deadline
             self._timeout_answer()
@@ -251,6 +255,7 @@ class Handler(BaseHTTPRequestHandler):
         return ok
 
     def send_response(self, code, message=None) -> None:
+        """Send the status line and count the status for ``/v1/stats``."""
         self._answered = True
         self.server.count(int(code))
         super().send_response(code, message)
@@ -272,6 +277,7 @@ class Handler(BaseHTTPRequestHandler):
         self._error(code, text)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        """Access log lines on stderr, only with ``--verbose``."""
         if self.server.verbose:
             sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
 
@@ -294,6 +300,7 @@ class Handler(BaseHTTPRequestHandler):
         self._write(*self.server.app.error_response(int(status), message, self.command or "GET"), close=True)
 
     def timeout_message(self) -> str:
+        """The 408 error text, naming the request deadline."""
         return (f"request not received within {self.server.request_timeout:g} s; "
                 "send the headers and body without pauses")
 
@@ -436,6 +443,7 @@ class Server(ThreadingHTTPServer):
 
     # -- bounded handler threads ---------------------------------------------------------
     def get_request(self):
+        """Accept a connection only once a handler slot is free, so waiting clients stay in the listen backlog."""
         # Take a handler slot BEFORE accepting: while all are busy, new connections wait in the
         # kernel's backlog (their requests are buffered there too) instead of getting a thread each.
         while not self._slots.acquire(timeout=0.2):
@@ -451,6 +459,7 @@ class Server(ThreadingHTTPServer):
         return request
 
     def shutdown_request(self, request) -> None:
+        """Finish the connection (FIN, short linger, close) and free its handler slot."""
         # Called exactly once for every accepted connection (handled, refused or failed to start).
         try:
             try:
@@ -476,6 +485,7 @@ class Server(ThreadingHTTPServer):
             return False
 
     def handle_error(self, request, client_address) -> None:
+        """One stderr line for a failed connection; nothing when the client just went away."""
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return  # the client went away: nothing to report
@@ -507,6 +517,7 @@ class Server(ThreadingHTTPServer):
 
     # -- counts --------------------------------------------------------------------------
     def count(self, status: int) -> None:
+        """Count one answer with ``status``."""
         with self._lock:
             self._statuses[status] = self._statuses.get(status, 0) + 1
 
@@ -519,10 +530,12 @@ class Server(ThreadingHTTPServer):
                 "connections": active, "max_connections": self.max_connections, "backlog": self.request_queue_size}
 
     def shutdown(self) -> None:
+        """Stop ``serve_forever`` and let a ``get_request`` waiting for a slot give up."""
         self._closing.set()
         super().shutdown()
 
     def server_close(self) -> None:
+        """Close the listening socket and end the deadline watchdog."""
         self._closing.set()
         super().server_close()
 
@@ -577,6 +590,7 @@ def _positive(kind):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The bundle's ``server.py`` command line: serve the bundle, or with ``--supervise`` restart it when it dies."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="server.py", description="Serve a pocketops bundle over HTTP.")
     parser.add_argument("--bundle", default=str(Path(__file__).resolve().parent))

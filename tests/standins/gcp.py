@@ -7,7 +7,12 @@ google/cloud/functions_v2 and run_v2 ``transports/rest_base.py``):
 - ``POST /v2/{parent}/functions?functionId=F``, ``PATCH|GET|DELETE /v2/{parent}/functions/F``
 - ``GET /v2/{parent}/operations/OP`` (shared by both APIs)
 - ``GET|PATCH /v2/{parent}/services/S``, ``GET /v2/{parent}/services/S/revisions/R``
-- the deployed function itself answers ``GET /run/F/health`` with the revision that serves.
+- Cloud Billing Budgets: ``POST /v1/billingAccounts/A/budgets``, ``PATCH /v1/billingAccounts/A/budgets/B``
+- the deployed function itself answers ``GET /run/F/health`` with the revision that serves
+  (503 while the service's scaling is MANUAL with 0 instances).
+
+``MonitoringStandIn`` serves Cloud Monitoring's ``MetricService.ListTimeSeries`` over gRPC on
+127.0.0.1: google-cloud-monitoring ships no REST transport, so the real client talks gRPC to it.
 
 A "build" checks the uploaded zip has ``main.py`` defining the entry point and a
 ``requirements.txt``; a new revision ``F-0000N-abc`` then takes the traffic. Tests make it fail
@@ -28,6 +33,7 @@ SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v2.Service"
 EMPTY_TYPE = "type.googleapis.com/google.protobuf.Empty"
 LATEST = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
 BY_REVISION = "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"
+SCALING_MODES = ["SCALING_MODE_UNSPECIFIED", "AUTOMATIC", "MANUAL"]
 
 PARENT = r"/v2/(?P<parent>projects/[^/]+/locations/[^/]+)"
 ROUTES = [
@@ -42,6 +48,9 @@ ROUTES = [
     ("get_iam", "GET", re.compile(PARENT + r"/services/(?P<svc>[^/:]+):getIamPolicy$")),
     ("set_iam", "POST", re.compile(PARENT + r"/services/(?P<svc>[^/:]+):setIamPolicy$")),
     ("get_revision", "GET", re.compile(PARENT + r"/services/(?P<svc>[^/:]+)/revisions/(?P<rev>[^/:]+)$")),
+    # Cloud Billing Budgets v1 (billingbudgets.googleapis.com): create and patch a budget.
+    ("create_budget", "POST", re.compile(r"/v1/(?P<account>billingAccounts/[^/]+)/budgets$")),
+    ("update_budget", "PATCH", re.compile(r"/v1/(?P<name>billingAccounts/[^/]+/budgets/[^/]+)$")),
 ]
 
 
@@ -68,6 +77,8 @@ class CloudHandler(JsonHandler):
                     self.send(404, {"error": "no such function"})
                 elif gcp.enforce_invoker and not gcp.is_public(service["name"]):
                     self.send(403, {"error": "Your client does not have permission to get URL"})
+                elif gcp.scaled_to_zero(service):
+                    self.send(503, {"error": "Service Unavailable: no instances (manual scaling, 0 instances)"})
                 else:
                     self.send(200, {"status": "ok", "revision": gcp.serving_revision(service)})
                 return
@@ -130,6 +141,7 @@ class GcpStandIn(StandIn):
         self.require_auth = False
         self.enforce_invoker = False               # True: the function answers 403 unless allUsers may invoke it
         self.policies: dict[str, dict] = {}        # service name -> IAM policy
+        self.budgets: dict[str, dict] = {}         # Cloud Billing budget name -> budget
         self._counter = 0
 
     # -- helpers ---------------------------------------------------------------------------
@@ -267,7 +279,16 @@ class GcpStandIn(StandIn):
                                        "status": "INVALID_ARGUMENT"}}
         service["traffic"] = [{**t, "type": _enum(t.get("type"), ["", LATEST, BY_REVISION])}
                               for t in body.get("traffic", [])]
+        if "scaling" in body:
+            scaling = dict(body["scaling"])
+            scaling["scalingMode"] = _enum(scaling.get("scalingMode", 0), SCALING_MODES)
+            service["scaling"] = scaling
         return 200, self._new_op(p["parent"], response={"@type": SERVICE_TYPE, **service})
+
+    def scaled_to_zero(self, service: dict) -> bool:
+        """Manual scaling with 0 instances: the documented way to stop a service serving (and billing)."""
+        scaling = service.get("scaling") or {}
+        return scaling.get("scalingMode") == "MANUAL" and int(scaling.get("manualInstanceCount") or 0) == 0
 
     def is_public(self, service_name: str) -> bool:
         bindings = self.policies.get(service_name, {}).get("bindings", [])
@@ -286,6 +307,114 @@ class GcpStandIn(StandIn):
         self.policies[name] = {**body.get("policy", {}), "etag": "BwYB"}
         return 200, self.policies[name]
 
+    def _create_budget(self, p, body, q):
+        name = f"{p['account']}/budgets/b-{self._next()}"
+        self.budgets[name] = {**body, "name": name, "etag": "1"}
+        return 200, self.budgets[name]
+
+    def _update_budget(self, p, body, q):
+        if p["name"] not in self.budgets:
+            return not_found(f"Budget {p['name']}")
+        self.budgets[p["name"]] = {**body, "name": p["name"], "etag": "2"}
+        return 200, self.budgets[p["name"]]
+
     def _get_revision(self, p, body, q):
         found = self.revisions.get(f"{p['parent']}/services/{p['svc']}/revisions/{p['rev']}")
         return (200, found) if found else not_found(f"Revision {p['rev']}")
+
+
+# -- Cloud Monitoring ------------------------------------------------------------------------
+
+class MonitoringStandIn:
+    """``google.monitoring.v3.MetricService/ListTimeSeries`` on 127.0.0.1 over gRPC, from in-memory points.
+
+    ``add(metric_type, service_name, start, end, value)`` records one DELTA point. A query
+    answers, as the API documents for ``projects.timeSeries.list``, one TimeSeries per
+    (metric, resource) matching ``metric.type = "..."`` and ``resource.labels.service_name =
+    "..."`` with the points whose interval end lies in ``[interval.startTime,
+    interval.endTime]`` (both ends included, so a client must not count a point twice),
+    newest first, ``metricKind`` DELTA and ``valueType`` INT64 (request_count) or DOUBLE.
+    """
+
+    SERVICE = "google.monitoring.v3.MetricService"
+
+    def __init__(self, project: str = "demo-project") -> None:
+        import threading
+
+        self.project = project
+        self.lock = threading.Lock()
+        self.points: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        self.queries: list[dict] = []
+        self.fail: str | None = None        # a gRPC status name (e.g. "PERMISSION_DENIED") to answer instead
+        self.server = None
+        self.port = 0
+
+    def add(self, metric_type: str, service_name: str, start: float, end: float, value: float) -> None:
+        with self.lock:
+            self.points.setdefault((metric_type, service_name), []).append((start, end, value))
+
+    def __enter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        import grpc
+        from google.cloud import monitoring_v3
+
+        handler = grpc.method_handlers_generic_handler(self.SERVICE, {
+            "ListTimeSeries": grpc.unary_unary_rpc_method_handler(
+                self._list, request_deserializer=monitoring_v3.ListTimeSeriesRequest.deserialize,
+                response_serializer=monitoring_v3.ListTimeSeriesResponse.serialize)})
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.stop(grace=None)
+
+    def client(self):
+        """The real ``MetricServiceClient`` on its real gRPC transport, over a channel to this stand-in."""
+        import grpc
+        from google.cloud import monitoring_v3
+        from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
+
+        channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        return monitoring_v3.MetricServiceClient(transport=MetricServiceGrpcTransport(channel=channel))
+
+    def _list(self, request, context):
+        import grpc
+        from google.cloud import monitoring_v3
+
+        if self.fail:
+            context.abort(getattr(grpc.StatusCode, self.fail), f"stand-in told to fail: {self.fail}")
+        metric = re.search(r'metric\.type\s*=\s*"([^"]+)"', request.filter)
+        service = re.search(r'resource\.labels\.service_name\s*=\s*"([^"]+)"', request.filter)
+        if request.name != f"projects/{self.project}" or metric is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad name {request.name!r} or filter {request.filter!r}")
+        start = request.interval.start_time.timestamp()
+        end = request.interval.end_time.timestamp()
+        with self.lock:
+            self.queries.append({"filter": request.filter, "start": start, "end": end})
+            found = {k: v for k, v in self.points.items()
+                     if k[0] == metric[1] and (service is None or k[1] == service[1])}
+        answer = monitoring_v3.ListTimeSeriesResponse()
+        for (metric_type, service_name), points in sorted(found.items()):
+            chosen = sorted((p for p in points if start <= p[1] <= end), key=lambda p: -p[1])
+            if not chosen:
+                continue
+            is_int = metric_type.endswith("request_count")
+            series = monitoring_v3.TimeSeries(
+                metric={"type": metric_type, "labels": {"response_code_class": "2xx"} if is_int else {}},
+                resource={"type": "cloud_run_revision", "labels": {"project_id": self.project,
+                                                                   "service_name": service_name}},
+                metric_kind="DELTA", value_type="INT64" if is_int else "DOUBLE")
+            for p0, p1, value in chosen:
+                series.points.append(monitoring_v3.Point(
+                    interval={"start_time": _stamp(p0), "end_time": _stamp(p1)},
+                    value={"int64_value": int(value)} if is_int else {"double_value": float(value)}))
+            answer.time_series.append(series)
+        return answer
+
+
+def _stamp(ts: float) -> dict:
+    return {"seconds": int(ts), "nanos": int(round(ts % 1 * 1e9))}

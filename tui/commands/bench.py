@@ -36,7 +36,6 @@ def _names(paths: list[Path]) -> dict[Path, str]:
 
 def run(args) -> int:
     from core import bench, recommend
-    from core.errors import ConfigError, PocketopsError
     from core.export_job import eval_data
     from core.optional import require
 
@@ -47,18 +46,13 @@ def run(args) -> int:
         if not path.is_file():
             raise CliError(f"{path}: no such file")
     db, _ = open_db(args)
-    try:
-        data = eval_data(db, args.dataset, {"seed": args.seed})
-    except ConfigError as exc:
-        raise CliError(str(exc)) from exc
+    # A PocketopsError from here on (unknown dataset, bad model) is printed by tui/cli.py as one line, exit 1.
+    data = eval_data(db, args.dataset, {"seed": args.seed})
     names = _names(list(dict.fromkeys([*args.models, *([args.reference] if args.reference else [])])))
     models = [bench.Contender(p, names[p], p) for p in dict.fromkeys(args.models)]
     reference = bench.Contender(args.reference, names[args.reference], args.reference) if args.reference else None
-    try:
-        prefs = recommend.override(db, [], args.prefer, args.budget) or recommend.load_prefs(db)
-        found = bench.measure(models, data, reference, args.threads)
-    except PocketopsError as exc:
-        raise CliError(str(exc)) from exc
+    prefs = recommend.override(db, [], args.prefer, args.budget) or recommend.load_prefs(db)
+    found = bench.measure(models, data, reference, args.threads)
     results = [{"name": m.name, "path": str(m.path), **found.figures[m.key]} for m in models]
     rec = recommend.recommend(results, prefer=prefs.prefer, budget_points=prefs.budget_points,
                               reference_name=found.reference.name) if len(results) > 1 else None

@@ -49,13 +49,9 @@ def list_cmd(args) -> int:
 
 def add_cmd(args) -> int:
     from core.datasets import add_dataset
-    from core.errors import DatasetError
 
     db, db_path = open_db(args)
-    try:
-        row = add_dataset(db, db_path, args.path, name=args.name, kind=args.kind, label_column=args.label_column)
-    except DatasetError as exc:
-        raise CliError(str(exc)) from exc
+    row = add_dataset(db, db_path, args.path, name=args.name, kind=args.kind, label_column=args.label_column)
     emit(args, _public(row), f"added {row['name']}: {row['kind']}, {row['rows']} rows, {row['n_classes']} classes")
     return 0
 
@@ -113,12 +109,8 @@ def _blocks(image) -> list[str]:
 
 def delete_cmd(args) -> int:
     from core.datasets import delete_dataset
-    from core.errors import DatasetError
 
     db, _ = open_db(args)
-    try:
-        delete_dataset(db, args.name)
-    except DatasetError as exc:
-        raise CliError(str(exc)) from exc
+    delete_dataset(db, args.name)
     emit(args, {"deleted": args.name}, f"deleted {args.name} (its files stay on disk)")
     return 0

@@ -1,66 +1,76 @@
-"""`pocketops deploy VARIANT --target T [--dry-run] [--json]`: release a variant, or show the plan."""
+"""`pocketops deploy VARIANT --target T [--dry-run] [--json]`: release a variant, or show the plan.
+
+Both queue a job (``deploy`` / ``deploy-plan``) and wait for it, as the dashboard's Deploy form
+does: a live worker runs it, or one of ours in this process when none is alive (or when an API
+key is given, which never goes through the queue). Targets and their flags: ``deployers.targets``.
+"""
 from __future__ import annotations
 
 import os
 
-from tui.commands._common import CliError, add_parser, emit, fmt_bytes, open_db
-
-TARGETS = ("local", "spaces-static", "spaces-docker", "gcp")
+from tui.commands._common import CliError, add_parser, emit, open_db, run_job
+from tui.format import render_plan
 
 
 def register(sub) -> None:
+    from deployers import targets
+
     p = add_parser(sub, "deploy", "deploy a model variant to the phone, Hugging Face Spaces or Google Cloud")
     p.add_argument("variant", type=int, metavar="VARIANT", help="variant id (see `pocketops models list`)")
-    p.add_argument("--target", required=True, choices=TARGETS)
-    p.add_argument("--host", help="local: address to bind (default 127.0.0.1; anything else needs an API key)")
-    p.add_argument("--port", type=int, help="local: port (default 8765; 0 picks a free one)")
-    p.add_argument("--name", help="local: name of the release line (default 'local'); give each model its own "
-                                  "name and --port to serve several side by side")
-    p.add_argument("--api-key", help="local/docker: key clients send as X-API-Key (prefer $POCKETOPS_API_KEY: "
-                                     "a command line is visible to other processes)")
-    p.add_argument("--space", metavar="ID", help="Spaces: repo id, e.g. you/digits-demo")
-    p.add_argument("--private", action="store_true", help="Spaces: create the Space private")
-    p.add_argument("--hardware", help="spaces-docker: hardware flavour (default cpu-basic)")
-    p.add_argument("--project", help="gcp: project id (default: from Application Default Credentials)")
-    p.add_argument("--region", help="gcp: region (default us-central1)")
-    p.add_argument("--function", dest="function_name", metavar="NAME", help="gcp: function name")
-    p.add_argument("--public", action="store_true", help="gcp: let anyone invoke the function (default: private, "
-                                                         "callers need a Google identity token)")
-    p.add_argument("--wait", dest="wait_s", type=float, metavar="SECONDS",
-                   help="Spaces: wait up to SECONDS for the Space to run, to record its cold start")
-    p.add_argument("--vendor-ort", metavar="DIR", help="spaces-static: copy onnxruntime-web from DIR instead of its CDN")
+    p.add_argument("--target", required=True, choices=targets.names())
+    for option in targets.OPTIONS.values():
+        if option.type is bool:
+            p.add_argument(option.flag, dest=option.key, action="store_true", help=option.help)
+        else:
+            p.add_argument(option.flag, dest=option.key, type=option.type, metavar=option.metavar, help=option.help)
     p.add_argument("--dry-run", action="store_true", help="print the plan (files, sizes, cost, requirements); change nothing")
     p.set_defaults(func=run)
 
 
-def options_from(args) -> dict:
-    """The deploy options dict of the deployers contract (None values left out)."""
-    options = {
-        "host": args.host, "port": args.port, "api_key": args.api_key or os.environ.get("POCKETOPS_API_KEY") or None,
-        "space_id": args.space, "repo_id": args.space, "private": args.private or None, "hardware": args.hardware,
-        "project": args.project, "region": args.region, "function_name": args.function_name,
-        "vendor_ort": args.vendor_ort, "public": args.public or None, "wait_s": args.wait_s,
-    }
-    if args.target == "local":
-        options["name"] = args.name
-    elif args.name:
-        raise CliError(f"--name is for --target local; {args.target} releases are named by "
-                       + ("--space" if args.target.startswith("spaces") else "--function"))
-    return {k: v for k, v in options.items() if v is not None}
+def options_from(args) -> tuple[dict, dict]:
+    """The deploy options of the deployers contract (None/False left out) and the secrets kept out of the queue."""
+    from deployers import targets
+
+    options: dict = {}
+    for option in targets.OPTIONS.values():
+        value = getattr(args, option.key, None)
+        if option.key == "name":
+            if value and args.target != "local":
+                raise CliError(f"--name is for --target local; {args.target} releases are named by "
+                               + ("--space" if args.target.startswith("spaces") else "--function"))
+            if args.target != "local":
+                continue
+        if value is None or value is False:
+            continue
+        options.update({key: value for key in option.keys()})
+    secrets = {}
+    api_key = options.pop("api_key", None) or os.environ.get("POCKETOPS_API_KEY") or None
+    if api_key:
+        secrets["api_key"] = api_key
+    return options, secrets
 
 
 def run(args) -> int:
-    from deployers import service
-
-    db, db_path = open_db(args)
-    options = options_from(args)
+    options, secrets = options_from(args)
     if args.vendor_ort and not os.path.isdir(args.vendor_ort):
         raise CliError(f"--vendor-ort {args.vendor_ort}: no such directory")
+    db, db_path = open_db(args)
+    if not args.dry_run:
+        from deployers import costs
+
+        try:  # a hard budget refuses here, before any job row or network call (exit 3)
+            costs.check_deploy(db, args.target, options, who="cli")
+        except costs.BudgetRefused as exc:
+            raise CliError(str(exc), code=3) from None
+    payload = {"variant_id": args.variant, "target": args.target, "options": options}
+    job = finished(run_job(db_path, "deploy-plan" if args.dry_run else "deploy", payload, secrets=secrets))
     if args.dry_run:
-        plan = service.plan(db, db_path, args.variant, args.target, options)
-        emit(args, {"plan": plan.to_dict()}, render_plan(plan))
+        plan = job["result"]["plan"]
+        emit(args, {"plan": plan}, render_plan(plan, full=True))
         return 0
-    row = service.deploy(db, db_path, args.variant, args.target, options)
+    from store import deployments
+
+    row = deployments.get(db, job["result"]["deployment_id"])
     data = {"deployment_id": row["id"], "target": row["target"], "version": row["version"],
             "status": row["status"], "url": row["url"]}
     extra = []
@@ -74,18 +84,8 @@ def run(args) -> int:
     return 0
 
 
-def render_plan(plan) -> str:
-    """The plan as lines that fit a phone (about 40 columns)."""
-    lines = [f"plan: {plan.target} (dry run, nothing changed)", "files:"]
-    width = max((len(f["path"]) for f in plan.files), default=0)
-    for f in plan.files:
-        lines.append(f"  {f['path']:<{width}}  {fmt_bytes(f['size_bytes']):>9}")
-    lines.append(f"  {'total':<{width}}  {fmt_bytes(plan.total_bytes):>9}")
-    lines.append(f"estimated cost: ${plan.estimated_monthly_cost_usd:.2f}/month")
-    if plan.requirements:
-        lines.append("requirements:")
-        lines += [f"  - {r}" for r in plan.requirements]
-    if plan.notes:
-        lines.append("notes:")
-        lines += [f"  - {n}" for n in plan.notes]
-    return "\n".join(lines)
+def finished(job: dict) -> dict:
+    """The job row when it is done; its recorded reason as a one-line CliError otherwise."""
+    if job["status"] != "done":
+        raise CliError(job.get("error") or f"{job['kind']} job {job['id']} {job['status']}")
+    return job

@@ -1,9 +1,15 @@
-"""`pocketops deployments list | status ID | rollback ID [--yes] | stop ID [--yes]`."""
+"""`pocketops deployments list | status ID | rollback ID [--yes] | stop ID [--yes]`.
+
+Status, rollback and stop queue their job (``deploy-status`` / ``deploy-rollback`` /
+``deploy-stop``) and wait for it, exactly as the Deploy panel's actions do.
+"""
 from __future__ import annotations
 
+import os
 import sys
 
-from tui.commands._common import CliError, add_parser, emit, open_db
+from tui.commands._common import CliError, add_parser, emit, open_db, run_job
+from tui.format import release_label
 
 FIELDS = ("id", "target", "name", "version", "status", "url", "variant_id", "health_latency_ms", "cold_start_ms",
           "error", "created_at", "updated_at")
@@ -36,6 +42,8 @@ def public(row: dict) -> dict:
     for key in ("rolled_back_from", "restores", "bundle_version", "reason", "stage"):
         if key in meta:
             data[key] = meta[key]
+    if row.get("paused_reason"):
+        data["paused_reason"] = row["paused_reason"]
     return data
 
 
@@ -51,6 +59,8 @@ def line(row: dict) -> str:
         parts.append(f"cold {row['cold_start_ms']:.0f} ms")
     if row.get("error"):
         parts.append(f"— {row['error']}")
+    if row.get("paused_reason"):
+        parts.append(f"— {row['paused_reason']} (resume: pocketops budget resume {row['id']} --yes)")
     return " ".join(parts)
 
 
@@ -64,11 +74,22 @@ def run_list(args) -> int:
     return 0
 
 
-def run_status(args) -> int:
-    from deployers import service
+def _act(args, kind: str) -> dict:
+    """Run the ``kind`` job on deployment ``args.id``; the deployment row it answers with."""
+    from store import deployments
+    from tui.commands.deploy import finished
 
+    db, db_path = open_db(args)
+    # A local release restarted on a public address needs the API key of our environment.
+    here = bool(os.environ.get("POCKETOPS_API_KEY"))
+    job = finished(run_job(db_path, kind, {"deployment_id": args.id}, here=here))
+    return deployments.get(db, job["result"]["deployment_id"])
+
+
+def run_status(args) -> int:
     db, _ = open_db(args)
-    row = service.status(db, args.id)
+    _describe(db, args.id)  # a wrong id is one line and queues nothing
+    row = _act(args, "deploy-status")
     emit(args, public(row), line(row))
     return 0
 
@@ -94,22 +115,18 @@ def _describe(db, deployment_id: int) -> dict:
 
 
 def run_rollback(args) -> int:
-    from deployers import service
-
     db, _ = open_db(args)
     row = _describe(db, args.id)
-    confirm(args, f"Roll back deployment {row['id']} ({row['target']} {row['name']} v{row['version']})?")
-    new = service.rollback(db, args.id)
+    confirm(args, f"Roll back deployment {row['id']} ({release_label(row)})?")
+    new = _act(args, "deploy-rollback")
     emit(args, public(new), f"rolled back: {line(new)}")
     return 0
 
 
 def run_stop(args) -> int:
-    from deployers import service
-
     db, _ = open_db(args)
     row = _describe(db, args.id)
-    confirm(args, f"Stop deployment {row['id']} ({row['target']} {row['name']} v{row['version']})?")
-    stopped = service.stop(db, args.id)
+    confirm(args, f"Stop deployment {row['id']} ({release_label(row)})?")
+    stopped = _act(args, "deploy-stop")
     emit(args, public(stopped), f"stopped: {line(stopped)}")
     return 0

@@ -28,9 +28,8 @@ def register(sub) -> None:
 
 
 def request_from_args(args):
-    """The export job payload from the command line, validated (CliError names the bad option)."""
-    from core.errors import ConfigError
-    from core.export_job import ExportRequest
+    """The export job payload from the command line, validated (a one-line ConfigError names the bad field)."""
+    from core import jobkinds
 
     payload = {"run_id": args.run_id, "threads": args.threads, "calibration_samples": args.calibration_samples}
     if args.prefer is not None:
@@ -39,14 +38,10 @@ def request_from_args(args):
         payload["budget_points"] = args.budget
     if args.variants:
         payload["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
-    try:
-        return ExportRequest.from_payload(payload)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from exc
+    return jobkinds.validate("export", payload)
 
 
 def run(args) -> int:
-    from core.errors import ConfigError
     from core.export_job import _require_tools, queue_export
 
     out = sys.stdout  # the exporter silences sys.stdout while it runs in our thread; keep ours
@@ -62,10 +57,7 @@ def run(args) -> int:
     if runs.get(db, req.run_id) is None:
         raise CliError(f"no run {req.run_id}; see `pocketops runs list`")
     options = {k: v for k, v in vars(req).items() if k != "run_id"}
-    try:
-        job_id = queue_export(db, req.run_id, **options)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from exc
+    job_id = queue_export(db, req.run_id, **options)
     if not args.wait:
         _emit(args, out, {"run_id": req.run_id, "job_id": job_id, "status": "queued"},
               f"export of run {req.run_id} queued (job {job_id}); a worker will pick it up")
@@ -75,14 +67,10 @@ def run(args) -> int:
 
 def cancel(args, out) -> int:
     """`export RUN_ID --cancel`: {"run_id", "job_id", "kind", "status": "cancelled" | "cancelling"}."""
-    from core.errors import PocketopsError
     from core.export_job import cancel as cancel_job
 
     db, _ = open_db(args)
-    try:
-        done = cancel_job(db, args.run_id)
-    except PocketopsError as exc:
-        raise CliError(str(exc)) from exc
+    done = cancel_job(db, args.run_id)
     _emit(args, out, done, f"run {args.run_id}: {done['kind']} job {done['job_id']} " + (
         "cancelled" if done["status"] == "cancelled" else "cancel requested; the worker stops after the current variant"))
     return 0

@@ -1,7 +1,7 @@
 """`pocketops gc [--keep-last N] [--older-than DAYS] [--dry-run] [--yes]`: free old runs' files."""
 from __future__ import annotations
 
-from tui.commands._common import CliError, add_parser, emit, fmt_bytes
+from tui.commands._common import add_parser, emit, fmt_bytes
 
 
 def register(sub) -> None:
@@ -24,15 +24,11 @@ def _summary(chosen, verb: str) -> str:
 def run(args) -> int:
     import store
     from core import gc, paths
-    from core.errors import PocketopsError
     from tui.commands.deployments import confirm
 
     # store.connect, not open_db: a dry run must not even register the built-in dataset.
     db = store.connect(paths.db_path(getattr(args, "db", None)))
-    try:
-        chosen = gc.plan(db, keep_last=args.keep_last, older_than_days=args.older_than)
-    except PocketopsError as exc:
-        raise CliError(str(exc)) from exc
+    chosen = gc.plan(db, keep_last=args.keep_last, older_than_days=args.older_than)
     if not chosen.items:
         emit(args, {**chosen.as_dict(), "dry_run": args.dry_run, "removed": False},
              "gc: nothing to remove" + (f" ({len(chosen.kept)} file(s) kept: in use)" if chosen.kept else ""))

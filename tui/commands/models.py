@@ -33,7 +33,6 @@ def register(sub) -> None:
 def add_cmd(args) -> int:
     from core import bench, paths
     from core.atomic import sha256_file, write_bytes
-    from core.errors import ConfigError, PocketopsError
     from core.export_job import eval_data
     from core.optional import require
     from store import artifacts, variants
@@ -47,18 +46,15 @@ def add_cmd(args) -> int:
     if not _NAME_RE.match(name):
         raise CliError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (up to 64), starting with a letter or digit")
     db, db_path = open_db(args)
-    try:
-        session = bench.open_session(src)
-        inp = session.get_inputs()[0]
-        meta = {"source": str(src.resolve()), "input": {"name": inp.name, "shape": inp.shape[1:], "type": inp.type},
-                "outputs": [o.name for o in session.get_outputs()]}
-        if args.dataset:
-            data = eval_data(db, args.dataset)
-            # It must run on this data, not just load: input shape and type, batch axis, one logit per class.
-            bench.check_model(session, src, data.X_test, len(data.classes))
-            meta.update(dataset=data.dataset, dataset_fingerprint=data.fingerprint, split=data.split, classes=data.classes)
-    except (ConfigError, PocketopsError) as exc:
-        raise CliError(str(exc)) from exc
+    session = bench.open_session(src)
+    inp = session.get_inputs()[0]
+    meta = {"source": str(src.resolve()), "input": {"name": inp.name, "shape": inp.shape[1:], "type": inp.type},
+            "outputs": [o.name for o in session.get_outputs()]}
+    if args.dataset:
+        data = eval_data(db, args.dataset)
+        # It must run on this data, not just load: input shape and type, batch axis, one logit per class.
+        bench.check_model(session, src, data.X_test, len(data.classes))
+        meta.update(dataset=data.dataset, dataset_fingerprint=data.fingerprint, split=data.split, classes=data.classes)
     sha = sha256_file(src)
     dest = paths.artifact_dir(db_path, "models") / f"{sha[:12]}-{src.name}"
     if not dest.exists():
@@ -82,8 +78,8 @@ def bench_cmd(args) -> int:
     """
     from core.export_job import summary
     from core.optional import require
-    from store import jobs, variants
-    from tui.commands._common import wait_for_job
+    from store import variants
+    from tui.commands._common import run_job
 
     if args.threads < 1:
         raise CliError(f"--threads must be 1 or more, not {args.threads}")
@@ -97,10 +93,9 @@ def bench_cmd(args) -> int:
     if unbound:
         raise CliError(f"variant {', '.join(unbound)} has no dataset to be measured on; "
                        "register it again with `pocketops models add MODEL.onnx --dataset NAME`")
-    job_id = jobs.enqueue(db, "bench", {"variant_ids": list(dict.fromkeys(args.ids)), "threads": args.threads})
-    job = wait_for_job(db_path, job_id)
+    job = run_job(db_path, "bench", {"variant_ids": list(dict.fromkeys(args.ids)), "threads": args.threads})
     if job["status"] != "done":
-        raise CliError(f"bench job {job_id} {job['status']}: {job.get('error') or 'no reason recorded'}")
+        raise CliError(f"bench job {job['id']} {job['status']}: {job.get('error') or 'no reason recorded'}")
     fresh = [variants.get(db, i) for i in dict.fromkeys(args.ids)]
     result = summary(db, None, fresh)  # judged with the stored preferences of their run (or the global ones)
     if args.json:

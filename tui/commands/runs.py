@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from tui.commands._common import CliError, add_parser, console, emit, fmt_bytes, open_db
+from tui.commands._common import add_parser, console, emit, fmt_bytes, open_db
 
 
 DEFAULT_LIMIT = 200  # a screenful many times over; `--limit 0` lists a year of runs
@@ -64,12 +64,8 @@ def list_cmd(args) -> int:
 
 def _summary(db, run_id: int) -> dict:
     from core.runs import run_summary
-    from core.errors import PocketopsError
 
-    try:
-        return run_summary(db, run_id)
-    except PocketopsError as exc:
-        raise CliError(str(exc)) from exc
+    return run_summary(db, run_id)
 
 
 def show_cmd(args) -> int:
@@ -91,27 +87,19 @@ def show_cmd(args) -> int:
 
 
 def cancel_cmd(args) -> int:
-    from core.errors import PocketopsError
     from core.runs import cancel_run
 
     db, _ = open_db(args)
-    try:
-        status = cancel_run(db, args.run_id)
-    except PocketopsError as exc:
-        raise CliError(str(exc)) from exc
+    status = cancel_run(db, args.run_id)
     emit(args, {"run_id": args.run_id, "status": status},
          f"run {args.run_id}: {'cancelled' if status == 'cancelled' else 'cancel requested; the worker stops it at the next batch'}")
     return 0
 
 
 def resume_cmd(args) -> int:
-    from core.errors import PocketopsError
     from core.runs import resume_run
 
     db, _ = open_db(args)
-    try:
-        job_id = resume_run(db, args.run_id)
-    except PocketopsError as exc:
-        raise CliError(str(exc)) from exc
+    job_id = resume_run(db, args.run_id)
     emit(args, {"run_id": args.run_id, "job_id": job_id, "status": "queued"}, f"run {args.run_id} re-queued as job {job_id}")
     return 0

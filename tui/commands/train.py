@@ -49,21 +49,17 @@ def _percent(text: str) -> float:
 
 
 def run(args) -> int:
-    from core.errors import ConfigError, DatasetError
     from core.optional import require_installed
     from core.runs import new_run
 
     # The worker trains in this machine's Python: without torch the job could only fail later.
     require_installed("torch", "training")
     db, db_path = open_db(args)
-    try:
-        run_id, job_id = new_run(
-            db, dataset=args.dataset, model=args.model, preset=args.preset, epochs=args.epochs,
-            batch_size=args.batch_size, accum=args.accum, lr=args.lr, seed=args.seed, patience=args.patience,
-            min_battery=args.min_battery, pause_on_low_battery=args.min_battery > 0,
-        )
-    except (ConfigError, DatasetError) as exc:
-        raise CliError(str(exc)) from exc
+    run_id, job_id = new_run(
+        db, dataset=args.dataset, model=args.model, preset=args.preset, epochs=args.epochs,
+        batch_size=args.batch_size, accum=args.accum, lr=args.lr, seed=args.seed, patience=args.patience,
+        min_battery=args.min_battery, pause_on_low_battery=args.min_battery > 0,
+    )
     if not args.wait:
         from core.worker import alive_workers
 

@@ -24,7 +24,9 @@ The contract a panel module follows (read by ``tui.app`` and ``scripts/screensho
   polling once the store is set up (after the first frame); hidden panels and open modals
   pause it. A panel is built the first time it is shown, so keep ``__init__``/``compose`` cheap.
   After a write, ``self.post_message(tui.messages.StoreChanged("what"))`` makes the shown
-  panels poll at once. ``self.app.db`` is the main thread's connection for intents;
+  panels poll at once. Intents (a store write, process work, a read the next screen needs) run
+  off the main thread: ``tui.widgets.intents.run_intent(self, fn, *args, then=...)`` calls
+  ``fn(db, *args)`` in a thread worker with its own connection and posts a typed message back;
   ``self.app.notify`` shows errors (and keeps them in ``app.notices`` for tests).
 * The panel never imports torch or onnx (a subprocess test checks); import numpy, onnxruntime
   or anything heavy lazily inside ``fetch`` or a worker, never at module level. Writes are

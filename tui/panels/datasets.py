@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Static
 from tui.messages import StoreChanged
 from tui.widgets.bars import BalanceBars
 from tui.widgets.disk import DiskUse
+from tui.widgets.intents import run_intent
 from tui.widgets.polling import PollingPanel
 from tui.widgets.preview import SamplePreview
 
@@ -155,19 +156,15 @@ class Panel(PollingPanel):
             self.notify("No dataset selected.", severity="warning")
             return
 
-        def answered(yes: bool | None) -> None:
-            if not yes:
-                return
-            from core.datasets import delete_dataset
-            from core.errors import PocketopsError
-
-            try:
-                delete_dataset(self.app.db, name)
-            except PocketopsError as exc:
-                self.notify(str(exc), title="Not deleted", severity="error", timeout=8)
-                return
+        def deleted(_result) -> None:
             self.notify(f"Dataset {name!r} deleted (its arrays file stays on disk).")
             self.post_message(StoreChanged("datasets"))
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                from core.datasets import delete_dataset
+
+                run_intent(self, delete_dataset, name, then=deleted, title="Not deleted")
 
         self.app.push_screen(ConfirmDialog(f"Delete dataset {name!r}? Its arrays file stays on disk.", yes="Delete"),
                              answered)

@@ -1,8 +1,9 @@
 """Deploy: every deployment line (target + name) with version, status, URL, health, cold start.
 
-Actions are intents: each queues a "deploy" job (deploy, status, rollback, stop) that the
-worker runs through ``deployers.service``; the deploy form asks the worker for the plan first
-(the dashboard never loads onnxruntime). Rollback and stop ask for confirmation. No secret is
+Actions are intents: each queues its job kind (``deploy``, ``deploy-status``, ``deploy-rollback``,
+``deploy-stop``; core.jobkinds) from a thread worker, and the worker runs it through
+``deployers.service``; the deploy form asks the worker for the plan first (a ``deploy-plan`` job:
+the dashboard never loads onnxruntime). Rollback and stop ask for confirmation. No secret is
 ever shown: API keys live in the worker's environment, tokens in their own stores.
 """
 from __future__ import annotations
@@ -10,21 +11,25 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Select, Static
+from textual.worker import get_current_worker
 
-from core.fmt import fmt_bytes
-from tui.messages import StoreChanged
+from deployers import targets as deploy_targets
+from tui.format import release_label, render_plan  # noqa: F401  (render_plan: the form's, and the tests')
+from tui.messages import JobUpdate, StoreChanged
+from tui.widgets.intents import IntentHandler, run_intent
 from tui.widgets.polling import PollingPanel
 
 ORDER = 40
-TARGETS = [("local (this device)", "local"), ("Spaces static (free)", "spaces-static"),
-           ("Spaces docker (paid)", "spaces-docker"), ("Google Cloud function", "gcp")]
-SHORT_TARGET = {"local": "local", "spaces-static": "static", "spaces-docker": "docker", "gcp": "gcp"}
+TARGETS = [(t.label, t.name) for t in deploy_targets.TARGETS.values()]
+SHORT_TARGET = {t.name: t.short for t in deploy_targets.TARGETS.values()}
+# The job kinds the panel lists under a line (a plan is the form's own business).
+ACTION_KINDS = {"deploy": "deploy", "deploy-status": "status", "deploy-rollback": "rollback", "deploy-stop": "stop"}
 MASK = "••••••"
 
 
@@ -60,6 +65,8 @@ def detail_lines(row: dict, history: list[dict]) -> list[str]:
         lines.append(f"reason: {meta['reason']}")
     if row.get("error"):
         lines.append(f"error: {row['error']}")
+    if row.get("paused_reason"):
+        lines.append(f"stopped by budget: {row['paused_reason']} (resume in Costs)")
     lines.append(f"updated {time.strftime('%Y-%m-%d %H:%M', time.localtime(row['updated_at']))}")
     newer = [h for h in history if h["id"] > row["id"]]
     if newer and newer[0]["status"] == "failed":
@@ -70,15 +77,9 @@ def detail_lines(row: dict, history: list[dict]) -> list[str]:
     return lines
 
 
-def release_label(row: dict) -> str:
-    """``local v3`` or ``spaces-static me/digits v2`` (the line name only when it says more)."""
-    name = f" {row['name']}" if row.get("name") and row["name"] != row["target"] else ""
-    return f"{row['target']}{name} v{row['version']}"
-
-
 def job_line(job: dict) -> str:
     payload = job["payload"]
-    what = payload.get("action", "deploy")
+    what = ACTION_KINDS.get(job["kind"], job["kind"])
     target = payload.get("target") or f"#{payload.get('deployment_id')}"
     if job["status"] == "failed":
         return f"{what} {target} failed: {job.get('error')}"
@@ -144,9 +145,8 @@ class Panel(PollingPanel):
             t, name = target.split("|", 1)
             data.history = [r for r in deployments.list_all(db, target=t, limit=50) if r["name"] == name]
         recent = time.time() - 120
-        data.jobs = [j for j in jobs.list_jobs(db, limit=30) if j["kind"] == "deploy"
-                     and (j["status"] in ("queued", "running") or (j["status"] == "failed" and (j.get("finished_at") or 0) > recent))
-                     and j["payload"].get("action") != "plan"]
+        data.jobs = [j for j in jobs.list_jobs(db, limit=30) if j["kind"] in ACTION_KINDS
+                     and (j["status"] in ("queued", "running") or (j["status"] == "failed" and (j.get("finished_at") or 0) > recent))]
         return data
 
     def update_view(self, data: DeployData) -> None:
@@ -188,13 +188,16 @@ class Panel(PollingPanel):
             self.poll_now()
 
     # -- actions ------------------------------------------------------------------------
-    def _enqueue(self, payload: dict) -> int:
-        from store import jobs
+    def _queue(self, kind: str, payload: dict, said: str) -> None:
+        """Queue a ``kind`` job from a thread worker; ``said`` (with ``{job}``) is the notice once it is queued."""
+        from core import jobkinds
 
-        job_id = jobs.enqueue(self.app.db, "deploy", payload)
-        self.post_message(StoreChanged("deployments"))
-        self.poll_now()
-        return job_id
+        def queued(job_id: int) -> None:
+            self.notify(said.format(job=job_id))
+            self.post_message(StoreChanged("deployments"))
+            self.poll_now()
+
+        run_intent(self, jobkinds.queue, kind, payload, then=queued, title="Not queued")
 
     def _current(self) -> dict | None:
         row = self.rows.get(self.selected or "")
@@ -203,60 +206,67 @@ class Panel(PollingPanel):
         return row
 
     def action_deploy(self) -> None:
-        from store import deployments
-
-        variants = deployments.variants(self.app.db)
-        if not variants:
-            self.notify("No variants yet: export a run first (Quantize panel, or pocketops export RUN_ID).",
-                        severity="warning", timeout=6)
-            return
+        def offer(found: tuple[list[dict], int | None]) -> None:
+            variants, initial = found
+            if not variants:
+                self.notify("No variants yet: export a run first (Quantize panel, or pocketops export RUN_ID).",
+                            severity="warning", timeout=6)
+                return
+            self.app.push_screen(DeployDialog(self.app.db_path, variants, initial=initial), chosen)
 
         def chosen(choice: dict | None) -> None:
             if choice:
-                job_id = self._enqueue({"action": "deploy", **choice})
-                self.notify(f"Deploy of variant {choice['variant_id']} to {choice['target']} queued (job {job_id}).")
+                self._queue("deploy", choice,
+                            f"Deploy of variant {choice['variant_id']} to {choice['target']} queued (job {{job}}).")
 
-        self.app.push_screen(DeployDialog(self.app.db_path, variants, initial=recommended_variant(self.app.db, variants)),
-                             chosen)
+        run_intent(self, deploy_choices, then=offer, title="Cannot deploy")
 
     def action_status(self) -> None:
         row = self._current()
         if row is not None:
-            self._enqueue({"action": "status", "deployment_id": row["id"]})
-            self.notify(f"Checking {row['target']} v{row['version']}…")
+            self._queue("deploy-status", {"deployment_id": row["id"]}, f"Checking {release_label(row)}… (job {{job}})")
 
-    def _confirmed(self, action: str, question: str, yes: str) -> None:
+    def _confirmed(self, row: dict, kind: str, question: str, yes: str) -> None:
         from tui.dialogs import ConfirmDialog
-
-        row = self._current()
-        if row is None:
-            return
 
         def answered(ok: bool | None) -> None:
             if ok:
-                job_id = self._enqueue({"action": action, "deployment_id": row["id"]})
-                self.notify(f"{yes} of {release_label(row)} queued (job {job_id}).")
+                self._queue(kind, {"deployment_id": row["id"]}, f"{yes} of {release_label(row)} queued (job {{job}}).")
 
         self.app.push_screen(ConfirmDialog(question.format(label=release_label(row)), yes=yes), answered)
 
     def action_rollback(self) -> None:
         from store import deployments
 
-        row = self.rows.get(self.selected or "")
-        to = "the previous release"
-        if row is not None:
-            previous = deployments.previous_served(self.app.db, row["target"], row["name"], row["id"])
+        row = self._current()
+        if row is None:
+            return
+
+        def ask(previous: dict | None) -> None:
             if previous is None:
                 self.notify(f"{release_label(row)} has no earlier release to roll back to.", severity="warning")
                 return
             to = f"v{previous['version']} (variant {previous.get('variant_id') or '–'})"
-        self._confirmed("rollback", f"Roll back {{label}} to {to}?", "Rollback")
+            self._confirmed(row, "deploy-rollback", f"Roll back {{label}} to {to}?", "Rollback")
+
+        run_intent(self, deployments.previous_served, row["target"], row["name"], row["id"], then=ask,
+                   title="Cannot roll back")
 
     def action_stop(self) -> None:
-        self._confirmed("stop", "Stop {label}? It stops serving.", "Stop")
+        row = self._current()
+        if row is not None:
+            self._confirmed(row, "deploy-stop", "Stop {label}? It stops serving.", "Stop")
 
 
-class DeployDialog(ModalScreen["dict | None"]):
+def deploy_choices(db) -> tuple[list[dict], int | None]:
+    """The variants the deploy form offers and the one it picks first (read in a thread worker)."""
+    from store import deployments
+
+    variants = deployments.variants(db)
+    return variants, (recommended_variant(db, variants) if variants else None)
+
+
+class DeployDialog(IntentHandler, ModalScreen["dict | None"]):
     """Pick a variant and a target, see the plan (computed by the worker), then deploy."""
 
     BINDINGS = [Binding("escape", "close", "Close")]
@@ -309,9 +319,7 @@ class DeployDialog(ModalScreen["dict | None"]):
         options: dict = {}
         name = self.query_one("#name", Input).value.strip()
         if name:
-            options["function_name" if target == "gcp" else ("space_id" if target.startswith("spaces") else "name")] = name
-            if target.startswith("spaces"):
-                options["repo_id"] = name
+            options.update(deploy_targets.line_options(target, name))
         port = self.query_one("#port", Input).value.strip()
         if port:
             options["port"] = int(port)
@@ -324,30 +332,56 @@ class DeployDialog(ModalScreen["dict | None"]):
 
     @on(Button.Pressed, "#plan-button")
     def plan(self) -> None:
-        from store import jobs
-
         form = self.read_form()
         self.planned_for = (form["variant_id"], form["target"], tuple(sorted(form["options"].items())))
-        self.plan_job = jobs.enqueue(self.app.db, "deploy", {"action": "plan", **form})
         self.query_one("#plan", Static).update("Planning… (the worker builds the bundle)")
         self.query_one("#deploy-button", Button).disabled = True
-        self.set_timer(self.PLAN_POLL_S, self._check_plan)
+        self._plan_thread(form)
 
-    def _check_plan(self) -> None:
+    @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
+    def _plan_thread(self, form: dict) -> None:
+        """Queue the ``deploy-plan`` job and follow it until it ends, posting each change (own connection)."""
+        import store
+        from core import jobkinds
+        from core.errors import PocketopsError
         from store import jobs
+        from tui.messages import IntentFailed
 
-        job = jobs.get(self.app.db, self.plan_job) if self.plan_job else None
-        if job is None:
+        worker = get_current_worker()
+        db = store.connect(self.db_path, migrate=False)
+        try:
+            try:
+                self.plan_job = jobkinds.queue(db, "deploy-plan", form)
+            except PocketopsError as exc:
+                self.post_message(IntentFailed("Not planned", str(exc), self._show_error))
+                return
+            seen = None
+            while not worker.is_cancelled:
+                job = jobs.get(db, self.plan_job)
+                if job is not None and job["status"] != seen:
+                    seen = job["status"]
+                    self.post_message(JobUpdate(job))
+                if job is None or job["status"] in jobs.FINAL:
+                    return
+                time.sleep(self.PLAN_POLL_S)
+        finally:
+            db.conn.close()
+
+    def _show_error(self, error: str) -> None:
+        self.query_one("#plan", Static).update("")
+        self.query_one("#error", Static).update(error)
+        self.query_one("#error").set_class(True, "-shown")
+
+    def on_job_update(self, message: JobUpdate) -> None:
+        job = message.job
+        if job["id"] != self.plan_job:
             return
         if job["status"] in ("queued", "running"):
             waiting = " (is a worker running? `pocketops worker`)" if job["status"] == "queued" else ""
             self.query_one("#plan", Static).update(f"Planning…{waiting}")
-            self.set_timer(self.PLAN_POLL_S, self._check_plan)
             return
         if job["status"] != "done":
-            self.query_one("#plan", Static).update("")
-            self.query_one("#error", Static).update(job.get("error") or job["status"])
-            self.query_one("#error").set_class(True, "-shown")
+            self._show_error(job.get("error") or job["status"])
             return
         self.query_one("#error").set_class(False, "-shown")
         self.query_one("#plan", Static).update(render_plan(job["result"]["plan"]))
@@ -356,15 +390,3 @@ class DeployDialog(ModalScreen["dict | None"]):
     @on(Button.Pressed, "#deploy-button")
     def deploy(self) -> None:
         self.dismiss(self.read_form())
-
-
-def render_plan(plan: dict) -> str:
-    """The plan for the form: total size, cost per month, requirements, notes (pure)."""
-    total = sum(f["size_bytes"] for f in plan["files"])
-    lines = [f"{plan['target']}: {len(plan['files'])} files, {fmt_bytes(total)}"]
-    lines += [f"  {f['path']}  {fmt_bytes(f['size_bytes'])}" for f in plan["files"]]
-    lines.append(f"cost ≈ ${plan['estimated_monthly_cost_usd']:.2f}/month")
-    lines += [f"needs: {r}" for r in plan.get("requirements", [])]
-    lines += [f"note: {n}" for n in plan.get("notes", [])]
-    return "\n".join(lines)
-

@@ -5,7 +5,8 @@ Rendering is a pure function of the fetched rows (``render_detail``); the recomm
 smallest) and budget, the same pick the Deploy form and the CLI read, and it fills in as the
 worker's results arrive. Toggling the preference or the budget stores it (for the run, and as
 the default for runs without their own) in a thread worker. Actions only queue jobs (export,
-re-benchmark); no torch or onnx is imported in this process.
+re-benchmark) or request a cancel, each in a thread worker; no torch or onnx is imported in
+this process.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from textual.widgets import DataTable, Static
 from core.fmt import compact_bytes
 from tui.messages import StoreChanged
 from tui.widgets.bars import bar
+from tui.widgets.intents import run_intent
 from tui.widgets.polling import PollingPanel
 
 ORDER = 30
@@ -313,24 +315,29 @@ class Panel(PollingPanel):
 
     # -- actions (intents only) ---------------------------------------------------------
     def _queue(self, what: str, queue) -> None:
-        from core.errors import PocketopsError
-
-        if self.selected is None:
+        """Queue ``queue(db, run_id)`` for the selected run in a thread worker; the answer is a notification."""
+        run_id = self.selected
+        if run_id is None:
             self.notify(f"No run selected to {what}.", severity="warning")
             return
-        try:
-            job_id = queue(self.app.db, self.selected)
-        except PocketopsError as exc:
-            self.notify(str(exc), title=f"Not queued: {what}", severity="error", timeout=8)
-            return
-        self.notify(f"Run #{self.selected}: {what} queued (job {job_id}); results appear as the worker measures them.")
-        self.post_message(StoreChanged("variants"))
-        self.poll_now()
+
+        def queued(job_id: int) -> None:
+            self.notify(f"Run #{run_id}: {what} queued (job {job_id}); results appear as the worker measures them.")
+            self.post_message(StoreChanged("variants"))
+            self.poll_now()
+
+        run_intent(self, queue, run_id, then=queued, title=f"Not queued: {what}")
 
     def action_export(self) -> None:
         from core.export_job import queue_export
 
-        self._queue("export", lambda db, run_id: queue_export(db, run_id, prefer=self.prefer, budget_points=self.budget))
+        def export(db, run_id: int) -> int:
+            # Under the prefs lock, reading the values there: queue_export stores the preference in the
+            # enqueue's transaction, so whichever of it and a toggle's save runs last stores the last toggle.
+            with self._prefs_lock:
+                return queue_export(db, run_id, prefer=self.prefer, budget_points=self.budget)
+
+        self._queue("export", export)
 
     def action_rebench(self) -> None:
         from core.export_job import queue_bench
@@ -339,20 +346,22 @@ class Panel(PollingPanel):
 
     def action_cancel(self) -> None:
         """Cancel the selected run's export or re-benchmark (an intent: the worker stops between variants)."""
-        from core.errors import PocketopsError
         from core.export_job import cancel
 
-        if self.selected is None:
+        run_id = self.selected
+        if run_id is None:
             self.notify("No run selected.", severity="warning")
             return
-        try:
-            done = cancel(self.app.db, self.selected)
-        except PocketopsError as exc:
-            self.notify(str(exc), title="Nothing cancelled", severity="warning")
-            return
-        what = "cancelled" if done["status"] == "cancelled" else "cancel requested; the worker stops after the current variant"
-        self.notify(f"Run #{self.selected}: {done['kind']} job {done['job_id']} {what}.")
-        self.poll_now()
+
+        def answered(done: dict) -> None:
+            what = "cancelled" if done["status"] == "cancelled" else "cancel requested; the worker stops after the current variant"
+            self.notify(f"Run #{run_id}: {done['kind']} job {done['job_id']} {what}.")
+            self.poll_now()
+
+        def refused(message: str) -> None:
+            self.notify(message, title="Nothing cancelled", severity="warning")
+
+        run_intent(self, cancel, run_id, then=answered, title="Nothing cancelled", on_error=refused)
 
     def action_toggle_prefer(self) -> None:
         self.prefer = "size" if self.prefer == "latency" else "latency"

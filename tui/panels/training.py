@@ -14,6 +14,7 @@ from tui.messages import StoreChanged
 from tui.widgets.chart import CurveChart, Series, lttb
 from tui.widgets.device import DeviceStrip
 from tui.widgets.disk import DiskUse
+from tui.widgets.intents import run_intent
 from tui.widgets.polling import PollingPanel
 
 ORDER = 20
@@ -344,22 +345,15 @@ class Panel(PollingPanel):
         self.app.push_screen(NewRunDialog(datasets, dataset=dataset, model=run["model"] if run else "cnn"), self._queued)
 
     def action_quick_start(self) -> None:
-        """Queue digits/cnn (or the first dataset) with the default settings."""
-        from core.errors import PocketopsError
-        from core.runs import new_run
-        from store import datasets as store_datasets
+        """Queue digits/cnn (or the first dataset) with the default settings (in a thread worker)."""
 
-        names = [d["name"] for d in store_datasets.list_all(self.app.db)]
-        if not names:
-            self.notify("No dataset to train on: add one on the Datasets panel (d).", severity="warning")
-            return
-        dataset = "digits" if "digits" in names else names[0]
-        try:
-            ids = new_run(self.app.db, dataset=dataset, model="cnn" if dataset == "digits" else "mlp")
-        except PocketopsError as exc:
-            self.notify(str(exc), title="Run not started", severity="error", timeout=8)
-            return
-        self._queued(ids)
+        def started(ids) -> None:
+            if ids is None:
+                self.notify("No dataset to train on: add one on the Datasets panel (d).", severity="warning")
+            else:
+                self._queued(ids)
+
+        run_intent(self, quick_start, then=started, title="Run not started")
 
     def action_cancel_run(self) -> None:
         from tui.dialogs import ConfirmDialog
@@ -371,35 +365,42 @@ class Panel(PollingPanel):
             self.notify(f"Run #{run['id']} is {run['status']}: nothing to cancel.", severity="warning")
             return
 
-        def answered(yes: bool | None) -> None:
-            if not yes:
-                return
-            from core.errors import PocketopsError
-            from core.runs import cancel_run
-
-            try:
-                status = cancel_run(self.app.db, run["id"])
-            except PocketopsError as exc:
-                self.notify(str(exc), title="Not cancelled", severity="error", timeout=8)
-                return
+        def cancelled(status: str) -> None:
             self.notify(f"Run #{run['id']}: cancel requested ({status}).")
             self.post_message(StoreChanged("runs"))
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                from core.runs import cancel_run
+
+                # In a thread: cancelling may reap a dead worker's claim (process work, store writes).
+                run_intent(self, cancel_run, run["id"], then=cancelled, title="Not cancelled")
 
         self.app.push_screen(ConfirmDialog(f"Cancel run #{run['id']} ({run['status']})? "
                                            "It stops after the current step; its checkpoint stays.",
                                            yes="Cancel run", no="Keep"), answered)
 
     def action_resume_run(self) -> None:
-        from core.errors import PocketopsError
         from core.runs import resume_run
 
         run = self._selected_run("resume")
         if run is None:
             return
-        try:
-            job_id = resume_run(self.app.db, run["id"])
-        except PocketopsError as exc:
-            self.notify(str(exc), title="Not resumed", severity="error", timeout=8)
-            return
-        self.notify(f"Run #{run['id']} resumes (job {job_id}).")
-        self.post_message(StoreChanged("runs"))
+
+        def resumed(job_id: int) -> None:
+            self.notify(f"Run #{run['id']} resumes (job {job_id}).")
+            self.post_message(StoreChanged("runs"))
+
+        run_intent(self, resume_run, run["id"], then=resumed, title="Not resumed")
+
+
+def quick_start(db) -> tuple[int, int] | None:
+    """Queue digits/cnn (or an mlp on the first dataset) with the defaults; (run_id, job_id), None with no dataset."""
+    from core.runs import new_run
+    from store import datasets as store_datasets
+
+    names = [d["name"] for d in store_datasets.list_all(db)]
+    if not names:
+        return None
+    dataset = "digits" if "digits" in names else names[0]
+    return new_run(db, dataset=dataset, model="cnn" if dataset == "digits" else "mlp")

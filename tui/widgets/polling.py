@@ -26,11 +26,12 @@ from textual.widget import Widget
 from textual.worker import get_current_worker
 
 from tui.messages import PollFailed, Polled
+from tui.widgets.intents import IntentHandler
 
 DEFAULT_INTERVAL_S = 0.5
 
 
-class PollingPanel(Widget):
+class PollingPanel(IntentHandler, Widget):
     """Base for panels that show store data; see the module docstring for the contract."""
 
     POLL_INTERVAL: float | None = None  # seconds; None = the app's poll interval
