@@ -38,6 +38,20 @@ def test_page_hinkley_hysteresis_and_cooldown_give_one_alarm_per_drift():
     assert [i for i in range(1, len(states)) if states[i - 1] and not states[i]] == [440]  # left at 0.7 x threshold
 
 
+def test_page_hinkley_with_a_learned_reference_detects_a_change_from_the_served_level():
+    rng = np.random.default_rng(8)
+    # served traffic settled below the held-out level (-0.3 vs 0), then a shift of +0.6 at 800
+    stream = np.concatenate([rng.normal(-0.3, 1, 800), rng.normal(0.3, 1, 300)])
+    learned = PageHinkley(delta=0.25, threshold=10.0, mean=0.0, prior=100, lag=200)
+    assert alarms(learned, stream) == [841]
+    assert alarms(PageHinkley(delta=0.25, threshold=10.0, mean=0.0), stream) == [938]  # the fixed reference: later
+    # the vectorized trace (calibration) is the loop's statistic (the cap only acts past an alarm)
+    wide = PageHinkley(delta=0.25, threshold=1e6, mean=0.0, prior=100, lag=200)
+    assert np.allclose(wide.trace(stream)[29:], mon._Detector.trace(wide, stream)[29:])
+    with pytest.raises(ValueError, match="prior"):
+        PageHinkley(prior=100)
+
+
 def test_page_hinkley_with_running_mean_like_river():
     rng = np.random.default_rng(3)
     rng.normal(size=1100)
@@ -66,6 +80,8 @@ def test_class_shares_detects_one_class_dominating_at_its_index():
 @pytest.mark.parametrize("make, stream", [
     (lambda: PageHinkley(delta=0.5, threshold=8.0, mean=0.0), np.r_[np.random.default_rng(4).normal(0, 1, 250),
                                                                      np.random.default_rng(4).normal(1.5, 1, 150)]),
+    (lambda: PageHinkley(delta=0.5, threshold=8.0, mean=0.0, prior=50, lag=40),
+     np.r_[np.random.default_rng(4).normal(0, 1, 250), np.random.default_rng(4).normal(1.5, 1, 150)]),
     (lambda: EWMAConfidence(mean=0.9, std=0.05, threshold=2.0), np.r_[np.random.default_rng(5).normal(0.9, 0.05, 250),
                                                                        np.random.default_rng(5).normal(0.8, 0.05, 150)]),
     (lambda: ClassShares(shares=[1, 1, 1], window=50, threshold=15.0), np.r_[np.random.default_rng(6).integers(0, 3, 250),
@@ -151,3 +167,39 @@ def test_monitor_stays_bounded_and_pages_by_seq():
     assert [s["seq"] for s in page["signals"]] == [m.seq - 9, m.seq - 8, m.seq - 7]
     assert len({e["event_id"] for e in snap["events"]}) == 50
     json.dumps(snap)  # all JSON
+
+
+def test_quarantine_holds_the_inputs_around_each_alarm():
+    rng = np.random.default_rng(0)
+    d, c, y = _held_out(rng, 300)
+    config = calibrate(d, c, y, 10, streams=20)
+    config["detectors"] = {"distance": PageHinkley(delta=0.5, threshold=8.0, mean=0.0, cooldown=50).to_dict()}
+    score = Monitor(config).scorers["distance"]
+    low, high = float(score.quantiles[5]), float(score.quantiles[-1]) + 1.0  # scores near -1 and exactly 1
+
+    def send(m: Monitor, n: int, dist: float) -> None:
+        first = m.seq + 1
+        inputs = np.arange(first, first + n, dtype=np.float64)[:, None]  # each input names its seq
+        m.observe(inputs, np.zeros(n, dtype=int), np.full(n, 0.9), np.full(n, dist))
+
+    done = Monitor(config, quarantine_per_event=16)
+    send(done, 100, low)
+    send(done, 16, high)  # score 1 each: +0.5 per request past delta, the 17th high one crosses 8
+    assert done.snapshot(0)["events"] == []
+    send(done, 20, high)
+    alarm = done.snapshot(0)["events"][0]
+    assert alarm["seq"] == 117 and alarm["quarantine_pending"] == 0
+    assert alarm["quarantine"] == list(range(110, 126))  # 8 up to and including the alarm, 8 after it
+    assert done.snapshot(125)["events"] == [] and len(done._quarantine) == 16 and done._pending == []
+
+    # While the inputs after an alarm arrive, a pull since the alarm returns the event again, growing.
+    m = Monitor(config, quarantine_per_event=16)
+    send(m, 100, low)
+    send(m, 17, high)
+    early = m.snapshot(0)["events"][0]
+    assert early["seq"] == 117 and early["quarantine"] == list(range(110, 118)) and early["quarantine_pending"] == 8
+    send(m, 3, high)
+    again = m.snapshot(117)
+    assert [e["event_id"] for e in again["events"]] == [early["event_id"]]
+    assert again["events"][0]["quarantine"] == list(range(110, 121)) and again["events"][0]["quarantine_pending"] == 5
+    assert [q["input"] for q in again["quarantine"]] == [[float(s)] for s in range(110, 121)]

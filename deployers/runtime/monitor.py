@@ -21,8 +21,8 @@ Signals per request: the top-1 confidence, the distance of the input to its near
 reference sample (in model-input space: on digits it detects better than the model's
 penultimate features, see benchmarks/drift.py), and the predicted class. Distance and confidence
 enter the tests as rank scores against held-out values (``Scorer``). The detectors: two
-Page-Hinkley tests on the distance (delta 0.1 and 0.3), an EWMA on the confidence, a windowed
-chi-square on the predicted classes. ``calibrate`` sets every threshold from held-out signals so
+Page-Hinkley tests on the distance (delta 0.1 against the served level it learns, 0.3 against the
+held-out level), an EWMA on the confidence, a windowed chi-square on the predicted classes. ``calibrate`` sets every threshold from held-out signals so
 that the expected run length without drift is at least ``ert`` requests (alibi-detect's idea:
 bootstrap streams replayed through each detector).
 """
@@ -44,7 +44,7 @@ FORMAT = "pocketops-monitor/1"
 ERT = 10_000                # expected run length without drift, in requests
 RING = 10_000               # per-request signals a server keeps
 EVENTS = 100                # events a server keeps
-QUARANTINE_PER_EVENT = 16   # inputs kept per alarm (the ones up to and including it)
+QUARANTINE_PER_EVENT = 16   # inputs kept per alarm: the 8 up to and including it, the 8 after it
 MAX_LIMIT = 5000
 DEFAULT_LIMIT = 1000
 
@@ -143,44 +143,87 @@ class PageHinkley(_Detector):
 
     ``sum = alpha * sum + (x - mean - delta)``, statistic ``sum - min(sum)``. With ``mean`` given
     (the held-out mean) the reference is fixed; without it, the running mean is used as River does.
+    With ``mean`` and ``prior`` the reference is learned from served traffic older than ``lag``
+    updates, starting from ``mean`` weighted as ``prior`` values: served traffic differs from the
+    held-out sample by that sample's own noise, and a drift is a change from the traffic served
+    before it (as ADWIN compares windows), so the reference follows the served level while the
+    last ``lag`` values, where a drift would start, stay out of it.
     The statistic is capped at twice the threshold so a long drift is left soon after it ends.
     """
 
     name = "PageHinkley"
-    _params = ("delta", "alpha", "mean", "mode")
-    _state = ("_sum", "_min", "_x_mean")
+    _params = ("delta", "alpha", "mean", "mode", "prior", "lag")
+    _state = ("_sum", "_min", "_x_mean", "_past_sum", "_past_n", "_lagged")
 
     def __init__(self, min_instances: int = 30, delta: float = 0.005, threshold: float = 50.0, alpha: float = 1.0,
-                 mode: str = "up", mean: float | None = None, hysteresis: float = 0.7, cooldown: int = 20):
+                 mode: str = "up", mean: float | None = None, hysteresis: float = 0.7, cooldown: int = 20,
+                 prior: float | None = None, lag: int = 0):
         if mode not in ("up", "down"):
             raise ValueError(f"mode must be 'up' or 'down', got {mode!r}")
+        if prior is not None and (mean is None or prior <= 0):
+            raise ValueError("prior needs a mean and must be > 0")
         self.delta, self.alpha, self.mode = float(delta), float(alpha), mode
         self.mean = None if mean is None else float(mean)
+        self.prior = None if prior is None else float(prior)
+        self.lag = int(lag)
         super().__init__(threshold=threshold, min_instances=min_instances, hysteresis=hysteresis, cooldown=cooldown)
         self._sum = self._min = self._x_mean = 0.0
+        self._past_sum, self._past_n = 0.0, 0  # values older than `lag` (a learned reference)
+        self._lagged: collections.deque = collections.deque(maxlen=max(self.lag, 1))
 
     def update(self, x) -> "PageHinkley":
         """Add one value; returns the detector."""
         x = float(x) if self.mode == "up" else -float(x)
         self.n += 1
         self._x_mean += (x - self._x_mean) / self.n
-        ref = self._x_mean if self.mean is None else (self.mean if self.mode == "up" else -self.mean)
+        if self.mean is None:
+            ref = self._x_mean
+        else:
+            ref = self.mean if self.mode == "up" else -self.mean
+            if self.prior is not None:
+                ref = (self.prior * ref + self._past_sum) / (self.prior + self._past_n)
+                if not self.lag:
+                    self._past_sum, self._past_n = self._past_sum + x, self._past_n + 1
+                else:
+                    if len(self._lagged) == self.lag:
+                        self._past_sum, self._past_n = self._past_sum + self._lagged[0], self._past_n + 1
+                    self._lagged.append(x)
         self._sum = self.alpha * self._sum + (x - ref - self.delta)
         self._min = max(min(self._min, self._sum), self._sum - 2.0 * self.threshold)
         self.statistic = self._sum - self._min
         self._decide()
         return self
 
+    def _set_state(self, key: str, value) -> None:
+        if key == "_lagged":
+            self._lagged = collections.deque((float(v) for v in value), maxlen=max(self.lag, 1))
+        elif key == "_past_n":
+            self._past_n = int(value)
+        else:
+            super()._set_state(key, value)
+
+    def traces(self, streams) -> np.ndarray:
+        """``trace`` of every row of ``streams`` at once (fixed or learned reference, ``alpha`` 1)."""
+        if self.mean is None or self.alpha != 1.0:
+            return super().traces(streams)
+        x = np.asarray(streams, dtype=np.float64) * (1.0 if self.mode == "up" else -1.0)
+        ref = self.mean if self.mode == "up" else -self.mean
+        if self.prior is not None:
+            # the reference at update t: the prior and the values before t - lag
+            cum = np.concatenate([np.zeros((len(x), 1)), np.cumsum(x, axis=1)], axis=1)
+            past = np.maximum(np.arange(x.shape[1]) - self.lag, 0)
+            ref = (self.prior * ref + cum[:, past]) / (self.prior + past)
+        s = np.cumsum(x - ref - self.delta, axis=1)
+        # exact until the cap, which only acts after an alarm
+        stat = s - np.minimum.accumulate(np.minimum(s, 0.0), axis=1)
+        stat[:, : self.min_instances - 1] = -np.inf
+        return stat
+
     def trace(self, xs) -> np.ndarray:
         """As the base ``trace``, in closed form with numpy when the mean is fixed and there is no forgetting."""
         if self.mean is None or self.alpha != 1.0:
             return super().trace(xs)
-        x = np.asarray(xs, dtype=np.float64) * (1.0 if self.mode == "up" else -1.0)
-        ref = self.mean if self.mode == "up" else -self.mean
-        s = np.cumsum(x - ref - self.delta)
-        stat = s - np.minimum.accumulate(np.minimum(s, 0.0))  # exact until the cap, which only acts after an alarm
-        stat[: self.min_instances - 1] = -np.inf
-        return stat
+        return self.traces(np.asarray(xs, dtype=np.float64)[None, :])[0]
 
 
 class EWMAConfidence(_Detector):
@@ -354,9 +397,11 @@ def default_detectors(preds, n_classes: int, *, distances: bool = True) -> dict:
            "classes": ClassShares(shares=shares, window=100, reference_size=len(preds))}
     if distances:
         # Two Page-Hinkley tests on the distance, as multi-delta CUSUM: delta 0.1 catches small
-        # shifts (mild noise, gradual drift), delta 0.3 large ones sooner. Their events are both
-        # "distance" events.
-        out["distance"] = PageHinkley(delta=0.1, mean=0.0, min_instances=30)
+        # shifts (mild noise, gradual drift) against the level served traffic settled at (learned
+        # from requests 200 and more before, starting from the held-out level weighted as 300),
+        # delta 0.3 large ones sooner against the held-out level alone (a deployment whose first
+        # requests are already drifted). Their events are both "distance" events.
+        out["distance"] = PageHinkley(delta=0.1, mean=0.0, min_instances=30, prior=300, lag=200)
         out["distance_fast"] = PageHinkley(delta=0.3, mean=0.0, min_instances=30)
     return out
 
@@ -423,18 +468,27 @@ def set_threshold(det: _Detector, streams: list, budget: float) -> float:
     return det.threshold
 
 
+# Share of the bootstrap streams each detector may raise an alarm on. Most of the false-alarm budget
+# goes to the slow distance CUSUM: the weak drifts (mild noise, a ramp) are its to catch, and a
+# CUSUM's delay grows with the log of its run length, so the fast tests lose a request or two at
+# 1 % where the slow one gains a tenth of its delay (benchmarks/drift.py). Together they alarm on
+# about as many streams as four detectors at 5 % each did.
+BUDGETS = {"distance": 0.20, "distance_fast": 0.01, "confidence": 0.01, "classes": 0.02}
+
+
 def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=None, ert: int = ERT,
-              streams: int = 100, budget: float = 0.05, seed: int = 0, signal: str = "input") -> dict:
+              streams: int = 100, budget: float | dict | None = None, seed: int = 0, signal: str = "input") -> dict:
     """The monitor config (rank scorers, detectors with thresholds, measured false-alarm rate).
 
     ``distances``, ``confidences`` and ``preds`` are the held-out split's signals;
     ``null_distances`` (optional) more in-distribution distances for the distance test (input-space
     distances do not depend on the model, so training samples outside the reference qualify).
     ``streams`` bootstrap streams of ``ert`` requests are replayed through every detector; each
-    detector's threshold lets at most ``budget`` of them raise an alarm: under a geometric run
-    length an expected run length of ``ert / -ln(1 - budget)`` per detector (195k requests for
-    0.05), about 50k for the four together: at least ``ert``, with room for traffic that differs from
-    the held-out sample. The rate is then measured on as many fresh streams (another seed).
+    detector's threshold lets at most its ``budget`` share of them raise an alarm (``BUDGETS`` per
+    detector by default; one number for all): under a geometric run length an expected run length
+    of ``ert / -ln(1 - budget)`` per detector (45k requests for the distance CUSUM's 0.20, 1M for
+    0.01), about 40k for the four together: at least ``ert``, with room for traffic that differs
+    from the held-out sample. The rate is then measured on as many fresh streams (another seed).
     """
     conf = np.asarray(confidences, dtype=np.float64)
     pred = np.asarray(preds, dtype=np.int64)
@@ -451,11 +505,13 @@ def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=N
         scorers["distance"] = Scorer.fit(dist)
         inputs["distance"] = scorers["distance"](dist)
     dets = default_detectors(pred, n_classes, distances=dist is not None)
+    budgets = {name: (budget if isinstance(budget, (int, float)) else (budget or BUDGETS).get(name, 0.05))
+               for name in dets}
     alarmed = np.zeros(streams, dtype=bool)
     per_detector = {}
     for k, (name, det) in enumerate(dets.items()):
         xs = inputs[base_name(name)]
-        set_threshold(det, xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k)], budget)
+        set_threshold(det, xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k)], budgets[name])
         hits = det.traces(xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k + 1)]).max(axis=1) > det.threshold
         per_detector[name] = round(float(hits.mean()), 4)
         alarmed |= hits
@@ -470,7 +526,7 @@ def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=N
         "calibration": {
             "ert_target": int(ert),
             "streams": int(streams),
-            "budget_per_detector": budget,
+            "budget_per_detector": budgets,
             "held_out": int(n),
             "distance_samples": None if dist is None else int(len(dist)),
             "signal": signal,
@@ -519,6 +575,8 @@ class Monitor:
 
     def __init__(self, config: dict | None = None, *, ring: int = RING, events: int = EVENTS,
                  quarantine_per_event: int = QUARANTINE_PER_EVENT):
+        """``quarantine_per_event`` inputs are kept around each alarm: the first half up to and including
+        it, the rest from the requests that follow (an event lists them as they arrive)."""
         self.server_id = os.urandom(6).hex()
         self.config = config or {}
         self.detectors: dict[str, _Detector] = {name: _Detector.from_dict(d)
@@ -533,7 +591,10 @@ class Monitor:
         self._lock = threading.Lock()
         self._signals: collections.deque = collections.deque(maxlen=ring)
         self._events: collections.deque = collections.deque(maxlen=events)
-        self._recent: collections.deque = collections.deque(maxlen=quarantine_per_event)  # (seq, input, pred, conf)
+        self._after = quarantine_per_event // 2
+        before = max(quarantine_per_event - self._after, 1)
+        self._recent: collections.deque = collections.deque(maxlen=before)  # (seq, input, pred, conf)
+        self._pending: list[list] = []  # [event, inputs still to quarantine after its alarm]
         self._quarantine: dict[int, dict] = {}
         self._refs: dict[int, int] = {}  # quarantined seq -> how many held events hold it
 
@@ -559,6 +620,8 @@ class Monitor:
                 dist = None if distances is None else distances[i]
                 self._signals.append((seq, now, pred, conf, dist))
                 self._recent.append((seq, inputs[i], pred, conf))
+                if self._pending:
+                    self._hold_after(seq, inputs[i], pred, conf)
                 cs = conf_score.one(conf) if conf_score else None
                 ds = dist_score.one(dist) if dist_score and dist is not None else None
                 for name, signal, det in self._feeds:
@@ -566,18 +629,34 @@ class Monitor:
                     if value is not None and det.update(value).drift_detected:
                         self._alarm(name, det, seq, now)
 
+    def _hold(self, s: int, inp, pred: int, conf: float) -> None:
+        """Quarantine one input for one more event (kept until no held event lists it)."""
+        self._refs[s] = self._refs.get(s, 0) + 1
+        if s not in self._quarantine:
+            self._quarantine[s] = {"seq": s, "input": inp.tolist() if hasattr(inp, "tolist") else inp,
+                                   "pred": pred, "confidence": round(conf, 6)}
+
+    def _hold_after(self, s: int, inp, pred: int, conf: float) -> None:
+        """Add a request that follows alarms to the events still collecting inputs after theirs."""
+        for entry in self._pending:
+            event = entry[0]
+            event["quarantine"].append(s)
+            self._hold(s, inp, pred, conf)
+            entry[1] -= 1
+            event["quarantine_pending"] = entry[1]
+        self._pending = [entry for entry in self._pending if entry[1] > 0]
+
     def _alarm(self, name: str, det: _Detector, seq: int, now: float) -> None:
         held = [s for s, *_ in self._recent]
         if len(self._events) == self._events.maxlen:  # the oldest event goes: so do inputs only it held
-            for s in self._events[0]["quarantine"]:
+            oldest = self._events[0]
+            self._pending = [entry for entry in self._pending if entry[0] is not oldest]
+            for s in oldest["quarantine"]:
                 self._refs[s] -= 1
                 if not self._refs[s]:
                     del self._refs[s], self._quarantine[s]
         for s, inp, pred, conf in self._recent:
-            self._refs[s] = self._refs.get(s, 0) + 1
-            if s not in self._quarantine:
-                self._quarantine[s] = {"seq": s, "input": inp.tolist() if hasattr(inp, "tolist") else inp,
-                                       "pred": pred, "confidence": round(conf, 6)}
+            self._hold(s, inp, pred, conf)
         signal = base_name(name)
         what = {"distance": "inputs are farther from the training data than calibrated",
                 "confidence": "the model's top-1 confidence fell below its calibrated level",
@@ -587,8 +666,10 @@ class Monitor:
             "kind": SIGNALS[signal], "value": round(det.statistic, 4), "threshold": round(det.threshold, 4),
             "message": f"{signal}: {what} (test {name}: statistic {det.statistic:.2f} > {det.threshold:.2f} "
                        f"at request {seq})",
-            "quarantine": held,
+            "quarantine": held, "quarantine_pending": self._after,
         })
+        if self._after:
+            self._pending.append([self._events[-1], self._after])
 
     def snapshot(self, since: int = 0, limit: int = DEFAULT_LIMIT) -> dict:
         """The ``GET /v1/monitor`` answer: signals after ``since`` (at most ``limit``), events and their inputs."""
@@ -598,7 +679,9 @@ class Monitor:
             signals = [{"seq": s, "t": t, "pred": p, "confidence": round(c, 6),
                         "distance": None if d is None else round(d, 6)}
                        for s, t, p, c, d in itertools.islice(self._signals, start, start + limit)]
-            events = [dict(e, quarantine=list(e["quarantine"])) for e in self._events if e["seq"] > since]
+            # An event still gathering inputs after its alarm is sent again (same event_id) while they arrive.
+            events = [dict(e, quarantine=list(e["quarantine"])) for e in self._events
+                      if e["seq"] > since or (e["quarantine"] and e["quarantine"][-1] > since)]
             wanted = sorted({s for e in events for s in e["quarantine"]})
             quarantine = [dict(self._quarantine[s]) for s in wanted if s in self._quarantine]
             detectors = {name: {"params": det.params(), "threshold": det.threshold, "state": det.state()}
