@@ -53,6 +53,17 @@ def test_export_job_with_ort_format_registers_and_benchmarks_it(trained, tmp_pat
     row = store_variants.get(db, ort_file["variant_id"])
     assert row["status"] == "benchmarked" and row["meta"]["op_types"], row["meta"]
     assert summary["recommended"]["name"] in ("fp32", "ort-format")
+    # Deployed, the bundle keeps the .ort extension and its predictor answers as fp32's does.
+    from deployers.bundle import build_bundle
+    from deployers.runtime.predictor import Predictor
+    from tests._deploy_helpers import digits_samples
+
+    bundles = {v["name"]: build_bundle(db, db_path, v["variant_id"]) for v in (fp32, ort_file)}
+    assert (bundles["ort-format"].path / "model.ort").is_file()
+    assert not (bundles["ort-format"].path / "model.onnx").exists()
+    raw = digits_samples(16).tolist()
+    got = {name: np.array(Predictor(b.path).predict(raw)["probabilities"]) for name, b in bundles.items()}
+    np.testing.assert_allclose(got["ort-format"], got["fp32"], atol=1e-5)
 
 
 def test_the_recommendation_can_pick_ort_format():
