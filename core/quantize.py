@@ -79,8 +79,15 @@ def ops_of(built: Built) -> dict[str, int]:
 def require_ort_format_tools(purpose: str = "The ort-format variant"):
     """onnxruntime's ONNX → ORT-format converter, or a one-line ConfigError with the way forward."""
     ort = require("onnxruntime", purpose)
+    root = logging.getLogger()
+    handlers = list(root.handlers)
     try:
-        return importlib.import_module("onnxruntime.tools.convert_onnx_models_to_ort")
+        module = importlib.import_module("onnxruntime.tools.convert_onnx_models_to_ort")
+        # Its logger module calls logging.basicConfig() on import: no stderr handler of its own in the dashboard.
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
+        return module
     except ImportError as exc:
         raise ConfigError(
             f"{purpose} needs onnxruntime's ORT-format converter (onnxruntime.tools.convert_onnx_models_to_ort), "
