@@ -110,6 +110,10 @@ def _require_tools(names: list[str]) -> None:
         from core.quantize import require_fp16_tools
 
         require_fp16_tools()
+    if "ort-format" in names:
+        from core.quantize import require_ort_format_tools
+
+        require_ort_format_tools()
 
     require("onnxruntime", "benchmarking the variants")
 
@@ -146,8 +150,9 @@ def _build(ctx, req: ExportRequest, run: dict, ckpt_path: Path, model, ckpt: dic
     for i, name in enumerate(req.variants):
         ctx.check()
         ctx.progress(stage="quantize", done=i, total=total, variant=name)
-        b = quantize.build(name, fp32, out_dir / f"{name}.onnx", X_train=data.X_train, X_check=data.X_val, config=qcfg)
-        built.append((b, quantize.op_types(b.path)))
+        b = quantize.build(name, fp32, out_dir / f"{name}{quantize.suffix(name)}", X_train=data.X_train,
+                           X_check=data.X_val, config=qcfg)
+        built.append((b, quantize.ops_of(b)))
     ctx.check()  # a cancel that came while the last variant was building: register nothing
     common = {"job_id": ctx.job_id, "run_id": req.run_id, "source": "export", "dataset": data.dataset,
               "dataset_fingerprint": data.fingerprint, "split": data.split, "classes": data.classes,

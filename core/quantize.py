@@ -9,8 +9,10 @@ calibrated on real training samples (random data gave logit errors of 0.15–0.2
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
+import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +29,9 @@ VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static")
 EXTRA_VARIANTS = ("int8-dynamic-conv",)   # measurable on request: dynamic int8 with ConvInteger
 ALL_VARIANTS = VARIANTS + EXTRA_VARIANTS
 DEFAULT_VARIANTS = VARIANTS
+# Same graph, another file format: fp32 as ONNX Runtime's mobile ``.ort`` (for onnxruntime-android).
+FORMAT_VARIANTS = ("ort-format",)
+KNOWN_VARIANTS = ALL_VARIANTS + FORMAT_VARIANTS
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Built:
     name: str
     path: Path
     meta: dict = field(default_factory=dict)
+    ops: dict | None = None     # op counts where the file is no ONNX graph (an .ort file: its optimized graph's)
 
 
 def require_quantize_tools(purpose: str = "Quantization") -> None:
@@ -60,11 +66,41 @@ def require_fp16_tools(purpose: str = "The fp16 variant"):
     return require("onnxconverter_common.float16", purpose)
 
 
+def suffix(name: str) -> str:
+    """The file extension variant ``name`` is written with (onnxruntime tells ``.ort`` files by it)."""
+    return ".ort" if name == "ort-format" else ".onnx"
+
+
+def ops_of(built: Built) -> dict[str, int]:
+    """How many nodes of each op type a built variant has (an .ort file: its optimized graph's)."""
+    return dict(built.ops) if built.ops is not None else op_types(built.path)
+
+
+def require_ort_format_tools(purpose: str = "The ort-format variant"):
+    """onnxruntime's ONNX → ORT-format converter, or a one-line ConfigError with the way forward."""
+    ort = require("onnxruntime", purpose)
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        module = importlib.import_module("onnxruntime.tools.convert_onnx_models_to_ort")
+        # Its logger module calls logging.basicConfig() on import: no stderr handler of its own in the dashboard.
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
+        return module
+    except ImportError as exc:
+        raise ConfigError(
+            f"{purpose} needs onnxruntime's ORT-format converter (onnxruntime.tools.convert_onnx_models_to_ort), "
+            f"which this onnxruntime {getattr(ort, '__version__', '?')} lacks ({exc}); export on a laptop with the "
+            "full onnxruntime wheel (pip install 'pocketops[serve]') and copy the .ort over (pocketops models add)"
+        ) from None
+
+
 def check_names(names: list[str]) -> list[str]:
     """Validate variant names, keep the user's order, drop repeats."""
-    unknown = [n for n in names if n not in ALL_VARIANTS]
+    unknown = [n for n in names if n not in KNOWN_VARIANTS]
     if unknown:
-        raise ConfigError(f"unknown variant {', '.join(map(repr, unknown))}; expected some of {', '.join(ALL_VARIANTS)}")
+        raise ConfigError(f"unknown variant {', '.join(map(repr, unknown))}; expected some of {', '.join(KNOWN_VARIANTS)}")
     seen: list[str] = []
     for name in names:
         if name not in seen:
@@ -235,10 +271,43 @@ def build(name: str, fp32: Path, out: Path, *, X_train: np.ndarray | None = None
         return _build_variant(name, Path(fp32), Path(out), X_train=X_train, X_check=X_check, config=config)
 
 
+def build_ort_format(fp32: Path, out: Path) -> Built:
+    """``fp32`` converted to ONNX Runtime's ORT format (what onnxruntime-android and -mobile load) at ``out``.
+
+    onnxruntime's own converter, in its default "fixed" style: graph optimizations applied once
+    here at level "all" except the x86-only NCHWc layout, so the file runs on ARM phones too.
+    """
+    converter = require_ort_format_tools()
+    with tempfile.TemporaryDirectory(prefix="pocketops-ort-") as tmp, _quiet():
+        staged = Path(tmp) / "model.onnx"
+        staged.write_bytes(Path(fp32).read_bytes())
+        try:
+            converter.convert_onnx_models_to_ort(
+                staged, output_dir=Path(tmp) / "out", optimization_styles=[converter.OptimizationStyle.Fixed],
+                save_optimized_onnx_model=True)
+            made = sorted((Path(tmp) / "out").glob("model*.ort"))
+            if len(made) != 1:
+                raise RuntimeError(f"the converter wrote {len(made)} .ort files, expected 1")
+        except Exception as exc:  # the converter raises whatever onnxruntime raised while optimizing
+            raise ConfigError(f"{fp32}: onnxruntime could not convert it to ORT format "
+                              f"({type(exc).__name__}: {str(exc)[:200]})") from None
+        converted = Path(made[0])
+        optimized = converted.with_name(converted.name[:-len(".ort")] + ".optimized.onnx")
+        ops = op_types(optimized) if optimized.exists() else None
+        write_bytes(out, converted.read_bytes())
+    import onnxruntime
+
+    return Built("ort-format", out, {"format": "ORT", "optimization_style": "fixed", "optimization_level": os.getenv("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL", "all"),
+                                     "disabled_optimizers": ["NchwcTransformer"],
+                                     "onnxruntime": onnxruntime.__version__}, ops=ops)
+
+
 def _build_variant(name: str, fp32: Path, out: Path, *, X_train, X_check, config) -> Built:
     if name == "fp32":
         write_bytes(out, Path(fp32).read_bytes())
         return Built("fp32", out, {})
+    if name == "ort-format":  # not an ONNX file: nothing of the quantizer's to strip
+        return build_ort_format(Path(fp32), Path(out))
     require_quantize_tools(f"The {name} variant")
     built = _build(name, Path(fp32), Path(out), X_train=X_train, X_check=X_check, config=config)
     from core.export import strip_metadata

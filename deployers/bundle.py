@@ -238,7 +238,8 @@ def build_bundle(db, db_path: str | os.PathLike | None, variant_id: int, *, out_
         "variant": variant["name"],
         "run_id": variant.get("run_id"),
         "dataset": dataset["name"] if dataset else None,
-        "model_file": "model.onnx",
+        # onnxruntime tells an ORT-format file (the ort-format variant) by its extension
+        "model_file": "model.ort" if model_path.suffix == ".ort" else "model.onnx",
         "sha256": sha,
         "size_bytes": model_path.stat().st_size,
         **info,
@@ -264,7 +265,7 @@ def _fill(staging: Path, out_dir: Path, model_path: Path, reference, model_json:
     import numpy as np
 
     try:
-        shutil.copyfile(model_path, staging / "model.onnx")
+        shutil.copyfile(model_path, staging / model_json["model_file"])
         for name in RUNTIME_FILES:
             shutil.copyfile(RUNTIME_DIR / name, staging / name)
         buf = io.BytesIO()

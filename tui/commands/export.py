@@ -14,7 +14,8 @@ def register(sub) -> None:
     p = add_parser(sub, "export", "export a run's best checkpoint to ONNX, build variants and benchmark them on this device")
     p.add_argument("run_id", type=int, metavar="RUN_ID")
     p.add_argument("--variants", default=None, help="comma-separated: fp32,fp16,int8-dynamic,int8-static "
-                   "(default: all four; int8-dynamic-conv measures ConvInteger)")
+                   "(default: all four; int8-dynamic-conv measures ConvInteger; "
+                   "ort-format is fp32 as ONNX Runtime's mobile .ort file)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime and torch threads while benchmarking (default 1)")
     p.add_argument("--calibration-samples", type=int, default=256, help="training samples int8-static calibrates on")
     p.add_argument("--prefer", choices=("latency", "size"), default=None,

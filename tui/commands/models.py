@@ -17,7 +17,7 @@ def register(sub) -> None:
     p = add_parser(sub, "models", "register ONNX models made elsewhere and list every variant")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     a = add_parser(actions, "add", "register an ONNX file (copied beside the database)")
-    a.add_argument("model", type=path_arg, metavar="MODEL.onnx")
+    a.add_argument("model", type=path_arg, metavar="MODEL.onnx")  # or an .ort file (ort-format), loaded the same way
     a.add_argument("--dataset", default=None, help="dataset it was trained on (needed to benchmark it)")
     a.add_argument("--name", default=None, help="variant name, e.g. int8-static (default: custom)")
     a.set_defaults(func=add_cmd)
