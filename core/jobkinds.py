@@ -233,3 +233,10 @@ class DeployPayload:
         for key in needs:
             if getattr(self, key) is None:
                 raise ConfigError(f"deploy job: action {self.action!r} needs field {key!r}")
+
+
+@kind("monitor", "deployers.monitor:run", "pull /v1/monitor of live deployments, open alerts, send notifications")
+class MonitorPayload:
+    """Payload of ``monitor``: one pass over every watched deployment, or over ``deployment_id`` only."""
+
+    deployment_id: int | None = None

@@ -1,0 +1,64 @@
+"""Periodic jobs the worker queues by itself: today one, ``monitor`` every ``$POCKETOPS_MONITOR_S`` seconds.
+
+A periodic kind never piles up: a new job is queued only when none of its kind is queued or
+running and the last one was created at least one interval ago, checked and inserted under one
+write lock so racing workers queue one between them. Nothing is queued while nothing is watched.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from core.errors import ConfigError
+from store import deployments as store_deployments
+from store import jobs
+from store.db import one, transaction
+
+# Targets without a server of ours: the static page runs in visitors' browsers.
+UNMONITORED_TARGETS = ("spaces-static",)
+
+
+def _env_number(name: str, default: float, expected: str) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"{name}={raw!r}: expected {expected}; unset it for the default")
+    return value
+
+
+def monitor_interval_s() -> float:
+    """Seconds between monitor passes: ``$POCKETOPS_MONITOR_S``, default 30 (0 turns the schedule off)."""
+    return _env_number("POCKETOPS_MONITOR_S", 30.0, "seconds (0 or more), e.g. 30")
+
+
+def monitorable(row: dict) -> bool:
+    """True for a release a monitor pass pulls: running, with a URL, on a target with a server of ours."""
+    return row["status"] == "running" and bool(row.get("url")) and row["target"] not in UNMONITORED_TARGETS
+
+
+def watched(db) -> list[dict]:
+    """The releases a monitor pass pulls (one per line), in target then id order."""
+    return [r for r in store_deployments.latest_per_line(db) if monitorable(r)]
+
+
+def _due(db, every: float) -> bool:
+    last = one(db, "SELECT status, created_at FROM jobs WHERE kind = 'monitor' ORDER BY id DESC LIMIT 1")
+    return last is None or (last["status"] not in jobs.ACTIVE and time.time() - last["created_at"] >= every)
+
+
+def schedule_monitor(db, *, every: float | None = None) -> int | None:
+    """Queue a ``monitor`` job if one is due and something is watched; the new job id, or None."""
+    every = monitor_interval_s() if every is None else every
+    if every <= 0 or not _due(db, every):  # read first: most calls find nothing due and take no lock
+        return None
+    with transaction(db):
+        if not _due(db, every) or not watched(db):
+            return None
+        from core import jobkinds
+
+        return jobkinds.queue(db, "monitor")
