@@ -403,3 +403,49 @@ def test_open_alert_for_budgets_is_idempotent_by_key(db):
                                     message="again", key="budget:gcp:100:2026-12")
     assert first == (first[0], True) and again == (first[0], False)
     assert alerts.list_alerts(db)[0]["message"].startswith("gcp spend")
+
+
+# -- signal 9 ------------------------------------------------------------------------------------------
+
+def test_a_monitor_pass_killed_mid_pull_stores_each_alert_once(tmp_path, webhook, monkeypatch):
+    """SIGKILL the worker after it pulled but before it stored, then after it stored but before it
+    notified: the next worker ends with exactly one alert, one notification sent, the cursor at the end."""
+    from tests._pace import Pace
+    from tests.test_kill9 import kill9, start_worker, wait_for
+
+    db_path = tmp_path / "data" / "t.db"
+    db = store.connect(db_path)
+    hook = f"http://127.0.0.1:{webhook.server_address[1]}/k9"
+    pace = Pace(tmp_path, hold=["monitor:pulled"])
+    monkeypatch.setenv("POCKETOPS_MONITOR_S", "0.1")  # start_worker passes this process's environment on
+    monkeypatch.setenv("POCKETOPS_NOTIFY_URLS", hook)
+    with MonitorStandIn() as served:
+        deployment(db, served.url)
+        served.serve(40)
+        served.alarm()
+        worker = start_worker(db_path, pace)
+        try:
+            pace.wait_held("monitor:pulled", proc=worker)
+        finally:
+            kill9(worker)
+        assert store_alerts.list_alerts(db) == [] and store_alerts.cursor(db, 1)["seq"] == 0
+
+        pace.set(hold=["monitor:stored"])
+        pace.clear_held()
+        worker = start_worker(db_path, pace)
+        try:
+            pace.wait_held("monitor:stored", proc=worker)
+        finally:
+            kill9(worker)
+        assert len(store_alerts.list_alerts(db)) == 1 and webhook.got == []
+
+        pace.set()
+        last = start_worker(db_path, pace, "--once")
+        assert last.wait(timeout=300) == 0
+        wait_for(lambda: webhook.got, 30, "the webhook call")
+    assert len(store_alerts.list_alerts(db)) == 1
+    assert [n["status"] for n in store_alerts.notifications(db)] == ["sent"] and len(webhook.got) == 1
+    assert store_alerts.cursor(db, 1)["seq"] == 40
+    assert db.execute("SELECT COUNT(*) FROM monitor_signals").fetchone()[0] == 40
+    monitor_jobs = [j for j in jobs.list_jobs(db) if j["kind"] == "monitor"]
+    assert monitor_jobs and all(j["status"] == "done" for j in monitor_jobs)
