@@ -5,6 +5,7 @@ line naming what was wrong and what to do, and changes nothing.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from core.errors import PocketopsError
@@ -248,8 +249,9 @@ def new_version(db, db_path, row: dict, labelled: list[dict]) -> dict:
                      kind=dataset["kind"])
 
 
-def retrain(db, db_path, alert_id: int, *, epochs: int | None = None) -> dict:
-    """Register the dataset plus the alert's labelled samples as a new version and queue a run on it.
+def retrain(db, db_path, alert_id: int, *, epochs: int | None = None, dataset_only: bool = False) -> dict:
+    """Register the dataset plus the alert's labelled samples as a new version and queue a run on it
+    (with ``dataset_only``, a run on the dataset as it is).
 
     ``{"alert_id", "dataset", "parent_dataset", "added_rows", "run_id", "job_id"}``.
     """
@@ -258,11 +260,17 @@ def retrain(db, db_path, alert_id: int, *, epochs: int | None = None) -> dict:
     row = _alert(db, alert_id)
     labelled = [s for s in samples(db, row) if s.get("label") is not None]
     dataset = _dataset_of(db, row)
-    if not labelled:
+    if dataset_only:
         settings = _train_settings(db, row, dataset)
+        if epochs is not None:
+            settings["epochs"] = epochs
+        run_id, job_id = new_run(db, dataset=dataset["name"], **settings)
+        return {"alert_id": alert_id, "dataset": dataset["name"], "parent_dataset": dataset["name"],
+                "added_rows": 0, "run_id": run_id, "job_id": job_id}
+    if not labelled:
         raise AlertError(f"alert {alert_id} has no labelled samples: label some with `pocketops alerts label "
-                         f"{alert_id} --sample K --label L`, or retrain on {dataset['name']!r} alone with "
-                         f"`pocketops train --dataset {dataset['name']} --model {settings.get('model', 'mlp')}`")
+                         f"{alert_id} --sample K --label L`, or retrain on dataset {dataset['name']!r} alone with "
+                         f"`pocketops alerts retrain {alert_id} --dataset-only`")
     settings = _train_settings(db, row, dataset)
     if epochs is not None:
         settings["epochs"] = epochs
@@ -271,3 +279,42 @@ def retrain(db, db_path, alert_id: int, *, epochs: int | None = None) -> dict:
         run_id, job_id = new_run(db, dataset=fresh["name"], **settings)
     return {"alert_id": alert_id, "dataset": fresh["name"], "parent_dataset": dataset["name"],
             "added_rows": len(labelled), "run_id": run_id, "job_id": job_id}
+
+
+def previews(db, alert_id: int, detail_data: dict | None = None) -> list[dict]:
+    """The quarantined inputs drawn like the Datasets preview: ``{"label", "image"|"text"|"features", ...}``.
+
+    ``seen`` reads ``seen P conf``, ``label`` the user's label (or "none yet"); images come scaled to [0, 1].
+    """
+    import numpy as np
+
+    row = _alert(db, alert_id)
+    data = detail_data or detail(db, alert_id)
+    ev = data["evidence"]
+    dataset = _dataset_of(db, row, required=False) or {}
+    meta = dataset.get("meta") or {}
+    shape = [int(d) for d in dataset.get("input_shape") or []]
+    out = []
+    for s in ev["samples"]:
+        seen = _class(ev["classes"], s.get("pred"))
+        conf = f" {s['confidence']:.2f}" if isinstance(s.get("confidence"), (int, float)) else ""
+        item: dict = {"index": s["index"], "seq": s["seq"], "seen": f"seen {seen}{conf}",
+                      "label": s.get("label") or "none yet", "image": None, "text": None, "features": None}
+        value = s.get("input")
+        try:
+            if meta.get("type") == "text" or isinstance(value, str):
+                item["text"] = value if isinstance(value, str) else json.dumps(value)
+            elif meta.get("type") == "image" or (shape and len(shape) >= 2):
+                arr = np.asarray(value, dtype=np.float64).reshape(shape[-2:] if shape else (8, 8))
+                item["image"] = np.clip(arr * float(meta.get("scale", 1.0)), 0.0, 1.0)
+            else:
+                names = meta.get("features") or [f"x{i}" for i in range(len(np.ravel(value)))]
+                item["features"] = {n: float(v) for n, v in zip(names, np.ravel(np.asarray(value, dtype=np.float64)))}
+        except (ValueError, TypeError):
+            item["text"] = str(value)[:200]
+        out.append(item)
+    return out
+
+
+def _class(classes: list, index) -> str:
+    return str(classes[index]) if isinstance(index, int) and 0 <= index < len(classes) else "?"

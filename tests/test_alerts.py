@@ -348,7 +348,7 @@ def test_alerts_commands_and_their_one_line_refusals(digits_db, capsys):
 
     from core.errors import PocketopsError
 
-    with pytest.raises(PocketopsError, match=r"no labelled samples.*pocketops train --dataset digits"):
+    with pytest.raises(PocketopsError, match=r"no labelled samples.*'digits' alone.*--dataset-only"):
         alerts.retrain(db, db_path, alert_id)
     assert cli(db_path, "alerts", "label", str(alert_id), "--sample", "1", "--label", "7") == 0
     assert "labelled '7'" in capsys.readouterr().out

@@ -26,6 +26,7 @@ def register(sub) -> None:
     rt.add_argument("id", type=int, metavar="ID")
     rt.add_argument("--epochs", type=_positive, default=None)
     rt.add_argument("--wait", action="store_true", help="run now (or wait for a worker) and stream progress")
+    rt.add_argument("--dataset-only", action="store_true", help="train on the dataset as it is (no labelled samples)")
     rt.set_defaults(func=run_retrain)
     mu = add_parser(actions, "mute", "stop opening alerts from one detector of one deployment")
     mu.add_argument("deployment_id", type=int, metavar="DEPLOYMENT_ID")
@@ -141,7 +142,7 @@ def run_retrain(args) -> int:
 
     require_installed("torch", "training")
     db, db_path = open_db(args)
-    made = _call(alerts.retrain, db, db_path, args.id, epochs=args.epochs)
+    made = _call(alerts.retrain, db, db_path, args.id, epochs=args.epochs, dataset_only=args.dataset_only)
     if not args.wait:
         from core.worker import alive_workers
 
