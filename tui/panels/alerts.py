@@ -163,8 +163,8 @@ class Panel(PollingPanel):
                 yield Static("Quarantined inputs", classes="section-title", id="alert-samples-title")
                 with Horizontal(id="alert-sample-nav", classes="alert-buttons"):
                     yield Button("‹ prev", id="alert-prev", compact=True)
-                    yield Static("", id="alert-sample-pos")
                     yield Button("next ›", id="alert-next", compact=True)
+                    yield Static("", id="alert-sample-pos")
                 yield SamplePreview(id="alert-sample")
                 yield Static("Tap a class to label this sample:", id="alert-label-hint")
                 yield Horizontal(id="alert-label-buttons")
@@ -263,7 +263,7 @@ class Panel(PollingPanel):
         self.sample = min(self.sample, len(self.previews) - 1)
         shown = self.previews[self.sample]
         self.query_one("#alert-sample-pos", Static).update(
-            f" {self.sample + 1}/{len(self.previews)} · request {shown['seq']} · {shown['seen']} ")
+            f"{self.sample + 1}/{len(self.previews)} · request {shown['seq']} · {shown['seen']}")
         self.query_one("#alert-sample", SamplePreview).set_samples([self.previews[self.sample]])
         self._label_buttons(ev["classes"])
 
