@@ -25,7 +25,7 @@ from store import runs as store_runs
 
 FORMAT = "pocketops-bundle/1"
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
-RUNTIME_FILES = ("predictor.py", "server.py")
+RUNTIME_FILES = ("api.py", "monitor.py", "predictor.py", "server.py")
 REFERENCE_ROWS = 200
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
                "tensor(float16)": "float16", "tensor(double)": "float64"}
@@ -145,6 +145,54 @@ def _reference(dataset: dict | None, spec: dict, preprocessing: dict, rows: int)
     return X, f"{len(X)} training samples of dataset {dataset['name']!r} (seed 0)"
 
 
+def _held_out(dataset: dict | None, spec: dict, preprocessing: dict, reference_rows: int = REFERENCE_ROWS):
+    """Raw inputs (as requests carry them) for calibrating the drift monitor: the validation split,
+    and the training samples outside the reference (in-distribution inputs for the distance test,
+    which does not depend on the model); None without a dataset."""
+    import numpy as np
+
+    if dataset is None:
+        return None
+    from core.datasets import load_arrays, split_indices
+
+    arrays = load_arrays(dataset)
+    train, val, _test = split_indices(arrays.y)
+    rest = np.random.default_rng(0).permutation(train)[reference_rows:]  # _reference took the first rows
+
+    def raw(idx):
+        X = arrays.X[idx].astype(np.float32)
+        if preprocessing.get("scale"):
+            X = X / np.float32(preprocessing["scale"])
+        return X.reshape((len(X), *spec["shape"]))
+
+    if int(np.prod(arrays.X.shape[1:])) != int(np.prod(spec["shape"])) or len(val) < 20:
+        return None
+    return {"val": raw(val), "train_rest": raw(rest)}
+
+
+def _calibrate_monitor(staging: Path, model_json: dict, held_out) -> None:
+    """Write monitor.json: thresholds set on the held-out split so that the expected run length
+    without drift is at least 10,000 requests (deployers/runtime/monitor.py); summary into model_json."""
+    from deployers.runtime import monitor
+    from deployers.runtime.predictor import Predictor
+
+    if held_out is None:
+        model_json["monitor"] = {"calibrated": False, "note": "no held-out split: signals are recorded, no detector runs"}
+        return
+    write_text(staging / "model.json", json.dumps(model_json))  # provisional: the predictor reads it
+    try:
+        predictor = Predictor(staging, monitor=False)
+        preds, conf, dist = predictor.signals(held_out["val"])
+        rest = held_out["train_rest"]
+        more = predictor.distances(predictor.model_input(rest)) if len(rest) and dist is not None else None
+    finally:
+        (staging / "model.json").unlink()  # the final one, with every file's sha256, is written last
+    config = monitor.calibrate(dist, conf, preds, len(model_json["labels"]), null_distances=more, signal="input")
+    write_text(staging / "monitor.json", json.dumps(config, indent=1, sort_keys=True) + "\n")
+    model_json["monitor"] = {"calibrated": True, **config["calibration"],
+                             "thresholds": {k: round(d["params"]["threshold"], 4) for k, d in config["detectors"].items()}}
+
+
 def bundle_version(variant: dict) -> str:
     prefix = f"r{variant['run_id']}" if variant.get("run_id") else f"v{variant['id']}"
     return f"{prefix}-{variant['name']}-{variant['sha256'][:8]}"
@@ -202,14 +250,15 @@ def build_bundle(db, db_path: str | os.PathLike | None, variant_id: int, *, out_
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         # same filesystem: rename is atomic; the pid in the name lets a later build sweep a killed one's
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", dir=out_dir.parent))
-        _fill(staging, out_dir, model_path, reference, model_json)
+        _fill(staging, out_dir, model_path, reference, model_json,
+              _held_out(dataset, info["input"], info["preprocessing"], reference_rows))
     bundle = Bundle(path=out_dir, variant_id=variant_id, version=model_json["version"], model_json=model_json)
     if register:
         _register(db, bundle, variant)
     return bundle
 
 
-def _fill(staging: Path, out_dir: Path, model_path: Path, reference, model_json: dict) -> None:
+def _fill(staging: Path, out_dir: Path, model_path: Path, reference, model_json: dict, held_out=None) -> None:
     """Write the bundle's files into ``staging``, then rename it to ``out_dir`` (staging removed on any failure)."""
     import numpy as np
 
@@ -220,6 +269,7 @@ def _fill(staging: Path, out_dir: Path, model_path: Path, reference, model_json:
         buf = io.BytesIO()
         np.savez_compressed(buf, X=np.asarray(reference, dtype=np.float32))
         write_bytes(staging / "reference.npz", buf.getvalue())
+        _calibrate_monitor(staging, model_json, held_out)
         model_json["files"] = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         write_text(staging / "model.json", json.dumps(model_json, indent=2, sort_keys=True) + "\n")
         if out_dir.exists():

@@ -72,6 +72,51 @@ def running_server(bundle_dir: Path, *args: str, env: dict | None = None, start_
                 proc.wait()
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_function(source_dir: Path, *, env: dict | None = None, start_timeout: float = 30.0):
+    """The Cloud Run function's source (an extracted deploy zip) under functions-framework on
+    127.0.0.1, as Cloud Run starts it; yields ``(process, port)`` once ``/health`` answers 200."""
+    from deployers.gcp import ENTRY_POINT
+
+    source_dir = Path(source_dir)
+    port = free_port()
+    framework = Path(sys.executable).parent / "functions-framework"
+    log = source_dir.parent / f"{source_dir.name}-function.log"  # a file, not a pipe nobody drains
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(framework), f"--target={ENTRY_POINT}", f"--source={source_dir / 'main.py'}",
+                                 f"--host={HOST}", f"--port={port}"], cwd=source_dir, env={**os.environ, **(env or {})},
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                if call(port, "GET", "/health", timeout=10).status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"functions-framework exited: {log.read_text(errors='replace')[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"functions-framework did not answer /health within {start_timeout:g} s")
+            time.sleep(0.1)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def http_request(method: str, path: str, body: bytes = b"", headers: dict | None = None) -> bytes:
     """One well-formed HTTP/1.1 request as bytes (Content-Length set when there is a body)."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}"]

@@ -2,28 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from deployers.gcp import ENTRY_POINT, build_source_zip, safe_extract
+from deployers.gcp import build_source_zip, safe_extract
+from tests._serve_helpers import running_function
 from tests.standins.bundles import LABELS, make_bundle, reference_predict
 
 API_KEY = "test-key-7"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(url: str, *, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
@@ -42,29 +31,12 @@ def function(tmp_path_factory):
     bundle = make_bundle(tmp / "bundle", seed=3)
     source = tmp / "source"
     safe_extract(build_source_zip(bundle), source)
-    port = _free_port()
-    framework = Path(sys.executable).parent / "functions-framework"
-    env = {**os.environ, "POCKETOPS_API_KEY": API_KEY, "POCKETOPS_HOME": str(tmp / "home")}
-    proc = subprocess.Popen([str(framework), f"--target={ENTRY_POINT}", f"--source={source / 'main.py'}",
-                             "--host=127.0.0.1", f"--port={port}"], cwd=source, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if _request(url + "/health")[0] == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            pytest.fail(f"functions-framework exited: {proc.stdout.read().decode()[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("functions-framework did not answer /health within 30 s")
-        time.sleep(0.1)
-    yield url, bundle
-    proc.terminate()
-    proc.wait(timeout=10)
+    env = {"POCKETOPS_API_KEY": API_KEY, "POCKETOPS_HOME": str(tmp / "home")}
+    try:
+        with running_function(source, env=env) as (_, port):
+            yield f"http://127.0.0.1:{port}", bundle
+    except RuntimeError as exc:  # it did not start: the reason, not a traceback of the helper
+        pytest.fail(str(exc))
 
 
 def test_function_predicts_like_onnxruntime_in_process(function):

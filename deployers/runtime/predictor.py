@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+try:  # inside the pocketops package
+    from . import monitor as _monitor
+except ImportError:  # inside a bundle: monitor.py sits beside this file
+    import monitor as _monitor  # type: ignore[no-redef]
 
 MAX_BATCH = 64
 LATENCY_WINDOW = 1000
@@ -62,7 +66,8 @@ def tokenize(text: str, spec: dict) -> list[int]:
 class Predictor:
     """One loaded bundle: ``predict``, ``model_info`` and ``stats`` (thread-safe)."""
 
-    def __init__(self, bundle_dir: str | os.PathLike, *, threads: int = 1, max_batch: int = MAX_BATCH):
+    def __init__(self, bundle_dir: str | os.PathLike, *, threads: int = 1, max_batch: int = MAX_BATCH,
+                 monitor: bool = True):
         import onnxruntime as ort
 
         self.dir = Path(bundle_dir)
@@ -85,6 +90,9 @@ class Predictor:
         self.max_batch = max_batch
         self.max_abs = float(spec.get("max_abs", 1e6))
         self.reference, self.reference_nn = self._load_reference()
+        # Per request only |x|^2 - 2 x.ref is computed: the reference side is fixed (monitoring stays cheap).
+        self._reference_t = None if self.reference is None else np.ascontiguousarray(self.reference.T)
+        self._reference_sq = None if self.reference is None else (self.reference * self.reference).sum(1)
         self.load_ms = (time.perf_counter() - started) * 1000
         self._lock = threading.Lock()
         self._started = time.time()
@@ -95,6 +103,8 @@ class Predictor:
         self._confidence = [0] * CONFIDENCE_BINS
         self._distances: collections.deque = collections.deque(maxlen=DISTANCE_WINDOW)
         self._predicted = [0] * len(self.labels)
+        # Drift monitoring of served traffic (GET /v1/monitor); monitor=False serves without it (benchmarks).
+        self.monitor = _monitor.Monitor.from_bundle(self.dir) if monitor else None
 
     # -- inputs --------------------------------------------------------------------------
     def _load_reference(self) -> tuple[np.ndarray | None, float | None]:
@@ -199,7 +209,11 @@ class Predictor:
             raise
         elapsed_ms = (time.perf_counter() - started) * 1000
         top1 = probs.argmax(axis=1)
-        self._record(elapsed_ms, probs, top1, x)
+        # The quarantine keeps inputs as received: texts as strings, the rest as the validated values.
+        received = [inputs] if isinstance(inputs, str) else inputs
+        if not (self.kind == "text" and isinstance(received, list) and all(isinstance(t, str) for t in received)):
+            received = raw
+        self._record(elapsed_ms, probs, top1, x, received)
         order = np.argsort(-probs, axis=1)[:, :TOP_K]
         return {
             "labels": [self.labels[i] for i in top1],
@@ -215,10 +229,26 @@ class Predictor:
             self._requests += 1
             self._errors += 1
 
-    def _record(self, elapsed_ms: float, probs: np.ndarray, top1: np.ndarray, x: np.ndarray) -> None:
-        distances = None
-        if self.reference is not None:
-            distances = _pairwise(self.features(x), self.reference).min(axis=1)
+    def signals(self, inputs) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(predicted class, top-1 confidence, distance to the nearest reference sample) per sample, unrecorded."""
+        x = self.model_input(self.validate(inputs) if not isinstance(inputs, np.ndarray) else inputs)
+        out = self.session.run(None, {self.input_name: x})[0].astype(np.float64)
+        probs = out if self.output_kind == "probabilities" else softmax(out)
+        return probs.argmax(axis=1), probs.max(axis=1), self.distances(x)
+
+    def distances(self, x: np.ndarray) -> np.ndarray | None:
+        """Distance of each model input to its nearest reference sample (None without a reference)."""
+        if self.reference is None:
+            return None
+        f = self.features(x)
+        sq = (f @ self._reference_t) * -2.0
+        sq += self._reference_sq
+        return np.sqrt(np.maximum(sq.min(axis=1) + (f * f).sum(1), 0.0))
+
+    def _record(self, elapsed_ms: float, probs: np.ndarray, top1: np.ndarray, x: np.ndarray, raw=None) -> None:
+        distances = self.distances(x)
+        if self.monitor is not None:
+            self.monitor.observe(raw if raw is not None else x, top1, probs.max(axis=1), distances)
         with self._lock:
             self._requests += 1
             self._samples += len(probs)
@@ -243,7 +273,7 @@ class Predictor:
 
     def stats(self) -> dict:
         with self._lock:
-            lat = sorted(self._latencies)
+            lat = np.fromiter(self._latencies, dtype=np.float64, count=len(self._latencies))
             dist = list(self._distances)
             data = {
                 "since": self._started,
@@ -251,7 +281,7 @@ class Predictor:
                 "requests": self._requests,
                 "samples": self._samples,
                 "errors": self._errors,
-                "latency_ms": {"p50": _percentile(lat, 50), "p95": _percentile(lat, 95), "window": len(lat)},
+                "latency_ms": {**_percentiles(lat, p50=50, p95=95), "window": len(lat)},
                 "confidence_histogram": {"bins": [round(i / CONFIDENCE_BINS, 2) for i in range(CONFIDENCE_BINS + 1)],
                                          "counts": list(self._confidence)},
                 "predicted": dict(zip(self.labels, self._predicted)),
@@ -271,10 +301,9 @@ def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sq, 0.0))
 
 
-def _percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    k = (len(sorted_values) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    value = sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
-    return round(value, 3)
+def _percentiles(values: np.ndarray, **quantiles: float) -> dict[str, float | None]:
+    """``{name: percentile}`` of ``values`` (linear interpolation, rounded to 3 places); None when empty."""
+    if not len(values):
+        return dict.fromkeys(quantiles)
+    found = np.percentile(values, list(quantiles.values()))
+    return {name: round(float(v), 3) for name, v in zip(quantiles, found)}

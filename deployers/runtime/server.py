@@ -1,13 +1,16 @@
-"""The bundle's HTTP server (stdlib only + the predictor): the same file serves on the phone and in a Docker Space.
+"""The bundle's HTTP server (stdlib only + the API and predictor): the same file serves on the phone and in a Docker Space.
 
     python server.py --bundle . --host 127.0.0.1 --port 8765
 
-Routes: ``GET /health``, ``GET /v1/model``, ``POST /v1/predict`` (JSON ``{"inputs": [...]}``),
-``GET /v1/stats``. Binding to anything but loopback requires an API key, read from the
-``POCKETOPS_API_KEY`` environment variable (never from the command line, which other users of
-the machine can read) and checked against the ``X-API-Key`` header on ``/v1/*``;
-``--public-without-key`` opts out explicitly (e.g. a public demo Space). Every bad request
-gets a 4xx JSON ``{"error": message}`` and the server keeps serving.
+It runs the WSGI application of ``api.py`` (routes ``GET /health``, ``GET /v1/model``,
+``GET /v1/stats``, ``POST /v1/predict``; their order of checks and status codes are documented
+there, and the Cloud Run function mounts the same application). Binding to anything but
+loopback requires an API key, read from the ``POCKETOPS_API_KEY`` environment variable (never
+from the command line, which other users of the machine can read) and checked against the
+``X-API-Key`` header on ``/v1/*``; ``--public-without-key`` opts out explicitly (e.g. a public
+demo Space). Every bad request gets a 4xx JSON ``{"error": message, "status": code}`` and the
+server keeps serving. This file keeps what is transport: request lines, deadlines, which
+``Content-Length`` counts, keep-alive, and unread bodies (drained, then the connection closes).
 
 Bounded for a public demo: a listen backlog of 1024 (a burst queues, it is not reset), at most
 64 connections handled at once (the others wait in the backlog, never a 503), a 15 s socket
@@ -81,7 +84,6 @@ if __name__ == "__main__" and "--supervise" in sys.argv[1:]:
 
 import argparse  # noqa: E402  (after the supervisor's fast path on purpose)
 import functools  # noqa: E402
-import hmac  # noqa: E402
 import ipaddress  # noqa: E402
 import json  # noqa: E402
 import select  # noqa: E402
@@ -90,18 +92,16 @@ import threading  # noqa: E402
 from http import HTTPStatus  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 from pathlib import Path  # noqa: E402
+from urllib.parse import unquote  # noqa: E402
 
+try:  # inside the pocketops package
+    from . import api  # noqa: E402
+except ImportError:  # inside a bundle: api.py and predictor.py sit beside this file
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import api  # type: ignore[no-redef]  # noqa: E402
 
-def _predictor_module():
-    """The predictor, imported only by the serving process (the supervisor stays light: no numpy/onnxruntime)."""
-    try:  # inside the pocketops package
-        from . import predictor
-    except ImportError:  # inside a bundle: predictor.py sits beside this file
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import predictor  # type: ignore[no-redef]
-    return predictor
-
-MAX_BODY_BYTES = 1 << 20
+BODY_ERROR = api.BODY_ERROR
+MAX_BODY_BYTES = api.MAX_BODY_BYTES
 DRAIN_FACTOR = 8
 KEY_ENV = "POCKETOPS_API_KEY"
 # Limits that keep slow or idle clients from holding the server (all overridable on the command line).
@@ -131,7 +131,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _guarded(route):
-    """Answer 500 (one line, no traceback to the client) when a route fails unexpectedly; the server keeps serving."""
+    """Answer 500 (one line, no traceback to the client) when the adapter fails unexpectedly; the server keeps serving."""
     @functools.wraps(route)
     def run(self):
         try:
@@ -143,16 +143,48 @@ def _guarded(route):
                   file=sys.stderr, flush=True)
             self.close_connection = True
             if not self._answered:
-                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(exc).__name__}); the server keeps serving",
-                            close=True)
+                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(exc).__name__}); the server keeps serving")
     return run
 
 
+class _Body:
+    """``wsgi.input``: the announced body, read under the request deadline (408 when it is late)."""
+
+    __slots__ = ("handler", "left")
+
+    def __init__(self, handler: "Handler", length: int):
+        self.handler = handler
+        self.left = length
+
+    def read(self, size: int = -1) -> bytes:
+        handler = self.handler
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        if size <= 0:
+            return b""
+        try:
+            data = handler.rfile.read(size)
+        except TimeoutError:
+            handler.timed_out = True
+            data = b""
+        if handler.timed_out:  # the watchdog cut the read at the request deadline
+            raise api.ApiError(HTTPStatus.REQUEST_TIMEOUT, handler.timeout_message())
+        self.left -= len(data)
+        if not self.left or len(data) < size:  # all of it, or the client's end: the request is in
+            handler.server.reading(handler, False)
+        return data
+
+
 class Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 on a socket -> one call of the WSGI app (``server.app``) -> one answer.
+
+    The transport rules stay here: request-line and header errors, deadlines (408), which
+    Content-Length counts, keep-alive, and closing a connection whose body was left unread.
+    """
+
     server_version = "pocketops-serve/1"
     protocol_version = "HTTP/1.1"
-    # Headers and body go out as two writes: with Nagle on, the body waits for the client's
-    # delayed ACK (~40 ms on Linux) on every kept-alive request.
+    # Headers and body go out in one write; with Nagle on, a second small write would wait for
+    # the client's delayed ACK (~40 ms on Linux) on every kept-alive request.
     disable_nagle_algorithm = True
 
     # -- plumbing ------------------------------------------------------------------------
@@ -213,8 +245,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 requests are not supported; send 'GET /path HTTP/1.1'")
             return False
         if ok and self.command and not hasattr(self, "do_" + self.command):
-            # The stdlib answers an unknown method with 501; it is the client's mistake: 405 like PUT or DELETE.
-            self._other_method()
+            # The stdlib answers an unknown method with 501; the app answers every method (405).
+            self.run_app()
             return False
         return ok
 
@@ -224,10 +256,10 @@ class Handler(BaseHTTPRequestHandler):
         super().send_response(code, message)
 
     def send_error(self, code, message=None, explain=None) -> None:
-        """The stdlib's own refusals (bad request line, header too long, ...) as our JSON errors, counted."""
+        """The stdlib's own refusals (bad request line, header too long, ...) as the API's JSON errors, counted."""
         code = int(code)
-        if code == HTTPStatus.NOT_IMPLEMENTED:  # unknown method
-            self._other_method()
+        if code == HTTPStatus.NOT_IMPLEMENTED:  # unknown method: the app's 405
+            self.run_app()
             return
         if self.request_version == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # a broken request line: still answer with a status line and headers
@@ -237,176 +269,121 @@ class Handler(BaseHTTPRequestHandler):
         text = message or (HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "error")
         if code >= 500:  # 505 for "HTTP/2.0" on this socket: the client's mistake, not a server failure
             text, code = f"{text}; speak HTTP/1.1", HTTPStatus.BAD_REQUEST
-        self._error(code, text, close=True)
+        self._error(code, text)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         if self.server.verbose:
             sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
 
-    def _send(self, status: int, payload: dict, *, close: bool = False) -> None:
-        body = json.dumps(payload).encode("utf-8")
+    def _write(self, status: int, headers: list, body: bytes, *, close: bool, reason: str | None = None) -> None:
         if not close and self.server.crowded():
             close = True  # every handler is busy and connections wait: free this one for them
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        self.send_response(status, reason)
+        for name, value in headers:
+            self.send_header(name, value)
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self._headers_buffer.append(b"\r\n")
+        if body and self.command != "HEAD":
+            self._headers_buffer.append(body)  # one write for headers and body (see disable_nagle_algorithm)
+        self.flush_headers()
 
-    def _error(self, status: int, message: str, *, close: bool = False) -> None:
-        self.server.predictor.record_error()
-        self._send(status, {"error": message, "status": int(status)}, close=close)
+    def _error(self, status: int, message: str) -> None:
+        """A transport-level refusal in the API's shape; the connection closes after it."""
+        self._write(*self.server.app.error_response(int(status), message, self.command or "GET"), close=True)
+
+    def timeout_message(self) -> str:
+        return (f"request not received within {self.server.request_timeout:g} s; "
+                "send the headers and body without pauses")
 
     def _timeout_answer(self) -> None:
-        self._error(HTTPStatus.REQUEST_TIMEOUT, f"request not received within {self.server.request_timeout:g} s; "
-                                                "send the headers and body without pauses", close=True)
+        self._error(HTTPStatus.REQUEST_TIMEOUT, self.timeout_message())
 
-    def _authorized(self) -> bool:
-        key = self.server.api_key
-        if not key:
-            return True
-        given = self.headers.get("X-API-Key", "")
-        if hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
-            return True
-        self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong X-API-Key header", close=True)
-        return False
-
-    # -- routes --------------------------------------------------------------------------
-    @_guarded
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        self.server.reading(self, False)  # a GET has no body: the request is in
-        path = self.path.split("?", 1)[0]
-        if path in ("/health", "/"):
-            self._send(200, {"status": "ok", "version": self.server.predictor.info.get("version"),
-                             "uptime_s": round(time.time() - self.server.started, 1)})
-        elif path == "/v1/model":
-            if self._authorized():
-                self._send(200, self.server.predictor.model_info())
-        elif path == "/v1/stats":
-            if self._authorized():
-                self._send(200, {**self.server.predictor.stats(), "http": self.server.http_stats()})
-        elif path == "/v1/predict":
-            self._not_allowed(path)
-        else:
-            self._error(HTTPStatus.NOT_FOUND, f"no route GET {path}; try /health, /v1/model, /v1/stats, POST /v1/predict")
-
-    def _not_allowed(self, path: str) -> None:
-        allow = "POST" if path == "/v1/predict" else "GET"
-        self.server.predictor.record_error()
-        body = json.dumps({"error": f"{self.command} {path} is not allowed; use {allow} "
-                                    "(GET /health, /v1/model, /v1/stats; POST /v1/predict)", "status": 405}).encode()
-        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
-        self.send_header("Allow", allow)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(body)))
-        self.send_header("Connection", "close")  # any body the client sent is left unread
-        self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    @_guarded
-    def _other_method(self) -> None:
-        self.server.reading(self, False)
-        self._not_allowed(self.path.split("?", 1)[0])
-
-    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other_method  # noqa: N815 - stdlib names
-
-    def _content_length(self) -> int | None:
-        """The body size, or None after answering 411/400 (missing, malformed, negative or contradicting lengths)."""
-        if self.headers.get("Transfer-Encoding") is not None:
-            self._error(HTTPStatus.LENGTH_REQUIRED, "chunked bodies are not supported; send a Content-Length header",
-                        close=True)
-            return None
+    # -- the request as WSGI -------------------------------------------------------------
+    def _environ(self) -> tuple[dict, _Body | None]:
+        """The WSGI environ of this request and its body reader (None: no usable Content-Length)."""
+        path, _, query = self.path.partition("?")
+        host, port = self.server.server_address[:2]
+        environ = {
+            "REQUEST_METHOD": self.command, "SCRIPT_NAME": "", "PATH_INFO": unquote(path, "latin-1"),
+            "QUERY_STRING": query, "SERVER_NAME": str(host), "SERVER_PORT": str(port),
+            "SERVER_PROTOCOL": self.request_version, "REMOTE_ADDR": self.client_address[0],
+            "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+        }
+        for name, value in self.headers.items():
+            key = name.upper().replace("-", "_")
+            if key == "CONTENT_LENGTH":
+                continue
+            key = key if key == "CONTENT_TYPE" else "HTTP_" + key
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        body = None
         lengths = self.headers.get_all("Content-Length") or []
-        if not lengths:
-            self._error(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length header with the JSON body", close=True)
-            return None
         values = {v.strip() for v in lengths}
         if len(values) > 1:  # two different lengths: which body is meant is ambiguous (request smuggling)
-            self._error(HTTPStatus.BAD_REQUEST, f"conflicting Content-Length headers {sorted(values)}; send one",
-                        close=True)
-            return None
-        length = values.pop()
-        # Digits only: int() would also take "-1" (read to EOF), "+5", "1_000" and surrounding spaces.
-        if not (length.isascii() and length.isdigit()) or len(length) > 18:
-            self._error(HTTPStatus.BAD_REQUEST, f"Content-Length must be a number of bytes, found {length[:40]!r}",
-                        close=True)
-            return None
-        return int(length)
-
-    def _read_body(self, size: int) -> bytes | None:
-        """The body, or None after answering 408 (too slow) or 400 (cut short)."""
-        try:
-            raw = self.rfile.read(size)
-        except TimeoutError:
-            self.timed_out = True
-            raw = b""
-        self.server.reading(self, False)
-        if self.timed_out:
-            self._timeout_answer()
-            return None
-        if len(raw) < size:
-            self._error(HTTPStatus.BAD_REQUEST, f"body ended after {len(raw)} of the {size} bytes Content-Length announced",
-                        close=True)
-            return None
-        return raw
+            environ[BODY_ERROR] = (HTTPStatus.BAD_REQUEST, f"conflicting Content-Length headers {sorted(values)}; send one")
+        elif values:
+            length = values.pop()
+            environ["CONTENT_LENGTH"] = length
+            if length.isascii() and length.isdigit() and len(length) <= 18:
+                body = _Body(self, int(length))
+            elif not length:
+                environ[BODY_ERROR] = (HTTPStatus.BAD_REQUEST, "Content-Length must be a number of bytes, found ''")
+        environ["wsgi.input"] = body if body is not None else _NO_BODY
+        return environ, body
 
     @_guarded
-    def do_POST(self) -> None:  # noqa: N802
-        path = self.path.split("?", 1)[0]
-        if path != "/v1/predict":
-            self.server.reading(self, False)
-            self._error(HTTPStatus.NOT_FOUND, f"no route POST {path}; predictions go to POST /v1/predict", close=True)
-            return
-        if not self._authorized():
-            return
-        size = self._content_length()
-        if size is None:
-            return
-        if size > self.server.max_body:
-            # Discard (never buffer) a moderately oversized body so the client can read our answer;
-            # past DRAIN_FACTOR x the limit just answer and hang up.
-            if size <= self.server.max_body * DRAIN_FACTOR:
-                left = size
-                try:
-                    while left > 0 and not self.timed_out:
-                        chunk = self.rfile.read(min(left, 1 << 16))
-                        if not chunk:
-                            break
-                        left -= len(chunk)
-                except TimeoutError:
-                    pass
-            self.server.reading(self, False)
-            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"body of {size} bytes is over the limit of {self.server.max_body} bytes; send fewer samples",
-                        close=True)
-            return
-        raw = self._read_body(size)
-        if raw is None:
-            return
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (ValueError, RecursionError) as exc:
-            # ValueError: bad UTF-8, bad JSON, an integer of more than 4300 digits; RecursionError: deep nesting.
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-            self._error(HTTPStatus.BAD_REQUEST, f"body is not valid JSON ({reason}); send {{\"inputs\": [...]}}")
-            return
-        if not isinstance(body, dict) or "inputs" not in body:
-            self._error(HTTPStatus.BAD_REQUEST, "body must be a JSON object with an 'inputs' field: {\"inputs\": [...]}")
-            return
-        try:
-            result = self.server.predictor.predict(body["inputs"])
-        except self.server.input_error as exc:
-            self._send(HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(exc), "status": 422})
-            return
-        self._send(200, result)
+    def run_app(self) -> None:
+        """Answer this request with the WSGI app; a body it left unread is drained (bounded) and the connection closed."""
+        environ, body = self._environ()
+        unframed = body is None and ("Content-Length" in self.headers or "Transfer-Encoding" in self.headers)
+        if body is None or not body.left:
+            self.server.reading(self, False)  # no body to wait for: the request is in
+        answer: list = []
 
+        def start_response(status, headers, exc_info=None):
+            answer[:] = [status, headers]
+            return _no_write
+
+        chunks = self.server.app(environ, start_response)
+        try:
+            out = b"".join(chunks)
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        status, reason = answer[0].split(" ", 1)
+        left = body.left if body is not None else 0
+        code = int(status)
+        self._write(code, answer[1], out, reason=reason,
+                    close=unframed or left > 0 or code == HTTPStatus.REQUEST_TIMEOUT or code >= 500)
+        if left and left <= self.server.app.max_body * DRAIN_FACTOR and not self.timed_out:
+            # Discard (never buffer) a moderately oversized or unread body so the client, still
+            # sending it, can read our answer; past DRAIN_FACTOR x the limit just hang up.
+            try:
+                while left > 0 and not self.timed_out:
+                    chunk = self.rfile.read(min(left, 1 << 16))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+            except (TimeoutError, OSError):
+                pass
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = run_app  # noqa: N815 - stdlib names
+
+
+class _NoBody:
+    """``wsgi.input`` of a request without a usable Content-Length: empty."""
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+
+_NO_BODY = _NoBody()
+
+
+def _no_write(data: bytes) -> None:
+    raise NotImplementedError("this server takes the app's answer as its return value, not through write()")
 
 LINGER_S = 1.0
 LINGER_BYTES = 256 * 1024
@@ -435,7 +412,7 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, predictor, *, api_key: str | None, max_body: int, verbose: bool = False,
+    def __init__(self, address, app: "api.Api", *, verbose: bool = False,
                  max_connections: int = MAX_CONNECTIONS, backlog: int = BACKLOG, io_timeout: float = IO_TIMEOUT_S,
                  keepalive: float = KEEPALIVE_S, request_timeout: float = REQUEST_TIMEOUT_S):
         self.request_queue_size = listen_backlog(backlog)  # read by server_activate's listen()
@@ -450,12 +427,10 @@ class Server(ThreadingHTTPServer):
         self._statuses: dict[int, int] = {}
         self._closing = threading.Event()
         super().__init__(address, Handler)
-        self.predictor = predictor
-        self.input_error = _predictor_module().InputError
-        self.api_key = api_key
-        self.max_body = max_body
+        self.app = app  # the WSGI application every request is handed to
+        if app.server_stats is None:
+            app.server_stats = self.http_stats  # served as "http" in /v1/stats
         self.verbose = verbose
-        self.started = time.time()
         self._watchdog = threading.Thread(target=self._watch, name="request-deadlines", daemon=True)
         self._watchdog.start()
 
@@ -563,9 +538,10 @@ def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8765, 
               f"set {KEY_ENV} (pocketops deploy --api-key) or pass --public-without-key", file=sys.stderr)
         raise SystemExit(CONFIG_ERROR)
     started = time.perf_counter()
-    predictor = _predictor_module().Predictor(bundle, threads=threads)
+    app = api.make_app(bundle, threads=threads, api_key=api_key, max_body=max_body)
+    predictor = app.predictor
     try:
-        httpd = Server((host, port), predictor, api_key=api_key, max_body=max_body, verbose=verbose,
+        httpd = Server((host, port), app, verbose=verbose,
                        max_connections=max_connections, backlog=backlog, io_timeout=io_timeout,
                        keepalive=keepalive, request_timeout=request_timeout)
     except OSError as exc:

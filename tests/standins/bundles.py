@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from deployers.base import Bundle
+from deployers.bundle import RUNTIME_FILES
 
 RUNTIME = Path(__file__).resolve().parents[2] / "deployers" / "runtime"
 LABELS = ["setosa", "versicolor", "virginica"]
@@ -47,7 +48,7 @@ def make_bundle(root: Path, *, seed: int = 0, version: str | None = None, varian
         "preprocessing": {}, "output": {"kind": "logits"}, "model_file": "model.onnx",
     }
     (root / "model.json").write_text(json.dumps(spec, indent=2), "utf-8")
-    for name in ("predictor.py", "server.py"):
+    for name in RUNTIME_FILES:
         shutil.copyfile(RUNTIME / name, root / name)
     rng = np.random.default_rng(seed + 100)
     np.savez(root / "reference.npz", X=rng.normal(size=(16, 4)).astype(np.float32))
