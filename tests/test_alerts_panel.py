@@ -137,3 +137,13 @@ def test_the_chart_marks_the_alarm_and_a_threshold_on_the_signal_scale():
     assert [s.name for s in signal_series(detail)] == ["confidence", "alarm@3"]
     lines = before_after_lines(["0", "1"], [3, 1], [0, 4], 40)
     assert lines[0].startswith("0 ") and lines[0].rstrip().endswith("0%") and " 75% │" in lines[0]
+
+
+def test_the_panel_names_notification_channels_masked(monkeypatch, tmp_path):
+    from tui.panels.alerts import notify_line
+
+    monkeypatch.setenv("POCKETOPS_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("POCKETOPS_NOTIFY_URLS", "https://ntfy.example.org/secret-topic-123 tgram://123456:ABCDEF/99")
+    line = notify_line()
+    assert "ntfy.example.org/***" in line and "tgram://***" in line
+    assert "secret-topic" not in line and "ABCDEF" not in line

@@ -70,6 +70,15 @@ def watch_lines(rows: list[dict], cursors: dict[int, dict], at: float) -> list[s
     return out
 
 
+def notify_line() -> str:
+    """Where alerts are sent, URLs masked (they carry tokens)."""
+    from core import notify
+
+    found = (["termux-notification"] if notify.termux_command() else []) + [u["url"] for u in notify.listing()]
+    return ("Notifications: " + ", ".join(found)) if found else \
+        "Notifications: none; add one with `pocketops alerts notify add URL`"
+
+
 def summary_lines(d: dict) -> list[str]:
     """The alert's facts, one per line."""
     ev = d["evidence"]
@@ -189,7 +198,8 @@ class Panel(PollingPanel):
         found.sort(key=lambda a: (a["status"] == "resolved", -a["id"]))
         lines = store_deployments.latest_per_line(db)
         cursors = {r["id"]: store_alerts.cursor(db, r["id"]) for r in lines}
-        data = AlertsData([store_alerts.public(a) for a in found], watch=watch_lines(lines, cursors, time.time()))
+        data = AlertsData([store_alerts.public(a) for a in found],
+                          watch=watch_lines(lines, cursors, time.time()) + [notify_line()])
         ids = [a["alert_id"] for a in data.alerts]
         target = selected if selected in ids else (ids[0] if ids else None)
         if target is not None:
@@ -212,7 +222,7 @@ class Panel(PollingPanel):
                               a["status"], str(a["request_seq"]) if a["request_seq"] is not None else "–",
                               key=str(a["alert_id"]))
         self.rows = fresh
-        self.query_one("#alert-watch", Static).update("\n".join(data.watch) or "No deployments yet.")
+        self.query_one("#alert-watch", Static).update("\n".join(data.watch))
         if self.selected not in fresh:
             self.selected = next(iter(fresh), None)
             self.sample = 0
