@@ -1,8 +1,10 @@
 """Periodic jobs the worker queues by itself: today one, ``monitor`` every ``$POCKETOPS_MONITOR_S`` seconds.
 
-A periodic kind never piles up: a new job is queued only when none of its kind is queued or
-running and the last one was created at least one interval ago, checked and inserted under one
-write lock so racing workers queue one between them. Nothing is queued while nothing is watched.
+A periodic kind never piles up: a job is queued only when none of its kind is queued or running
+and the last one was queued at least one interval ago, checked and written under one write lock
+so racing workers queue one between them. The kind keeps ONE row: each pass requeues the last
+finished one (2,880 passes a day would otherwise grow the jobs table without end). Nothing is
+queued while nothing is watched.
 """
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ import time
 from core.errors import ConfigError
 from store import deployments as store_deployments
 from store import jobs
-from store.db import one, transaction
+from store.db import transaction
 
 # Targets without a server of ours: the static page runs in visitors' browsers.
 UNMONITORED_TARGETS = ("spaces-static",)
 
 
-def _env_number(name: str, default: float, expected: str) -> float:
+def env_number(name: str, default: float, expected: str) -> float:
+    """``$name`` as a number ≥ 0, ``default`` when unset; a one-line ConfigError naming ``expected`` otherwise."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -33,7 +36,7 @@ def _env_number(name: str, default: float, expected: str) -> float:
 
 def monitor_interval_s() -> float:
     """Seconds between monitor passes: ``$POCKETOPS_MONITOR_S``, default 30 (0 turns the schedule off)."""
-    return _env_number("POCKETOPS_MONITOR_S", 30.0, "seconds (0 or more), e.g. 30")
+    return env_number("POCKETOPS_MONITOR_S", 30.0, "seconds (0 or more), e.g. 30")
 
 
 def monitorable(row: dict) -> bool:
@@ -46,19 +49,21 @@ def watched(db) -> list[dict]:
     return [r for r in store_deployments.latest_per_line(db) if monitorable(r)]
 
 
-def _due(db, every: float) -> bool:
-    last = one(db, "SELECT status, created_at FROM jobs WHERE kind = 'monitor' ORDER BY id DESC LIMIT 1")
+def _due(last: dict | None, every: float) -> bool:
     return last is None or (last["status"] not in jobs.ACTIVE and time.time() - last["created_at"] >= every)
 
 
 def schedule_monitor(db, *, every: float | None = None) -> int | None:
-    """Queue a ``monitor`` job if one is due and something is watched; the new job id, or None."""
+    """Queue the ``monitor`` job if one is due and something is watched; its id, or None."""
     every = monitor_interval_s() if every is None else every
-    if every <= 0 or not _due(db, every):  # read first: most calls find nothing due and take no lock
+    if every <= 0 or not _due(jobs.latest_of_kind(db, "monitor"), every):  # most calls: nothing due, no lock
         return None
     with transaction(db):
-        if not _due(db, every) or not watched(db):
+        last = jobs.latest_of_kind(db, "monitor")
+        if not _due(last, every) or not watched(db):
             return None
+        if last is not None and jobs.requeue_finished(db, last["id"]):
+            return last["id"]
         from core import jobkinds
 
         return jobkinds.queue(db, "monitor")

@@ -43,7 +43,7 @@ DETECTOR_KIND = {"distance": "drift", "classes": "drift", "confidence": "confide
 
 def down_after() -> int:
     """Failed checks in a row that make a deployment ``down``: ``$POCKETOPS_MONITOR_DOWN_AFTER``, default 3."""
-    return max(1, int(periodic._env_number("POCKETOPS_MONITOR_DOWN_AFTER", 3, "a whole number, 1 or more, e.g. 3")))
+    return max(1, int(periodic.env_number("POCKETOPS_MONITOR_DOWN_AFTER", 3, "a whole number, 1 or more, e.g. 3")))
 
 
 # -- one pass ----------------------------------------------------------------------------------
@@ -180,11 +180,8 @@ def pull(db, row: dict) -> dict:
 
 
 def _note(db, dep_id: int, message: str) -> None:
-    cur = store_alerts.cursor(db, dep_id)
-    if cur["last_error"] != message:
-        with transaction(db):
-            store_alerts.record_failure(db, dep_id, message)
-            db.execute("UPDATE monitor_cursors SET failures = 0 WHERE deployment_id = ?", (dep_id,))
+    with transaction(db):
+        if store_alerts.note(db, dep_id, message):
             events.log(db, "warning", "monitor", f"deployment {dep_id}: {message}")
 
 

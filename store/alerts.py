@@ -6,7 +6,7 @@ channels are named by scheme and fingerprint, not by URL.
 """
 from __future__ import annotations
 
-from store.db import Database, dumps, loads, now, one, rows, transaction
+from store.db import Database, dumps, loads, now, one, rows
 
 KINDS = ("drift", "confidence", "down", "budget")
 STATUSES = ("open", "acked", "resolved")
@@ -138,6 +138,19 @@ def record_failure(db: Database, deployment_id: int, error: str) -> int:
     return int(one(db, "SELECT failures FROM monitor_cursors WHERE deployment_id = ?", (deployment_id,))["failures"])
 
 
+def note(db: Database, deployment_id: int, message: str) -> bool:
+    """Record why a deployment is not monitored (e.g. no /v1/monitor route) without counting a failure;
+    False if that was the note already."""
+    t = now()
+    cur = db.execute(
+        """INSERT INTO monitor_cursors (deployment_id, failures, last_error, updated_at) VALUES (?, 0, ?, ?)
+           ON CONFLICT(deployment_id) DO UPDATE SET failures = 0, last_error = excluded.last_error,
+               updated_at = excluded.updated_at WHERE monitor_cursors.last_error IS NOT excluded.last_error""",
+        (deployment_id, message, t),
+    )
+    return cur.rowcount == 1
+
+
 # -- signals and quarantine ---------------------------------------------------------------------
 
 def add_signals(db: Database, deployment_id: int, server_id: str, signals: list[dict], *, keep: int = 5000) -> int:
@@ -230,5 +243,3 @@ def notifications(db: Database, alert_id: int | None = None, limit: int = 100) -
         return rows(db, "SELECT * FROM notifications ORDER BY id DESC LIMIT ?", (limit,))
     return rows(db, "SELECT * FROM notifications WHERE alert_id = ? ORDER BY id", (alert_id,))
 
-
-__all__ = ["open_alert", "get", "list_alerts", "set_status", "transaction"]

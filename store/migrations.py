@@ -272,6 +272,8 @@ def _alerts(db: Database) -> None:
                UNIQUE (alert_id, target)
            )""",
         "CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_at)",
+        # The periodic monitor's scheduler asks for the newest job of its kind every few seconds.
+        "CREATE INDEX IF NOT EXISTS jobs_kind ON jobs(kind, id)",
     ):
         db.execute(statement)
 

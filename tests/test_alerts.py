@@ -178,7 +178,8 @@ def test_the_periodic_monitor_job_never_piles_up(db):
     db.execute("UPDATE jobs SET status = 'done', created_at = created_at - 10 WHERE id = ?", (first,))
     assert periodic.schedule_monitor(db, every=30) is None      # done 10 s ago: not due yet
     second = periodic.schedule_monitor(db, every=5)
-    assert second is not None and second != first
+    assert second == first and jobs.get(db, first)["status"] == "queued"  # one row, requeued: no pile of rows
+    assert [j["kind"] for j in jobs.list_jobs(db)] == ["monitor"]
 
 
 def test_the_worker_queues_and_runs_monitor_passes_by_itself(db, monkeypatch):
