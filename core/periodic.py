@@ -4,7 +4,7 @@ A periodic kind never piles up: a job is queued only when none of its kind is qu
 and the last one was queued at least one interval ago, checked and written under one write lock
 so racing workers queue one between them. The kind keeps ONE row: each pass requeues the last
 finished one (2,880 passes a day would otherwise grow the jobs table without end). Nothing is
-queued while nothing is watched.
+queued while nothing is watched and no notification waits.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import os
 import time
 
 from core.errors import ConfigError
+from store import alerts as store_alerts
 from store import deployments as store_deployments
 from store import jobs
 from store.db import transaction
@@ -60,7 +61,8 @@ def schedule_monitor(db, *, every: float | None = None) -> int | None:
         return None
     with transaction(db):
         last = jobs.latest_of_kind(db, "monitor")
-        if not _due(last, every) or not watched(db):
+        # Pending notifications (a budget alert's, a retry) need a pass even with nothing to pull.
+        if not _due(last, every) or not (watched(db) or store_alerts.pending_notifications(db)):
             return None
         if last is not None and jobs.requeue_finished(db, last["id"]):
             return last["id"]

@@ -224,6 +224,11 @@ def due_notifications(db: Database, at: float | None = None, limit: int = 50) ->
                 (now() if at is None else at, limit))
 
 
+def pending_notifications(db: Database) -> int:
+    """Notifications still to send (now or at a later retry)."""
+    return db.execute("SELECT COUNT(*) FROM notifications WHERE status = 'pending'").fetchone()[0]
+
+
 def record_attempt(db: Database, notification_id: int, *, ok: bool, error: str | None = None,
                    next_at: float | None = None) -> None:
     """One delivery attempt: sent, failed with a retry at ``next_at``, or (no ``next_at``) given up."""

@@ -396,14 +396,22 @@ def test_notify_add_list_remove_masks_urls(db, capsys):
     assert notify.urls() == []
 
 
-def test_open_alert_for_budgets_is_idempotent_by_key(db):
+def test_open_alert_for_budgets_is_idempotent_by_key(db, webhook, monkeypatch):
     db, _ = db
+    monkeypatch.setenv("POCKETOPS_NOTIFY_URLS", f"http://127.0.0.1:{webhook.server_address[1]}/budget")
     first = store_alerts.open_alert(db, kind="budget", deployment_id=None, detector=None, value=12.0, threshold=10.0,
                                     message="gcp spend 12.00 USD over the 10.00 budget", key="budget:gcp:100:2026-12")
     again = store_alerts.open_alert(db, kind="budget", deployment_id=None, detector=None, value=13.0, threshold=10.0,
                                     message="again", key="budget:gcp:100:2026-12")
     assert first == (first[0], True) and again == (first[0], False)
     assert alerts.list_alerts(db)[0]["message"].startswith("gcp spend")
+    # Its notification, queued by the caller, gets a monitor pass even with no deployment to pull.
+    assert periodic.schedule_monitor(db, every=30) is None
+    assert notify.queue_for(db, first[0]) == 1 and notify.queue_for(db, first[0]) == 0
+    job_id = periodic.schedule_monitor(db, every=30)
+    assert job_id is not None
+    assert monitor.monitor_pass(db)["notifications"]["sent"] == 1
+    assert webhook.got[0][1]["alert"]["kind"] == "budget"
 
 
 # -- signal 9 ------------------------------------------------------------------------------------------
