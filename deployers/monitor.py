@@ -38,6 +38,7 @@ TIMEOUT_S = 5.0
 EVIDENCE_BEFORE = 300   # signals kept in an alert's evidence before / after its alarm
 EVIDENCE_AFTER = 200
 SIGNALS_KEPT = 5000     # per deployment in the store
+SERVERS_KEPT = 20       # instances (server_ids) whose cursor is kept per deployment
 DETECTOR_KIND = {"distance": "drift", "classes": "drift", "confidence": "confidence"}
 
 
@@ -156,13 +157,17 @@ def pull(db, row: dict) -> dict:
     api_key = _api_key(row)
     for _page in range(MAX_PAGES):
         cur = store_alerts.cursor(db, dep_id)
+        servers = dict(cur["info"].get("servers") or {})
         since = cur["seq"] if cur["server_id"] else 0
         try:
             data = fetch(row["url"], since, api_key=api_key)
-            if cur["server_id"] and data["server_id"] != cur["server_id"] and since:
-                # The server restarted (a new process, seq from 1 again): start its stream from the top.
-                since = 0
-                data = fetch(row["url"], 0, api_key=api_key)
+            if cur["server_id"] and data["server_id"] != cur["server_id"]:
+                # Another server answered: a restart (a new process, seq from 1 again: read it from the
+                # top) or another instance behind the same URL (Cloud Run): go on from its own cursor.
+                own = int(servers.get(data["server_id"], 0))
+                if own != since:
+                    since = own
+                    data = fetch(row["url"], since, api_key=api_key)
         except NoRoute as exc:
             result.update(status="unmonitored", error=str(exc))
             _note(db, dep_id, str(exc))
@@ -172,7 +177,7 @@ def pull(db, row: dict) -> dict:
             _failed(db, row, cur, str(exc), at_once=isinstance(exc, Garbage), result=result)
             return result
         pace.hold("monitor:pulled")  # tests kill the worker here: nothing of this page is stored yet
-        more = _store_page(db, row, data, since, result)
+        more = _store_page(db, row, data, since, result, servers)
         pace.hold("monitor:stored")
         if not more:
             break
@@ -206,7 +211,7 @@ def _failed(db, row: dict, cur: dict, reason: str, *, at_once: bool, result: dic
             events.log(db, "warning", "monitor", f"alert {alert_id}: deployment {dep_id} down ({reason})")
 
 
-def _store_page(db, row: dict, data: dict, since: int, result: dict) -> bool:
+def _store_page(db, row: dict, data: dict, since: int, result: dict, servers: dict) -> bool:
     """Store one answer in one transaction; True if more pages follow."""
     dep_id, server_id = row["id"], data["server_id"]
     signals = sorted((s for s in data.get("signals", []) if s["seq"] > since), key=lambda s: s["seq"])
@@ -235,9 +240,12 @@ def _store_page(db, row: dict, data: dict, since: int, result: dict) -> bool:
         if open_down is not None:
             store_alerts.set_status(db, open_down["id"], "resolved")
             events.log(db, "info", "monitor", f"alert {open_down['id']} resolved: deployment {dep_id} answers again")
+        servers.pop(server_id, None)
+        servers[server_id] = next_seq  # newest last; the oldest servers are forgotten
         store_alerts.save_cursor(db, dep_id, server_id=server_id, seq=next_seq,
                                  info={"detectors": data.get("detectors") or {}, "calibration": data.get("calibration") or {},
-                                       "first_seq": data.get("first_seq"), "seq": data["seq"]})
+                                       "first_seq": data.get("first_seq"), "seq": data["seq"],
+                                       "servers": dict(list(servers.items())[-SERVERS_KEPT:])})
     result["signals"] += len(signals)
     result["events"] += len(new_events)
     return full and bool(signals) and next_seq < data["seq"]

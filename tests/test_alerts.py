@@ -89,6 +89,26 @@ def test_a_restarted_server_is_read_from_its_first_request(db):
     assert cur["server_id"] != old and cur["seq"] == 5
 
 
+def test_two_instances_behind_one_url_each_keep_their_cursor(db):
+    """Cloud Run: many instances answer the same URL, each with its own server_id and seq."""
+    db, _ = db
+    with MonitorStandIn() as a, MonitorStandIn() as b:
+        dep = deployment(db, a.url)
+        a.serve(30)
+        b.serve(10)
+        monitor.monitor_pass(db)
+        store_deployments.update(db, dep["id"], url=b.url)   # the next request lands on instance b
+        monitor.monitor_pass(db)
+        a.serve(5)
+        a.alarm()
+        store_deployments.update(db, dep["id"], url=a.url)   # and back on a
+        out = monitor.monitor_pass(db)
+        since = [q for m, q in a.requests if "since=" in q]
+    assert out["deployments"][0]["signals"] == 5 and out["alerts_opened"] == 1
+    assert since[-1].startswith("/v1/monitor?since=30&")  # a's own cursor, not a re-read from 0
+    assert db.execute("SELECT COUNT(*) FROM monitor_signals").fetchone()[0] == 45
+
+
 def test_paging_catches_up_a_long_backlog(db):
     db, _ = db
     with MonitorStandIn() as served:
