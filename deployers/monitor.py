@@ -130,6 +130,10 @@ def _need(cond: bool, what: str) -> None:
         raise Garbage(f"/v1/monitor answer: {what}")
 
 
+def _number_or_none(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
 def check_answer(data) -> dict:
     """``data`` if it has the /v1/monitor shape (fields and types the phone relies on), else Garbage."""
     _need(isinstance(data, dict), f"expected a JSON object, found {type(data).__name__}")
@@ -139,12 +143,17 @@ def check_answer(data) -> dict:
         _need(isinstance(data.get(name, []), list), f"'{name}' must be a list")
     for s in data.get("signals", []):
         _need(isinstance(s, dict) and isinstance(s.get("seq"), int), "each signal needs an integer 'seq'")
+        _need(all(_number_or_none(s.get(k)) for k in ("t", "confidence", "distance"))
+              and (s.get("pred") is None or (isinstance(s["pred"], int) and not isinstance(s["pred"], bool))),
+              f"signal {s['seq']}: 't', 'confidence', 'distance' must be numbers and 'pred' an integer (or null)")
     for e in data.get("events", []):
         _need(isinstance(e, dict) and isinstance(e.get("seq"), int) and e.get("event_id") not in (None, ""),
               "each event needs an integer 'seq' and an 'event_id'")
     for q in data.get("quarantine", []):
         _need(isinstance(q, dict) and isinstance(q.get("seq"), int) and "input" in q,
               "each quarantined sample needs an integer 'seq' and its 'input'")
+        _need(_number_or_none(q.get("confidence")) and (q.get("pred") is None or isinstance(q["pred"], int)),
+              f"quarantined sample {q['seq']}: 'confidence' must be a number and 'pred' an integer (or null)")
     return data
 
 

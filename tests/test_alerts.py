@@ -136,6 +136,22 @@ def test_garbage_is_a_down_alert_with_the_reason_and_the_cli_says_so_in_one_pass
     assert a["kind"] == "down" and "not JSON" in a["message"] and "502 Bad Gateway" in a["message"]
 
 
+@pytest.mark.parametrize("answer, says", [
+    (b"[1, 2]", "expected a JSON object"),
+    (b'{"server_id": "x", "seq": "7"}', "'seq' must be an integer"),
+    (b'{"server_id": "x", "seq": 1, "signals": [{"seq": 1, "confidence": "high"}]}', "must be numbers"),
+    (b'{"server_id": "x", "seq": 1, "events": [{"seq": 1}]}', "'event_id'"),
+])
+def test_a_wrong_shape_is_garbage_with_the_field_named(db, answer, says):
+    db, _ = db
+    with MonitorStandIn() as served:
+        deployment(db, served.url)
+        served.garbage = answer
+        out = monitor.monitor_pass(db)
+    assert out["alerts_opened"] == 1 and says in out["deployments"][0]["error"]
+    assert db.execute("SELECT COUNT(*) FROM monitor_signals").fetchone()[0] == 0
+
+
 def test_down_after_n_failures_in_a_row_then_resolved_when_it_answers(db, monkeypatch):
     db, _ = db
     monkeypatch.setenv("POCKETOPS_MONITOR_DOWN_AFTER", "3")
