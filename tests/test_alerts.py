@@ -415,6 +415,12 @@ def test_alerts_commands_and_their_one_line_refusals(digits_db, capsys):
     assert cli(db_path, "alerts", "list", "--json") == 0 and json.loads(capsys.readouterr().out) == []
     assert cli(db_path, "alerts", "list", "--all", "--json") == 0
     assert json.loads(capsys.readouterr().out)[0]["status"] == "resolved"
+    pytest.importorskip("torch")
+    assert cli(db_path, "alerts", "retrain", str(alert_id), "--json") == 0  # the shape `train` prints
+    queued = json.loads(capsys.readouterr().out)
+    assert set(queued) == {"run_id", "job_id", "status"} and queued["status"] == "queued"
+    assert db.execute("SELECT d.name FROM runs r JOIN datasets d ON d.id = r.dataset_id WHERE r.id = ?",
+                      (queued["run_id"],)).fetchone()[0] == "digits-v3"
 
 
 def test_notify_add_list_remove_masks_urls(db, capsys):
