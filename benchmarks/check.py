@@ -65,6 +65,12 @@ TARGETS: dict[str, list[Target]] = {
         Target("draw ratio", "<=", 5.0, 0.5, "100,000-point run / 100-point run, fresh plot"),
     ],
     "serve_load": [],  # added by its own helper; figures judged once they are listed here
+    "drift": [
+        Target("false alarms per 10k", "<=", 1.0, 1.0, "ours on stable digits traffic (27,200 requests in --short)"),
+        Target("missed novel class", "<=", 0.0, 0.0, "share of novel-class drifts ours never alarms on"),
+        Target("missed noise 4", "<=", 0.0, 0.0, "share of strong-noise drifts ours never alarms on"),
+        Target("overhead pct", "<=", 5.0, 0.5, "signals + detectors / a served request's loopback latency"),
+    ],
 }
 
 LINE = re.compile(r"^(?P<name>[A-Za-z][\w ./-]*?): (?P<value>[-+]?\d+(?:\.\d+)?)\b")

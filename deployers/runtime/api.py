@@ -52,7 +52,6 @@ from typing import Callable, Iterable
 from urllib.parse import parse_qs
 
 
-
 def _predictor():
     """The predictor module, imported on first use: importing this module stays stdlib-only and cheap."""
     try:  # inside the pocketops package
@@ -119,6 +118,7 @@ class Route:
 
     @property
     def allow(self) -> str:
+        """The methods it takes, as an ``Allow`` header says them."""
         return ", ".join(self.handlers)
 
 

@@ -15,12 +15,16 @@ updates after the last one. State serializes to JSON (``to_dict`` / ``from_dict`
     >>> stream = np.concatenate([rng.normal(0, 1, 500), rng.normal(2, 1, 200)])
     >>> ph = PageHinkley(delta=0.5, threshold=12.0, mean=0.0)
     >>> [i for i, x in enumerate(stream) if ph.update(x).drift_detected]
-    [507]
+    [510]
 
 Signals per request: the top-1 confidence, the distance of the input to its nearest training
-reference sample (in model-input space), and the predicted class. ``calibrate`` sets every
-threshold from held-out signals so that the expected run length without drift is at least
-``ert`` requests (alibi-detect's idea: bootstrap streams replayed through each detector).
+reference sample (in model-input space: on digits it detects better than the model's
+penultimate features, see benchmarks/drift.py), and the predicted class. Distance and confidence
+enter the tests as rank scores against held-out values (``Scorer``). The detectors: two
+Page-Hinkley tests on the distance (delta 0.1 and 0.3), an EWMA on the confidence, a windowed
+chi-square on the predicted classes. ``calibrate`` sets every threshold from held-out signals so
+that the expected run length without drift is at least ``ert`` requests (alibi-detect's idea:
+bootstrap streams replayed through each detector).
 """
 from __future__ import annotations
 
@@ -320,6 +324,16 @@ DETECTORS = {c.__name__: c for c in (PageHinkley, EWMAConfidence, ClassShares)}
 SIGNALS = {"distance": "drift", "confidence": "confidence", "classes": "drift"}
 
 
+def base_name(detector: str) -> str:
+    """The signal (and event detector name) of a detector key: ``distance_fast`` -> ``distance``."""
+    return detector.split("_", 1)[0]
+
+
+def _floats(values, kind) -> list:
+    """Plain Python numbers from an array or a list (``tolist`` is the fast path)."""
+    return values.tolist() if hasattr(values, "tolist") else [kind(v) for v in values]
+
+
 def _num(v):
     if v is None:
         return None
@@ -337,7 +351,11 @@ def default_detectors(preds, n_classes: int, *, distances: bool = True) -> dict:
     out = {"confidence": EWMAConfidence(mean=0.0, std=SCORE_STD, alpha=0.1, consecutive=5),
            "classes": ClassShares(shares=shares, window=100, reference_size=len(preds))}
     if distances:
-        out["distance"] = PageHinkley(delta=0.25, mean=0.0, min_instances=30)
+        # Two Page-Hinkley tests on the distance, as multi-delta CUSUM: delta 0.1 catches small
+        # shifts (mild noise, gradual drift), delta 0.3 large ones sooner. Their events are both
+        # "distance" events.
+        out["distance"] = PageHinkley(delta=0.1, mean=0.0, min_instances=30)
+        out["distance_fast"] = PageHinkley(delta=0.3, mean=0.0, min_instances=30)
     return out
 
 
@@ -412,7 +430,7 @@ def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=N
     ``streams`` bootstrap streams of ``ert`` requests are replayed through every detector; each
     detector's threshold lets at most ``budget`` of them raise an alarm: under a geometric run
     length an expected run length of ``ert / -ln(1 - budget)`` per detector (195k requests for
-    0.05), 65k for the three together: at least ``ert``, with room for traffic that differs from
+    0.05), about 50k for the four together: at least ``ert``, with room for traffic that differs from
     the held-out sample. The rate is then measured on as many fresh streams (another seed).
     """
     conf = np.asarray(confidences, dtype=np.float64)
@@ -433,7 +451,7 @@ def calibrate(distances, confidences, preds, n_classes: int, *, null_distances=N
     alarmed = np.zeros(streams, dtype=bool)
     per_detector = {}
     for k, (name, det) in enumerate(dets.items()):
-        xs = inputs[name]
+        xs = inputs[base_name(name)]
         set_threshold(det, xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k)], budget)
         hits = det.traces(xs[bootstrap_streams(len(xs), streams, ert, seed + 2 * k + 1)]).max(axis=1) > det.threshold
         per_detector[name] = round(float(hits.mean()), 4)
@@ -503,9 +521,11 @@ class Monitor:
         self.detectors: dict[str, _Detector] = {name: _Detector.from_dict(d)
                                                 for name, d in (self.config.get("detectors") or {}).items()}
         self.scorers = {name: Scorer(**sc) for name, sc in (self.config.get("scorers") or {}).items()}
-        for name in ("distance", "confidence"):
-            if name not in self.scorers:
-                self.detectors.pop(name, None)
+        for name in list(self.detectors):
+            if base_name(name) != "classes" and base_name(name) not in self.scorers:
+                del self.detectors[name]
+        # (key, signal, detector): which score feeds each detector, decided once
+        self._feeds = [(name, base_name(name), det) for name, det in self.detectors.items()]
         self.seq = 0
         self._lock = threading.Lock()
         self._signals: collections.deque = collections.deque(maxlen=ring)
@@ -521,13 +541,14 @@ class Monitor:
         config = json.loads(path.read_text("utf-8")) if path.is_file() else None
         return cls(config)
 
-    def observe(self, inputs, preds, confidences, distances=None, labels=None) -> None:
+    def observe(self, inputs, preds, confidences, distances=None) -> None:
         """Record one request's samples: a seq each, detector updates, an event (with quarantine) per alarm."""
         now = round(time.time(), 3)
-        preds = [int(p) for p in preds]
-        confidences = [float(c) for c in confidences]
-        distances = None if distances is None else [float(d) for d in distances]
-        dets = self.detectors
+        preds = _floats(preds, int)
+        confidences = _floats(confidences, float)
+        distances = None if distances is None else _floats(distances, float)
+        conf_score = self.scorers.get("confidence")
+        dist_score = self.scorers.get("distance")
         with self._lock:
             for i, pred in enumerate(preds):
                 self.seq += 1
@@ -535,17 +556,14 @@ class Monitor:
                 dist = None if distances is None else distances[i]
                 self._signals.append((seq, now, pred, conf, dist))
                 self._recent.append((seq, inputs[i], pred, conf))
-                for name, det in dets.items():
-                    if name == "classes":
-                        x = pred
-                    elif name == "confidence":
-                        x = self.scorers["confidence"].one(conf)
-                    else:
-                        x = None if dist is None else self.scorers["distance"].one(dist)
-                    if x is not None and det.update(x).drift_detected:
-                        self._alarm(name, det, seq, now, labels)
+                cs = conf_score.one(conf) if conf_score else None
+                ds = dist_score.one(dist) if dist_score and dist is not None else None
+                for name, signal, det in self._feeds:
+                    value = pred if signal == "classes" else (cs if signal == "confidence" else ds)
+                    if value is not None and det.update(value).drift_detected:
+                        self._alarm(name, det, seq, now)
 
-    def _alarm(self, name: str, det: _Detector, seq: int, now: float, labels) -> None:
+    def _alarm(self, name: str, det: _Detector, seq: int, now: float) -> None:
         held = [s for s, *_ in self._recent]
         if len(self._events) == self._events.maxlen:  # the oldest event goes: so do inputs only it held
             for s in self._events[0]["quarantine"]:
@@ -557,13 +575,15 @@ class Monitor:
             if s not in self._quarantine:
                 self._quarantine[s] = {"seq": s, "input": inp.tolist() if hasattr(inp, "tolist") else inp,
                                        "pred": pred, "confidence": round(conf, 6)}
+        signal = base_name(name)
         what = {"distance": "inputs are farther from the training data than calibrated",
                 "confidence": "the model's top-1 confidence fell below its calibrated level",
-                "classes": "the predicted-class shares moved away from the held-out shares"}[name]
+                "classes": "the predicted-class shares moved away from the held-out shares"}[signal]
         self._events.append({
-            "event_id": f"{self.server_id}-{seq}-{name}", "seq": seq, "t": now, "detector": name,
-            "kind": SIGNALS[name], "value": round(det.statistic, 4), "threshold": round(det.threshold, 4),
-            "message": f"{name}: {what} (statistic {det.statistic:.2f} > {det.threshold:.2f} at request {seq})",
+            "event_id": f"{self.server_id}-{seq}-{name}", "seq": seq, "t": now, "detector": signal,
+            "kind": SIGNALS[signal], "value": round(det.statistic, 4), "threshold": round(det.threshold, 4),
+            "message": f"{signal}: {what} (test {name}: statistic {det.statistic:.2f} > {det.threshold:.2f} "
+                       f"at request {seq})",
             "quarantine": held,
         })
 

@@ -91,7 +91,7 @@ class Predictor:
         self.max_abs = float(spec.get("max_abs", 1e6))
         self.reference, self.reference_nn = self._load_reference()
         # Per request only |x|^2 - 2 x.ref is computed: the reference side is fixed (monitoring stays cheap).
-        self._reference_t = None if self.reference is None else np.ascontiguousarray(self.reference.T)
+        self._reference_t = None if self.reference is None else np.ascontiguousarray(self.reference.T * -2.0)
         self._reference_sq = None if self.reference is None else (self.reference * self.reference).sum(1)
         self.load_ms = (time.perf_counter() - started) * 1000
         self._lock = threading.Lock()
@@ -241,9 +241,11 @@ class Predictor:
         if self.reference is None:
             return None
         f = self.features(x)
-        sq = (f @ self._reference_t) * -2.0
+        sq = f @ self._reference_t  # -2 x.ref
         sq += self._reference_sq
-        return np.sqrt(np.maximum(sq.min(axis=1) + (f * f).sum(1), 0.0))
+        nearest = sq.min(axis=1)
+        nearest += np.einsum("ij,ij->i", f, f)
+        return np.sqrt(np.maximum(nearest, 0.0, out=nearest), out=nearest)
 
     def _record(self, elapsed_ms: float, probs: np.ndarray, top1: np.ndarray, x: np.ndarray, raw=None) -> None:
         distances = self.distances(x)
