@@ -244,8 +244,9 @@ class Panel(PollingPanel):
                     "#alert-confidence-title", "#alert-classes-title"):
             self.query_one(wid).display = has
         if d is None:
-            summary.update(error or "No alerts. The worker pulls every running deployment every 30 s "
-                           "(`pocketops monitor --once` does one pass now).")
+            summary.update(error or ("Loading the alert…" if self.selected is not None else
+                                     "No alerts. The worker pulls every running deployment every 30 s "
+                                     "(`pocketops monitor --once` does one pass now)."))
             for wid in ("#alert-sample-nav", "#alert-sample", "#alert-label-hint", "#alert-label-buttons",
                         "#alert-samples-title"):
                 self.query_one(wid).display = False
