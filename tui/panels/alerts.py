@@ -141,6 +141,9 @@ class Panel(PollingPanel):
         Binding("v", "resolve", "Resolve"),
         Binding("m", "mute", "Mute"),
         Binding("r", "retrain", "Retrain"),
+        # Sample navigation also has buttons beside the sample; the footer has no room for these on a phone.
+        Binding("left_square_bracket", "sample(-1)", "‹ sample", show=False),
+        Binding("right_square_bracket", "sample(1)", "sample ›", show=False),
     ]
 
     def __init__(self, *args, **kwargs):
@@ -388,17 +391,19 @@ class Panel(PollingPanel):
     def _retrain(self) -> None:
         self.action_retrain()
 
+    def action_sample(self, step: int) -> None:
+        """Show the previous (-1) or next (+1) quarantined sample."""
+        if self.previews:
+            self.sample = (self.sample + step) % len(self.previews)
+            self.show_detail()
+
     @on(Button.Pressed, "#alert-prev")
     def _prev(self) -> None:
-        if self.previews:
-            self.sample = (self.sample - 1) % len(self.previews)
-            self.show_detail()
+        self.action_sample(-1)
 
     @on(Button.Pressed, "#alert-next")
     def _next(self) -> None:
-        if self.previews:
-            self.sample = (self.sample + 1) % len(self.previews)
-            self.show_detail()
+        self.action_sample(1)
 
     @on(Button.Pressed, ".alert-class")
     def _label(self, event: Button.Pressed) -> None:
