@@ -224,7 +224,9 @@ def _store_page(db, row: dict, data: dict, since: int, result: dict, servers: di
     """Store one answer in one transaction; True if more pages follow."""
     dep_id, server_id = row["id"], data["server_id"]
     signals = sorted((s for s in data.get("signals", []) if s["seq"] > since), key=lambda s: s["seq"])
-    new_events = sorted((e for e in data.get("events", []) if e["seq"] > since), key=lambda e: e["seq"])
+    # Every event the server sends is considered, even one at a seq pulled before (a detector may
+    # report late): its dedupe key keeps it from opening a second alert.
+    new_events = sorted(data.get("events", []), key=lambda e: e["seq"])
     full = len(data.get("signals", [])) >= PAGE
     # Where the next pull starts: after the last signal of a full page, else after everything.
     next_seq = signals[-1]["seq"] if (full and signals) else max(data["seq"], since)
