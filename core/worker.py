@@ -6,7 +6,8 @@ the next worker resumes it. After SIGKILL nothing runs here: the job's heartbeat
 (or its worker's pid is gone on this host) and the next worker takes it over.
 
 Handlers are imported lazily by name, so the worker starts without torch and only the jobs
-that need torch load it.
+that need torch load it. While it loops (not with ``--once``) it also queues the periodic kinds
+when they are due (``core.periodic``: a ``monitor`` pass every 30 s while a deployment is watched).
 """
 from __future__ import annotations
 
