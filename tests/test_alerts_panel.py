@@ -53,6 +53,7 @@ async def tap(pilot, app, selector: str) -> None:
     widget = app.screen.query_one(selector)
     widget.scroll_visible(animate=False)
     await pilot.pause()
+    await pilot.pause()  # the scroll's layout is applied before the region is read
     assert app.screen.region.contains_region(widget.region), f"{selector} is off the screen: {widget.region}"
     await pilot.click(widget)
     await pilot.pause()
@@ -78,9 +79,9 @@ async def test_open_label_retrain_ack_by_taps(digits_db, size):
         assert panel.query_one("#alert-signal").point_count > 200
         assert "cannot be monitored" in str(panel.query_one("#alert-watch").render())
         # Label sample 2 as "3": next, next, tap the class.
-        await tap(pilot, app, "#alert-next")
-        await tap(pilot, app, "#alert-next")
-        assert panel.sample == 2
+        for expected in (1, 2):
+            await tap(pilot, app, "#alert-next")
+            await wait_for(pilot, lambda: panel.sample == expected, f"sample {expected} shown", timeout=5)
         await wait_for(pilot, lambda: app.screen.query("#alert-label-3"), "the class buttons")
         await tap(pilot, app, "#alert-label-3")
         await wait_for(pilot, lambda: [s["label"] for s in core_alerts.detail(db, alert_id)["evidence"]["samples"]]
