@@ -271,3 +271,10 @@ class SweepPayload:
     """Payload of ``sweep``: the sweep (its config lives in the sweeps row)."""
 
     sweep_id: int
+
+
+@kind("monitor", "deployers.monitor:run", "pull /v1/monitor of live deployments, open alerts, send notifications")
+class MonitorPayload:
+    """Payload of ``monitor``: one pass over every watched deployment, or over ``deployment_id`` only."""
+
+    deployment_id: int | None = None

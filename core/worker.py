@@ -6,7 +6,8 @@ the next worker resumes it. After SIGKILL nothing runs here: the job's heartbeat
 (or its worker's pid is gone on this host) and the next worker takes it over.
 
 Handlers are imported lazily by name, so the worker starts without torch and only the jobs
-that need torch load it.
+that need torch load it. While it loops (not with ``--once``) it also queues the periodic kinds
+when they are due (``core.periodic``: a ``monitor`` pass every 30 s while a deployment is watched).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from core import jobkinds, paths, telemetry
+from core import jobkinds, paths, periodic, telemetry
 from core.cliargs import seconds_arg
 from core.errors import ConfigError, JobCancelled, JobStopped, PocketopsError
 from core.optional import MissingDependency
@@ -47,6 +48,9 @@ DEFAULT_IDLE_EXIT_S = 300.0
 # kind -> "module:function", from the one registry (core.jobkinds). Each handler takes a
 # JobContext and returns a JSON-able result. Tests add their own kinds to this dict.
 HANDLERS: dict[str, str] = {name: jobkinds.handler_path(name) for name in jobkinds.names()}
+# Kinds the worker queues by itself on a timer (core.periodic); how often it looks whether one is due.
+PERIODIC_KINDS = ("monitor",)
+SCHEDULE_CHECK_S = 5.0
 
 
 @dataclass
@@ -176,6 +180,7 @@ class Worker:
         self._beat_stop = threading.Event()
         self._started_at = time.time()
         self._next_periodic = 0.0
+        self._next_schedule = 0.0
 
     @property
     def db(self):
@@ -237,6 +242,8 @@ class Worker:
             idle_since = time.monotonic()
             while not self.stopping.is_set():
                 reap_dead(self.db, self.host)
+                if not once:
+                    self._schedule_periodic()
                 job = jobs.claim(self.db, self.id, kinds=self.kinds, stale_after=STALE_AFTER_S)
                 if job is None and once:
                     break
@@ -257,7 +264,9 @@ class Worker:
                     continue
                 self.run_job(job)
                 done += 1
-                idle_since = time.monotonic()
+                if job["kind"] not in PERIODIC_KINDS:
+                    # A periodic pass is not a user's job: it does not keep an unwatched worker on the phone.
+                    idle_since = time.monotonic()
                 if on_job:
                     on_job(jobs.get(self.db, job["id"]))
         return done
@@ -274,6 +283,18 @@ class Worker:
         except ValueError:
             every = 900.0
         return store_costs.queue_if_due(self.db, every, self._started_at) is not None
+
+
+    def _schedule_periodic(self) -> None:
+        """Queue the periodic kinds this worker runs when they are due (checked every few seconds)."""
+        if "monitor" not in self.kinds or time.monotonic() < self._next_schedule:
+            return
+        self._next_schedule = time.monotonic() + SCHEDULE_CHECK_S
+        try:
+            periodic.schedule_monitor(self.db)
+        except ConfigError as exc:  # a bad $POCKETOPS_MONITOR_S: say so once a minute, run the other jobs
+            self._next_schedule = time.monotonic() + 60
+            print(f"pocketops worker: monitor not scheduled: {exc}", file=sys.stderr)
 
     def _last_claim(self) -> dict | None:
         """Leave the live list first, then look once more: a job queued meanwhile is either seen

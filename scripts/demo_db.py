@@ -167,10 +167,12 @@ def build(db_path: str | Path, *, live_fraction: float = 0.5) -> dict:
         from store import variants as store_variants
 
         shipped = next((v["id"] for v in map(lambda i: store_variants.get(db, i), variant_ids) if v["name"] == "int8-static"), None)
-        seed_deployments(db, shipped, recording.get("deploy") or None)
+        deployment_ids = seed_deployments(db, shipped, recording.get("deploy") or None)
         from demo_costs import seed as seed_costs   # the Costs panel's month (typed demo values)
+        from demo_alerts import seed as seed_alerts  # Alerts panel: what a monitor pass stored
 
         seed_costs(db, shipped)
+        seed_alerts(db, deployment_ids)
         # The live run's worker: this process stands in for it, so it reads as alive while the
         # screenshot script (which builds the demo in-process) shoots.
         import os

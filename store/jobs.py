@@ -155,3 +155,20 @@ def latest_for_run(db: Database, run_id: int, kind: str | None = None) -> dict |
 def pending(db: Database) -> int:
     """Jobs queued or running: with no live worker, someone must start one."""
     return db.execute("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
+
+
+def latest_of_kind(db: Database, kind: str) -> dict | None:
+    """The newest job of ``kind`` (a periodic kind's scheduler asks when the last one was queued)."""
+    return _decode(one(db, "SELECT * FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,)))
+
+
+def requeue_finished(db: Database, job_id: int) -> bool:
+    """Queue a finished job again as new (a periodic kind reuses one row instead of adding one per pass)."""
+    cur = db.execute(
+        """UPDATE jobs SET status = 'queued', worker_id = NULL, attempts = 0, cancel_requested = 0, progress = '{}',
+                           result = NULL, error = NULL, created_at = ?, claimed_at = NULL, heartbeat_at = NULL,
+                           finished_at = NULL
+           WHERE id = ? AND status IN ('done', 'failed', 'cancelled')""",
+        (now(), job_id),
+    )
+    return cur.rowcount == 1

@@ -319,8 +319,94 @@ def _sweeps(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS sweep_trials_run ON sweep_trials(run_id)")
 
 
+def _alerts(db: Database) -> None:
+    """Alerts from served traffic, health and budgets; what the monitor pulled; mutes; notification attempts."""
+    for statement in (
+        # One row per alert. ``key`` is the dedupe key (e.g. "event:<deployment>:<server_id>:<event_id>"):
+        # a retried pull or a second worker opening the same alert finds the row instead of adding one.
+        """CREATE TABLE IF NOT EXISTS alerts (
+               id INTEGER PRIMARY KEY,
+               key TEXT NOT NULL UNIQUE,
+               kind TEXT NOT NULL,                -- drift | confidence | down | budget
+               deployment_id INTEGER,
+               detector TEXT,
+               status TEXT NOT NULL DEFAULT 'open',  -- open | acked | resolved
+               request_seq INTEGER,
+               value REAL,
+               threshold REAL,
+               message TEXT NOT NULL,
+               evidence TEXT NOT NULL DEFAULT '{}',
+               opened_at REAL NOT NULL,
+               updated_at REAL NOT NULL,
+               acked_at REAL,
+               resolved_at REAL
+           )""",
+        "CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status, id)",
+        "CREATE INDEX IF NOT EXISTS alerts_deployment ON alerts(deployment_id, kind, status)",
+        # Where the next pull of a deployment starts; a new server_id (the server restarted) resets seq.
+        """CREATE TABLE IF NOT EXISTS monitor_cursors (
+               deployment_id INTEGER PRIMARY KEY,
+               server_id TEXT,
+               seq INTEGER NOT NULL DEFAULT 0,
+               failures INTEGER NOT NULL DEFAULT 0,   -- health checks failed in a row
+               last_error TEXT,
+               last_ok_at REAL,
+               info TEXT NOT NULL DEFAULT '{}',       -- the served side's detectors and calibration
+               updated_at REAL NOT NULL
+           )""",
+        # Per-request signals as pulled (bounded per deployment by the monitor), for the evidence charts.
+        """CREATE TABLE IF NOT EXISTS monitor_signals (
+               deployment_id INTEGER NOT NULL,
+               server_id TEXT NOT NULL,
+               seq INTEGER NOT NULL,
+               t REAL,
+               pred INTEGER,
+               confidence REAL,
+               distance REAL,
+               PRIMARY KEY (deployment_id, server_id, seq)
+           ) WITHOUT ROWID""",
+        # Quarantined inputs (as the served side received them) and the labels the user gave them.
+        """CREATE TABLE IF NOT EXISTS monitor_quarantine (
+               deployment_id INTEGER NOT NULL,
+               server_id TEXT NOT NULL,
+               seq INTEGER NOT NULL,
+               input TEXT NOT NULL,
+               pred INTEGER,
+               confidence REAL,
+               label TEXT,
+               labelled_at REAL,
+               PRIMARY KEY (deployment_id, server_id, seq)
+           )""",
+        """CREATE TABLE IF NOT EXISTS alert_mutes (
+               deployment_id INTEGER NOT NULL,
+               detector TEXT NOT NULL,
+               created_at REAL NOT NULL,
+               PRIMARY KEY (deployment_id, detector)
+           )""",
+        # Notification attempts per (alert, channel). ``target`` names the channel by scheme and a
+        # short fingerprint, never by its URL (URLs carry tokens).
+        """CREATE TABLE IF NOT EXISTS notifications (
+               id INTEGER PRIMARY KEY,
+               alert_id INTEGER NOT NULL REFERENCES alerts(id),
+               channel TEXT NOT NULL,             -- termux | webhook | apprise
+               target TEXT NOT NULL,
+               status TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | failed (gave up)
+               attempts INTEGER NOT NULL DEFAULT 0,
+               last_error TEXT,
+               next_at REAL NOT NULL,
+               created_at REAL NOT NULL,
+               sent_at REAL,
+               UNIQUE (alert_id, target)
+           )""",
+        "CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_at)",
+        # The periodic monitor's scheduler asks for the newest job of its kind every few seconds.
+        "CREATE INDEX IF NOT EXISTS jobs_kind ON jobs(kind, id)",
+    ):
+        db.execute(statement)
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _scale_indexes, _worker_create_time,
-                                                _recommend_prefs, _deploy_kinds, _costs, _sweeps]
+                                                _recommend_prefs, _deploy_kinds, _costs, _sweeps, _alerts]
 
 
 def version(db: Database) -> int:
