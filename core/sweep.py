@@ -219,6 +219,7 @@ class SweepLoop:
 
     # -- opening --------------------------------------------------------------------------
     def open(self) -> None:
+        """Open (or create) the study in its journal file, clearing a dead writer's lock and a torn last line."""
         path = Path(self.sweep["storage"]) if self.sweep["storage"] else self.ctx.files("sweeps", self.id) / "study.journal"
         if not self.sweep["storage"]:
             store_sweeps.update(self.db, self.id, storage=str(path))
@@ -295,6 +296,7 @@ class SweepLoop:
             in_flight += 1
 
     def timed_out(self) -> bool:
+        """True once the sweep's ``--timeout`` (counted from its first start) has passed."""
         limit = self.cfg.get("timeout_s")
         started = self.sweep.get("started_at") or store_now()
         return limit is not None and store_now() - started >= limit
@@ -326,6 +328,7 @@ class SweepLoop:
             self.fail(row, trial, run["error"] or f"run {run_id} {run['status']}")
 
     def prune(self, row: dict, trial, epoch: int) -> None:
+        """Cancel the trial's train job and record it as pruned at ``epoch``, in the study and the store."""
         from optuna.trial import TrialState
 
         from core.runs import RunError, cancel_run
@@ -341,6 +344,7 @@ class SweepLoop:
                    f"pruned at epoch {epoch}", run_id=row["run_id"], job_id=self.ctx.job_id)
 
     def fail(self, row: dict, trial, reason: str) -> None:
+        """Record a trial whose run failed, in the study and the store, with the run's reason."""
         from optuna.trial import TrialState
 
         trial.set_user_attr("error", reason[:500])
@@ -369,6 +373,7 @@ class SweepLoop:
         store_sweeps.update(self.db, self.id, **fields)
 
     def cancel_in_flight(self) -> None:
+        """Cancel every trial still training (the sweep itself was cancelled)."""
         from core.runs import RunError, cancel_run
 
         for row in store_sweeps.trials(self.db, self.id):

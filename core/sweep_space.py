@@ -43,6 +43,7 @@ class Param:
         return [self.low, self.high]
 
     def as_dict(self) -> dict:
+        """The parameter as the JSON stored with the sweep (range or choices)."""
         if self.choices is not None:
             return {"choices": list(self.choices)}
         out: dict[str, Any] = {"low": self.low, "high": self.high}
@@ -234,9 +235,11 @@ class Space:
     params: dict  # name -> Param (searched) or a fixed value
 
     def searched(self) -> dict[str, Param]:
+        """The parameters Optuna searches (name → Param)."""
         return {k: v for k, v in self.params.items() if isinstance(v, Param)}
 
     def fixed(self) -> dict:
+        """The settings held fixed for every trial (name → value)."""
         return {k: v for k, v in self.params.items() if not isinstance(v, Param)}
 
     def as_dict(self) -> dict:

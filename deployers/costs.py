@@ -457,18 +457,20 @@ def check_deploy(db, target: str, options: dict, *, now: float | None = None, wh
 
 def raise_budget_alert(db, *, scope: str, level: float, spent: float, amount: float, month: str,
                        who: str = "worker") -> None:
-    """The one seam to alerts: audit the warning, then ``store.alerts.open_alert`` when it exists."""
+    """Audit the warning, open a ``budget`` alert (once per key) and queue its notification."""
     message = f"{scope} budget: ${spent:.2f} spent of ${amount:.2f} ({level:g}% level reached in {month})"
     store_costs.audit(db, who, "warning", message, scope=scope,
                       figures={"level": level, "spent_usd": spent, "amount_usd": amount, "month": month})
     events.log(db, "warning", "costs", message)
-    try:
-        from store.alerts import open_alert  # built by the alerts work; absent until it merges
-    except ImportError:
-        return
-    open_alert(db, kind="budget", deployment_id=None, detector="budget", value=spent,
-               threshold=amount * level / 100.0, message=message, key=f"budget:{scope}:{month}:{level:g}",
-               evidence={"scope": scope, "level": level, "month": month})
+    from core import notify
+    from store.alerts import open_alert
+
+    alert_id, created = open_alert(db, kind="budget", deployment_id=None, detector="budget", value=spent,
+                                   threshold=amount * level / 100.0, message=message,
+                                   key=f"budget:{scope}:{month}:{level:g}",
+                                   evidence={"scope": scope, "level": level, "month": month})
+    if created:  # once per level per month; the monitor pass sends it (retried with backoff there)
+        notify.queue_for(db, alert_id)
 
 
 def warn(db, summary: dict, *, who: str = "worker") -> list[tuple[str, float]]:

@@ -51,7 +51,9 @@ def down_after() -> int:
 
 def run(ctx) -> dict:
     """The ``monitor`` job: one pass (``deployment_id`` in the payload narrows it to one deployment)."""
-    deployment_id = ctx.payload.get("deployment_id")
+    from core import jobkinds
+
+    deployment_id = jobkinds.payload_of(ctx.job).deployment_id
     return monitor_pass(ctx.db, deployment_id=deployment_id, check=ctx.check, progress=ctx.progress)
 
 

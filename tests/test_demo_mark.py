@@ -83,6 +83,7 @@ async def test_the_dashboard_shows_a_demo_mark_on_the_demo_store_only(demo_db, t
                 assert "demo" in str(mark.render()) and "demo" in app.title
                 tabs = [t.region for t in app.query(".panel-tab")]
                 assert all(not t.overlaps(mark.region) for t in tabs), "the mark hides a tab"
+                assert len(tabs) == 6 and all(app.screen.region.contains_region(t) and t.width >= 4 for t in tabs)
             else:
                 assert not mark.display and "demo" not in app.title
 

@@ -74,6 +74,7 @@ class PocketopsApp(App):
     CSS = """
     #demo-mark { dock: right; display: none; padding: 0 1; background: $warning; color: $background; text-style: bold; }
     #demo-mark.-shown { display: block; }
+    .-narrow.-demo .panel-tab { padding: 0 0 0 1; }
     """
     TITLE = "pocketops"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
@@ -240,6 +241,7 @@ class PocketopsApp(App):
             self.demo = True
             self.title = "pocketops · demo"  # the window title too (screenshots carry it)
             self.screen_stack[0].query_one("#demo-mark", Label).add_class("-shown")  # under any dialog
+            self.screen_stack[0].add_class("-demo")  # on a phone the tabs close up to leave the mark room
         for problem in problems:
             self.notify(problem, title="Store setup failed", severity="error", timeout=10)
         self.ready = True
