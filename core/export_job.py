@@ -374,6 +374,7 @@ def queue_export(db, run_id: int, **options) -> int:
     """
     from store import jobs
 
+    on = options.pop("on", None)  # a cluster builds the variants (core/remote_job.py)
     req = ExportRequest.from_payload({"run_id": run_id, **options})
     run_row = store_runs.get(db, run_id)
     if run_row is None:
@@ -384,7 +385,7 @@ def queue_export(db, run_id: int, **options) -> int:
     active = jobs.latest_for_run(db, run_id, "export")
     if active and active["status"] in jobs.ACTIVE:
         raise ConfigError(f"run {run_id} is already being exported (job {active['id']}, {active['status']})")
-    return jobs.enqueue(db, "export", asdict(req), run_id=run_id)
+    return jobs.enqueue(db, "export", {**asdict(req), **({"on": on} if on else {})}, run_id=run_id)
 
 
 def queue_bench(db, run_id: int, *, threads: int = 1) -> int:

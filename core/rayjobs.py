@@ -26,6 +26,10 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 class ClusterError(PocketopsError):
     """A cluster that cannot be reached, refuses us, is too old, or rejected a job."""
 
+    def __init__(self, message: str, *, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable  # no answer at all: worth retrying when the network is back
+
 
 def parse_version(text: str) -> tuple[int, ...]:
     """``"2.60.0"`` → ``(2, 60, 0)``; non-numeric parts (``rc1``, ``dev0``) end the tuple."""
@@ -90,7 +94,8 @@ class RayJobs:
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ClusterError(f"cluster {self.name!r} at {self.address} is unreachable ({reason}); "
-                               f"check the address and that the Ray head runs (`pocketops cluster check {self.name}`)") from None
+                               f"check the address and that the Ray head runs (`pocketops cluster check {self.name}`)",
+                               unreachable=True) from None
 
     def _http_error(self, method: str, path: str, status: int, data: bytes) -> ClusterError:
         text = data.decode("utf-8", "replace").strip().replace("\n", " ")[:300]
@@ -108,6 +113,8 @@ class RayJobs:
     def _json(self, method: str, path: str, payload: dict | None = None, **kw):
         body = json.dumps(payload).encode() if payload is not None else None
         status, data = self._request(method, path, body=body, content_type="application/json" if body else None, **kw)
+        if status != 200:  # an accepted non-200 (404: no such job) has a text body, not JSON
+            return status, None
         try:
             return status, json.loads(data) if data else None
         except ValueError:
