@@ -33,13 +33,15 @@ class ClusterError(PocketopsError):
 
 def parse_version(text: str) -> tuple[int, ...]:
     """``"2.60.0"`` → ``(2, 60, 0)``; non-numeric parts (``rc1``, ``dev0``) end the tuple."""
+    import re
+
     out: list[int] = []
     for part in str(text).split("."):
-        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
-        if not digits:
+        lead = re.match(r"\d+", part)
+        if lead is None:
             break
-        out.append(int(digits))
-        if not part.isdigit():
+        out.append(int(lead.group()))
+        if lead.group() != part:
             break
     return tuple(out)
 

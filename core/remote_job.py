@@ -25,7 +25,7 @@ import zipfile
 from hashlib import sha256
 from pathlib import Path
 
-from core import clusters, jobkinds, paths
+from core import clusters, jobkinds, pace, paths
 from core.atomic import sha256_file
 from core.errors import JobCancelled, JobStopped, PocketopsError
 from core.rayjobs import TERMINAL, ClusterError
@@ -160,7 +160,10 @@ def run(ctx) -> dict:
             manifest, files = _manifest(ctx, kind, payload, run_row, dataset, sid, shared)
             data = build_package(manifest, files)
             uri = api.upload_package(f"_ray_pkg_{sha256(data).hexdigest()[:32]}.zip", data)
-            api.submit(sid, ENTRYPOINT, {"working_dir": uri}, metadata={"pocketops_job": str(ctx.job_id), "kind": kind},
+            runtime_env = {"working_dir": uri}
+            if pace.active():  # tests only: hold the cluster's job at a train point too (core/pace.py)
+                runtime_env["env_vars"] = {pace.ENV: os.environ[pace.ENV]}
+            api.submit(sid, ENTRYPOINT, runtime_env, metadata={"pocketops_job": str(ctx.job_id), "kind": kind},
                        entrypoint_num_cpus=1)
             store_clusters.update_remote_job(db, ctx.job_id, status="submitted")
             ctx.log("info", f"{kind} of run {run_id} submitted to cluster {cluster['name']} as Ray job {sid} "
