@@ -17,6 +17,7 @@ import store
 from core.rayjobs import ClusterError, RayJobs, parse_version, ray_token
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.phone  # the phone side of a cluster needs neither ray, torch nor onnx (make test-phone)
 
 
 def cli(db_path, *args, env=None, timeout=60):
@@ -150,3 +151,11 @@ def test_a_cluster_whose_ray_is_too_old_is_one_line(tmp_path, old_ray):
     assert "cluster 'old' runs Ray 2.8.1" in line and "≥ 2.52" in line and "token auth" in line
     with pytest.raises(ClusterError, match="Ray 2.8.1.*≥ 2.9"):  # without a token: the Jobs API's own minimum
         RayJobs("old", old_ray).version()
+
+
+def test_the_phone_side_never_imports_ray_or_torch():
+    code = ("import sys; import core.remote_job, core.clusters, core.rayjobs, tui.commands.cluster, core.worker; "
+            "bad = [m for m in ('ray', 'torch', 'textual') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stdout + r.stderr
