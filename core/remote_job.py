@@ -244,7 +244,9 @@ def _cancel(ctx, api, sid: str, follower: _Follower, kind: str, run_id: int) -> 
 
 def _fetch(ctx, line: dict, src_dir: Path, dest_dir: Path) -> tuple[Path, str, int]:
     """Copy one artifact from the shared dir after checking its sha256; (local path, sha256, size)."""
-    src = src_dir / line["file"]
+    src, dest = src_dir / line["file"], dest_dir / line["file"]
+    if dest.is_file() and sha256_file(dest) == line["sha256"]:
+        return dest, line["sha256"], dest.stat().st_size  # fetched by an earlier attempt
     if not src.is_file():
         raise PocketopsError(f"artifact {line['file']} of Ray job {src_dir.name} is not in {src_dir}; "
                              "is --shared-dir a directory both the cluster and this machine see?")
@@ -253,14 +255,19 @@ def _fetch(ctx, line: dict, src_dir: Path, dest_dir: Path) -> tuple[Path, str, i
         raise PocketopsError(f"artifact {src}: sha256 {got[:12]}… differs from the cluster's {line['sha256'][:12]}… "
                              "(damaged in transfer); run the job again")
     dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / line["file"]
-    if not dest.is_file() or sha256_file(dest) != got:
-        tmp = dest_dir / f".{line['file']}.tmp"
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
+    tmp = dest_dir / f".{line['file']}.tmp"
+    shutil.copyfile(src, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
+    if sha256_file(dest) != got:
+        raise PocketopsError(f"artifact {dest}: changed while copying from {src}; run the job again")
     return dest, got, dest.stat().st_size
+
+
+def _drop_transfer(src_dir: Path) -> None:
+    """The shared dir only carries artifacts across: once each is verified and registered here, empty it."""
+    shutil.rmtree(src_dir, ignore_errors=True)
 
 
 def _collect(ctx, follower: _Follower, kind: str, run_id: int, sid: str, cluster: str) -> dict:
@@ -288,6 +295,7 @@ def _collect(ctx, follower: _Follower, kind: str, run_id: int, sid: str, cluster
             events.log(db, "info", "job:train", f"run {run_id} done on cluster {cluster}: val accuracy "
                        f"{result['val_accuracy']:.3f}, test accuracy {'n/a' if test is None else f'{test:.3f}'}",
                        run_id=run_id, job_id=ctx.job_id)
+        _drop_transfer(src_dir)
         return {"run_id": run_id, **result}
     return _collect_export(ctx, follower, run_id, sid, cluster, src_dir)
 
@@ -313,6 +321,7 @@ def _collect_export(ctx, follower: _Follower, run_id: int, sid: str, cluster: st
                                      meta={"variant": v["name"], "job_id": ctx.job_id, "cluster": cluster})
             store_variants.insert(db, name=v["name"], path=str(path), sha256=sha, size_bytes=size, run_id=run_id, meta=meta)
         store_clusters.update_remote_job(db, ctx.job_id, status="collected")
+    _drop_transfer(src_dir)
     mine = store_variants.for_job(db, ctx.job_id)
     ctx.log("info", f"run {run_id}: {len(mine)} variants back from cluster {cluster} (sha256 checked); benchmarking them here")
     from core.optional import available

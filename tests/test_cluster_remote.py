@@ -34,8 +34,9 @@ def cli(db_path, head, *args, env=None, timeout=300):
 
 
 def start_worker(db_path, env) -> subprocess.Popen:
+    log = open(Path(db_path).parent / "worker.log", "ab")  # read it when a test fails
     return subprocess.Popen([sys.executable, "-m", "core.worker", "--db", str(db_path)], env=env, cwd=ROOT,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
 
 def stop_worker(proc: subprocess.Popen) -> None:
@@ -82,6 +83,30 @@ def test_check_lists_resources_and_a_wrong_token_is_one_line(phone, ray_head):
     wrong = cli(phone["db_path"], ray_head, "cluster", "check", "local", env=env_for(ray_head, TEST_RAY_TOKEN="wrong"))
     lines = wrong.stderr.strip().splitlines()
     assert wrong.returncode == 1 and len(lines) == 1 and "cluster 'local' rejected the token from $TEST_RAY_TOKEN" in lines[0]
+
+
+def test_a_cancel_on_the_phone_stops_the_ray_job(phone, ray_head, tmp_path):
+    db_path = phone["db_path"]
+    pace = Pace(tmp_path, train_step=20)
+    r = cli(db_path, ray_head, "train", "--dataset", "digits", "--model", "mlp", "--epochs", "3", "--on", "local", "--json")
+    assert r.returncode == 0, r.stderr
+    run_id, job_id = json.loads(r.stdout)["run_id"], json.loads(r.stdout)["job_id"]
+    db = store.connect(db_path)
+    worker = start_worker(db_path, env_for(ray_head, **pace.env))
+    try:
+        pace.wait_held("train:step", timeout=DEADLINE_S)
+        assert cli(db_path, ray_head, "runs", "cancel", str(run_id)).returncode == 0
+        try:
+            wait_for(lambda: jobs.get(db, job_id)["status"] in jobs.FINAL, "the cancel to end the job", timeout=90)
+        except AssertionError:
+            events = db.execute("SELECT level, message FROM events WHERE job_id = ?", (job_id,)).fetchall()
+            raise AssertionError(f"job {jobs.get(db, job_id)}; events {events}; Ray {ray_jobs_for(ray_head, job_id)}; "
+                                 f"worker log {(db_path.parent / 'worker.log').read_text()[-2000:]}") from None
+    finally:
+        stop_worker(worker)
+        pace.set()
+    assert jobs.get(db, job_id)["status"] == "cancelled" and runs.get(db, run_id)["status"] == "cancelled"
+    assert ray_jobs_for(ray_head, job_id)[0]["status"] == "STOPPED"
 
 
 def test_train_on_the_cluster_streams_survives_kill9_and_returns_the_checkpoint(phone, ray_head, tmp_path):
@@ -133,6 +158,11 @@ def test_train_on_the_cluster_streams_survives_kill9_and_returns_the_checkpoint(
     reported = next(ln for ln in lines if ln["t"] == "artifact" and ln["name"] == ckpt.name)
     row = db.execute("SELECT sha256 FROM artifacts WHERE path = ?", (str(ckpt),)).fetchone()
     assert sha256_file(ckpt) == reported["sha256"] == row[0]
+    assert not (db_path.parent / "phone-files" / "cluster" / remote["submission_id"]).exists()  # transfer area emptied
+    # The token is in none of: the Ray job's details (metadata, runtime env), its log, the phone's store.
+    details = json.dumps(api.info(remote["submission_id"]))
+    assert ray_head.token not in details and ray_head.token not in logs and "runtime_env" in details
+    assert ray_head.token.encode() not in b"".join(p.read_bytes() for p in db_path.parent.glob("phone.db*"))
 
 
 def test_export_on_the_cluster_returns_variants_measured_here(phone, ray_head):
@@ -155,22 +185,3 @@ def test_export_on_the_cluster_returns_variants_measured_here(phone, ray_head):
     assert bench.returncode == 0, bench.stderr
     measured = json.loads(bench.stdout.strip().splitlines()[-1])["models"]
     assert len(measured) == 2 and all(m["latency_p50_ms"] > 0 and m["agreement"] >= 0.98 for m in measured)
-
-
-def test_a_cancel_on_the_phone_stops_the_ray_job(phone, ray_head, tmp_path):
-    db_path = phone["db_path"]
-    pace = Pace(tmp_path, train_step=20)
-    r = cli(db_path, ray_head, "train", "--dataset", "digits", "--model", "mlp", "--epochs", "3", "--on", "local", "--json")
-    assert r.returncode == 0, r.stderr
-    run_id, job_id = json.loads(r.stdout)["run_id"], json.loads(r.stdout)["job_id"]
-    db = store.connect(db_path)
-    worker = start_worker(db_path, env_for(ray_head, **pace.env))
-    try:
-        pace.wait_held("train:step", timeout=DEADLINE_S)
-        assert cli(db_path, ray_head, "runs", "cancel", str(run_id)).returncode == 0
-        wait_for(lambda: jobs.get(db, job_id)["status"] in jobs.FINAL, "the cancel to end the job")
-    finally:
-        stop_worker(worker)
-        pace.set()
-    assert jobs.get(db, job_id)["status"] == "cancelled" and runs.get(db, run_id)["status"] == "cancelled"
-    assert ray_jobs_for(ray_head, job_id)[0]["status"] == "STOPPED"
