@@ -133,7 +133,7 @@ def start_head(log_path: Path | None = None) -> RayHead:
            f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
            "--object-store-memory=80000000", "--include-dashboard=true", "--disable-usage-stats",
            f"--temp-dir={temp_dir}"]
-    log = open(log_path or temp_dir.with_suffix(".log"), "wb")
+    log = open(log_path or temp_dir / "head.log", "wb")  # removed with the temp dir at stop
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -144,9 +144,9 @@ def start_head(log_path: Path | None = None) -> RayHead:
         if status == 200:
             break
         if proc.poll() is not None or time.monotonic() > deadline:
-            head.stop()
             log.close()
             tail = Path(log.name).read_text(errors="replace")[-1500:]
+            head.stop()
             raise RuntimeError(f"the Ray head did not answer /api/version within {START_DEADLINE_S:.0f} s "
                                f"(exit {proc.poll()}): {tail}")
         time.sleep(0.25)  # polling an observable state, not waiting a fixed time
