@@ -21,6 +21,8 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/pocketops
 
+# The cluster tests start and stop a local Ray head themselves (ray[default] comes with the
+# `cluster` extra, part of `all`); under CI=true they fail instead of skipping without it.
 test: install browser-deps
 	$(PY) -m pytest -q
 
@@ -73,12 +75,14 @@ bench: install
 	POCKETOPS_MANY_WRITERS_S=60 $(PY) -m pytest -q -s tests/test_many_writers.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/serve_load.py
+	# --on overhead: starts and stops its own local Ray head (the cluster extra's ray[default])
+	$(PY) benchmarks/remote.py
 	POCKETOPS_FUZZ_FULL=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_serve_fuzz.py
 
 # Every benchmark in its short mode (~5 min on 2 cores); fails only on a clear regression (a
 # figure past its target by more than its noise margin, see benchmarks/check.py). A script not
 # in the tree (serve_load before it lands) is skipped with a line.
-BENCHMARKS := train_overhead dashboard_startup quantization cold_start scale serve_load
+BENCHMARKS := train_overhead dashboard_startup quantization cold_start scale serve_load remote
 bench-check: install
 	$(PY) benchmarks/check.py $(BENCHMARKS)
 

@@ -165,9 +165,10 @@ def payload_of(job: dict) -> Any:
 
 @kind("train", "core.train_job:run", "train a queued run (its config lives in the runs row)")
 class TrainPayload:
-    """Payload of ``train``: the run to train."""
+    """Payload of ``train``: the run to train, and the cluster to train it on (None: here)."""
 
     run_id: int
+    on: str | None = None
 
 
 @kind("export", "core.export_job:run", "export a finished run to ONNX, quantize, benchmark on this device")
@@ -180,6 +181,7 @@ class ExportPayload:
     calibration_samples: int = 256
     prefer: str | None = None          # None: the stored preference (core.recommend.load_prefs)
     budget_points: float | None = None
+    on: str | None = None  # a cluster (core/remote_job.py) builds the variants; they are benchmarked here
 
     def check(self) -> None:
         """Variant names known (fp32 always first: the reference), counts ≥ 1, preference known."""

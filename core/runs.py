@@ -34,8 +34,9 @@ def _dataset(db, name: str) -> dict:
 
 
 def new_run(db, *, dataset: str, model: str, preset: str = "small", epochs: int = 10, batch_size: int = 8,
-            accum: int = 1, lr: float | None = None, seed: int = 0, **extra) -> tuple[int, int]:
-    """Validate a training config, create its run and queue its ``train`` job; (run_id, job_id)."""
+            accum: int = 1, lr: float | None = None, seed: int = 0, on: str | None = None, **extra) -> tuple[int, int]:
+    """Validate a training config, create its run and queue its ``train`` job (on cluster ``on``,
+    if given); (run_id, job_id)."""
     row = _dataset(db, dataset)
     cfg = TrainConfig.from_dict(dict(dataset=dataset, model=model, preset=preset, epochs=epochs, batch_size=batch_size,
                                      accum=accum, lr=lr, seed=seed, **extra)).validate()
@@ -44,7 +45,7 @@ def new_run(db, *, dataset: str, model: str, preset: str = "small", epochs: int 
     with transaction(db):
         run_id = store_runs.create(db, dataset_id=row["id"], model=model, config=cfg.to_dict(), epochs_total=epochs,
                                    params=sizes["params"], size_bytes=sizes["size_bytes"])
-        job_id = jobkinds.queue(db, "train", run_id=run_id)
+        job_id = jobkinds.queue(db, "train", run_id=run_id, on=on)
     return run_id, job_id
 
 

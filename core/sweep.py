@@ -53,8 +53,17 @@ def startup_trials(n_trials: int) -> int:
 # -- queueing ----------------------------------------------------------------------------------
 
 def new_sweep(db, *, dataset: str, model: str, trials: int, parallel: int = 1, metric: str = "val_accuracy",
-              timeout_s: float | None = None, space_file: str | None = None, epochs: int = 10, seed: int = 0) -> tuple[int, int]:
-    """Check everything, then create the sweep row and queue its ``sweep`` job; (sweep_id, job_id)."""
+              timeout_s: float | None = None, space_file: str | None = None, epochs: int = 10, seed: int = 0,
+              on: str | None = None) -> tuple[int, int]:
+    """Check everything, then create the sweep row and queue its ``sweep`` job; (sweep_id, job_id).
+
+    With ``on`` (a cluster added with ``pocketops cluster add``) every trial's train job runs there;
+    the study itself stays here.
+    """
+    if on is not None:
+        from core import clusters
+
+        clusters.get(db, on)  # an unknown cluster: one line, nothing queued
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise ConfigError(f"--trials must be 1 or more, not {trials!r}")
     if not isinstance(parallel, int) or parallel < 1:
@@ -83,7 +92,7 @@ def new_sweep(db, *, dataset: str, model: str, trials: int, parallel: int = 1, m
     TrainConfig.from_dict({"dataset": dataset, "model": model, "epochs": epochs, "seed": seed, **fixed}).validate()
     direction = METRICS[metric][0]
     config = {"trials": trials, "parallel": parallel, "metric": metric, "direction": direction, "seed": seed,
-              "timeout_s": timeout_s, "epochs": epochs, "space": space.as_dict(), "sampler": "TPESampler",
+              "timeout_s": timeout_s, "epochs": epochs, "space": space.as_dict(), "sampler": "TPESampler", "on": on,
               "pruner": {"name": "MedianPruner", "n_startup_trials": startup_trials(trials), "n_warmup_steps": 0}}
     with transaction(db):
         sweep_id = store_sweeps.create(db, dataset_id=row["id"], model=model, config=config)
@@ -279,7 +288,7 @@ class SweepLoop:
         with transaction(self.db):
             run_id = store_runs.create(self.db, dataset_id=ds["id"], model=cfg.model, config=cfg.to_dict(),
                                        epochs_total=cfg.epochs, params=sizes["params"], size_bytes=sizes["size_bytes"])
-            jobkinds.queue(self.db, "train", run_id=run_id)
+            jobkinds.queue(self.db, "train", run_id=run_id, on=self.cfg.get("on"))
             store_sweeps.add_trial(self.db, self.id, trial.number, run_id, values)
         self.reported[trial.number] = set()
 

@@ -49,8 +49,10 @@ DEFAULT_IDLE_EXIT_S = 300.0
 # JobContext and returns a JSON-able result. Tests add their own kinds to this dict.
 HANDLERS: dict[str, str] = {name: jobkinds.handler_path(name) for name in jobkinds.names()}
 # Kinds the worker queues by itself on a timer (core.periodic); how often it looks whether one is due.
-PERIODIC_KINDS = ("monitor",)
+PERIODIC_KINDS = ("monitor", "costs")
 SCHEDULE_CHECK_S = 5.0
+# A job whose payload names a cluster (``on``) runs there; this executor follows it from here.
+REMOTE_HANDLER = "core.remote_job:run"
 
 
 @dataclass
@@ -108,8 +110,8 @@ class JobContext:
         events.log(self.db, level, f"job:{self.job['kind']}", message, run_id=run_id or self.job.get("run_id"), job_id=self.job_id)
 
 
-def _load_handler(kind: str) -> Callable[[JobContext], dict]:
-    target = HANDLERS.get(kind)
+def _load_handler(kind: str, *, remote: bool = False) -> Callable[[JobContext], dict]:
+    target = REMOTE_HANDLER if remote and kind in HANDLERS else HANDLERS.get(kind)
     if target is None:
         raise PocketopsError(f"no handler for job kind {kind!r}; known kinds: {', '.join(sorted(HANDLERS))}")
     module, _, name = target.partition(":")
@@ -348,7 +350,7 @@ class Worker:
         if job["attempts"] > 1:
             events.log(self.db, "info", "worker", f"job {job['id']} resumed (attempt {job['attempts']})", job_id=job["id"], run_id=job["run_id"])
         try:
-            result = _load_handler(job["kind"])(ctx)
+            result = _load_handler(job["kind"], remote=bool((job.get("payload") or {}).get("on")))(ctx)
         except JobStopped:
             jobs.release(self.db, job["id"], self.id)
             events.log(self.db, "info", "worker", f"job {job['id']} released for a later worker", job_id=job["id"], run_id=job["run_id"])

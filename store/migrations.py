@@ -405,8 +405,34 @@ def _alerts(db: Database) -> None:
         db.execute(statement)
 
 
+def _clusters(db: Database) -> None:
+    """Ray clusters (the name of the token's environment variable, never the token) and the Ray
+    job each remote job runs as, with how many of its log lines the store has replayed."""
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS clusters (
+               id INTEGER PRIMARY KEY,
+               name TEXT NOT NULL UNIQUE,
+               address TEXT NOT NULL,
+               token_env TEXT,
+               shared_dir TEXT,
+               created_at REAL NOT NULL
+           )"""
+    )
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS remote_jobs (
+               job_id INTEGER PRIMARY KEY REFERENCES jobs(id),
+               cluster TEXT NOT NULL,
+               submission_id TEXT NOT NULL UNIQUE,
+               lines_applied INTEGER NOT NULL DEFAULT 0,
+               status TEXT NOT NULL,
+               updated_at REAL NOT NULL
+           )"""
+    )
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _scale_indexes, _worker_create_time,
-                                                _recommend_prefs, _deploy_kinds, _costs, _sweeps, _alerts]
+                                                _recommend_prefs, _deploy_kinds, _costs, _sweeps, _alerts,
+                                                _clusters]
 
 
 def version(db: Database) -> int:

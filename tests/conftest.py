@@ -20,3 +20,23 @@ def digits_db(db):
 
     ensure_builtin(*db)
     return db
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real local Ray head with token auth (tests/_ray_head.py), shared by the session's cluster tests."""
+    import importlib.util
+    import os
+
+    from tests._ray_head import ray_executable, start_head
+
+    if importlib.util.find_spec("ray") is None or ray_executable() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("ray[default] is missing: `make test` installs the cluster extra")
+        pytest.skip("ray[default] is not installed (pip install -e '.[cluster]')")
+    head = start_head()
+    print(f"\nray head: started in {head.start_s:.1f} s at {head.address}")
+    try:
+        yield head
+    finally:
+        print(f"\nray head: stopped in {head.stop():.1f} s")

@@ -230,7 +230,7 @@ def test_a_bad_space_file_is_one_line_and_queues_nothing(tmp_path, text, expecte
     (("--trials", "0"), "a sweep needs at least 1 trial, found 0"),
     (("--trials", "4", "--parallel", "0"), "expected 1 or more, found 0"),
     (("--trials", "4", "--timeout", "soon"), "expected a duration above 0 such as 90s, 30m or 2h"),
-    (("--trials", "4", "--on", "lab"), "--on lab: no clusters are configured"),
+    (("--trials", "4", "--on", "lab"), "no cluster named 'lab' (known: none yet)"),
     (("--trials", "4", "--dataset", "nope"), "no dataset named 'nope'"),
 ])
 def test_bad_sweep_options_are_one_line_and_queue_nothing(tmp_path, args, expected, capsys):
@@ -303,3 +303,21 @@ def test_a_trials_arch_builds_the_model_it_counts(family, shape, dtype, arch):
     real = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert models.estimate_params(family, shape, 10, "small", dtype, arch) == real
     assert "arch" not in models.model_args(family, shape, 10, "small", dtype), "runs without one are unchanged"
+
+
+def test_a_sweep_on_a_cluster_queues_its_trials_there(tmp_path):
+    """``sweep --on NAME`` records the cluster in the sweep's config, which each trial's train job
+    carries (``on``), so the worker runs it through the remote executor (tests/test_cluster_remote.py)."""
+    from core import jobkinds
+    from core.sweep import new_sweep
+    from store import clusters as store_clusters
+
+    db_path = tmp_path / "t.db"
+    db = store.connect(db_path)
+    from core.datasets import ensure_builtin
+
+    ensure_builtin(db, db_path)
+    store_clusters.add(db, name="lab", address="http://127.0.0.1:9", token_env=None)
+    sweep_id, _ = new_sweep(db, dataset="digits", model="mlp", trials=2, on="lab")
+    assert store_sweeps.get(db, sweep_id)["config"]["on"] == "lab"
+    assert jobkinds.validate("train", {"run_id": 1, "on": "lab"}).on == "lab"

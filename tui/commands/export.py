@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--budget", type=float, default=None, metavar="POINTS",
                    help="allowed accuracy drop vs fp32, in points; stored as this run's own (default: the stored budget)")
     p.add_argument("--wait", action="store_true", help="run now (or wait for a worker) and stream progress")
+    p.add_argument("--on", default=None, metavar="CLUSTER", help="export and quantize on this Ray cluster (it has onnx); "
+                   "the variants come back and are benchmarked here")
     p.add_argument("--cancel", action="store_true",
                    help="cancel the run's queued or running export (or re-benchmark) instead of starting one")
     p.set_defaults(func=run)
@@ -51,13 +53,20 @@ def run(args) -> int:
     req = request_from_args(args)
     # Fail at once, before the store is read or a job exists (MissingDependency → one line): on a
     # phone without onnx no run could be exported here, so that is the thing to say.
-    _require_tools(req.variants)
+    on = getattr(args, "on", None)
+    if on is None:
+        _require_tools(req.variants)
     db, db_path = open_db(args)
     from store import runs
 
     if runs.get(db, req.run_id) is None:
         raise CliError(f"no run {req.run_id}; see `pocketops runs list`")
-    options = {k: v for k, v in vars(req).items() if k != "run_id"}
+    options = {k: v for k, v in vars(req).items() if k not in ("run_id", "on")}
+    if on is not None:
+        from core import clusters
+
+        clusters.get(db, on)  # an unknown cluster: one line, nothing queued
+        options["on"] = on
     job_id = queue_export(db, req.run_id, **options)
     if not args.wait:
         _emit(args, out, {"run_id": req.run_id, "job_id": job_id, "status": "queued"},

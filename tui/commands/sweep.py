@@ -21,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--space", default=None, metavar="FILE", help="YAML/JSON search space overriding the family's default")
     p.add_argument("--epochs", type=_positive, default=10, help="epochs per trial (pruning may stop one sooner)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed and every trial's training seed (recorded)")
-    p.add_argument("--on", default=None, metavar="CLUSTER", help=argparse.SUPPRESS)
+    p.add_argument("--on", default=None, metavar="CLUSTER",
+                   help="train every trial on this Ray cluster (see `pocketops cluster add`); the study stays here")
     p.add_argument("--wait", action="store_true", help="run now (or wait for the workers) and print each finished trial")
     p.set_defaults(func=run)
 
@@ -58,15 +59,14 @@ def run(args) -> int:
     from core.optional import require_installed
     from core.sweep import new_sweep
 
-    if args.on is not None:
-        raise CliError(f"--on {args.on}: no clusters are configured in this build; run the sweep locally (drop --on)")
     require_installed("optuna", "a sweep")
-    require_installed("torch", "training a sweep's trials")
+    if args.on is None:
+        require_installed("torch", "training a sweep's trials")
     db, db_path = open_db(args)
     try:
         sweep_id, job_id = new_sweep(db, dataset=args.dataset, model=args.model, trials=args.trials,
                                      parallel=args.parallel, metric=args.metric, timeout_s=args.timeout,
-                                     space_file=args.space, epochs=args.epochs, seed=args.seed)
+                                     space_file=args.space, epochs=args.epochs, seed=args.seed, on=args.on)
     except (ConfigError, DatasetError) as exc:
         raise CliError(str(exc)) from exc
     if not args.wait:

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--min-battery", type=_percent, default=20.0, metavar="PCT",
                    help="pause below this battery %% unless charging (default 20; 0 never pauses)")
     p.add_argument("--wait", action="store_true", help="run now (or wait for a worker) and stream progress")
+    p.add_argument("--on", default=None, metavar="CLUSTER", help="train on this Ray cluster (`pocketops cluster add`); "
+                   "its curves and checkpoint come back into this store")
     p.set_defaults(func=run)
 
 
@@ -52,13 +54,18 @@ def run(args) -> int:
     from core.optional import require_installed
     from core.runs import new_run
 
-    # The worker trains in this machine's Python: without torch the job could only fail later.
-    require_installed("torch", "training")
+    on = getattr(args, "on", None)
+    if on is None:  # the worker trains in this machine's Python: without torch the job could only fail later
+        require_installed("torch", "training")
     db, db_path = open_db(args)
+    if on is not None:
+        from core import clusters
+
+        clusters.get(db, on)  # an unknown cluster: one line, nothing queued
     run_id, job_id = new_run(
         db, dataset=args.dataset, model=args.model, preset=args.preset, epochs=args.epochs,
         batch_size=args.batch_size, accum=args.accum, lr=args.lr, seed=args.seed, patience=args.patience,
-        min_battery=args.min_battery, pause_on_low_battery=args.min_battery > 0,
+        min_battery=args.min_battery, pause_on_low_battery=args.min_battery > 0, on=on,
     )
     if not args.wait:
         from core.worker import alive_workers
