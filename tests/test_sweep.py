@@ -191,7 +191,10 @@ def test_kill9_of_the_sweeps_worker_mid_study_loses_nothing(tmp_path, space_file
         assert (now_row["status"], now_row["value"], now_row["finished_at"], now_row["run_id"]) == \
                (old["status"], old["value"], old["finished_at"], old["run_id"])
         [train] = rows(db, "SELECT * FROM jobs WHERE run_id = ? AND kind = 'train'", (old["run_id"],))
-        assert train["attempts"] == 1, "a finished trial was not trained again"
+        if old["status"] == "done":
+            assert train["attempts"] == 1, "a finished trial was not trained again"
+        else:  # pruned before the kill: its cancel may reach the job only in the next worker, which ends it
+            assert old["status"] == "pruned" and train["status"] in ("cancelled", "done"), train
     assert jobs.get(db, job_id)["attempts"] == 2
     import optuna
 
