@@ -95,6 +95,7 @@ class _Tail:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The Ray job's entrypoint: run the shipped job against a job-local store, printing JSON lines."""
     here = Path.cwd()
     manifest = json.loads((here / "manifest.json").read_text())
     out_dir = Path(manifest["shared_dir"]) / manifest["out"]

@@ -329,10 +329,8 @@ def _collect_export(ctx, follower: _Follower, run_id: int, sid: str, cluster: st
     if available("onnxruntime"):  # measured on this device: the figures that matter are the phone's
         first = mine[0]["meta"]
         data = export_job.eval_data(db, first["dataset"], first.get("split"))
-        export_job.bench_variants(ctx, mine, payload.threads, only_unmeasured=True, data=data)
-        export_job.compare_variants(ctx, mine, data, payload.threads)
-    result = export_job.summary(run_id, store_variants.for_job(db, ctx.job_id), prefer=payload.prefer,
-                                budget_points=payload.budget_points)
+        export_job.measure_variants(ctx, mine, payload.threads, only_unmeasured=True, data=data)
+    result = export_job.summary(db, run_id, store_variants.for_job(db, ctx.job_id))
     result["cluster"] = cluster
     rec = result["recommended"]
     ctx.log("info", f"run {run_id}: recommended {rec['name']} — {rec['reason']}")
