@@ -249,6 +249,9 @@ def _store_page(db, row: dict, data: dict, since: int, result: dict, servers: di
             if created:
                 notify.queue_for(db, alert_id)
                 result["alerts_opened"] += 1
+            else:  # sent again while its quarantine fills with the inputs after the alarm
+                store_alerts.extend_quarantine(db, alert_id, [s for s in event.get("quarantine") or []
+                                                              if isinstance(s, int)])
         open_down = store_alerts.open_of(db, dep_id, "down")
         if open_down is not None:
             store_alerts.set_status(db, open_down["id"], "resolved")

@@ -46,6 +46,21 @@ def open_alert(db: Database, *, kind: str, deployment_id: int | None, detector: 
     return one(db, "SELECT id FROM alerts WHERE key = ?", (key,))["id"], False
 
 
+def extend_quarantine(db: Database, alert_id: int, seqs: list[int]) -> bool:
+    """Add quarantined seqs (the inputs after an alarm, sent in a later pull) to an alert's evidence; True if any were new."""
+    found = one(db, "SELECT evidence FROM alerts WHERE id = ?", (alert_id,))
+    if found is None:
+        return False
+    evidence = loads(found["evidence"], {})
+    have = [int(s) for s in evidence.get("quarantine") or []]
+    fresh = [int(s) for s in seqs if int(s) not in have]
+    if not fresh:
+        return False
+    evidence["quarantine"] = sorted(have + fresh)
+    db.execute("UPDATE alerts SET evidence = ?, updated_at = ? WHERE id = ?", (dumps(evidence), now(), alert_id))
+    return True
+
+
 def get(db: Database, alert_id: int) -> dict | None:
     """One alert with its evidence decoded; None if there is no such alert."""
     return _decode(one(db, "SELECT * FROM alerts WHERE id = ?", (alert_id,)))

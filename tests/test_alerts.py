@@ -73,6 +73,26 @@ def test_in_distribution_traffic_opens_nothing_and_an_alarm_opens_one_alert_once
     assert sum(shown["confidence_histogram"]["before"]) == 300 and sum(shown["confidence_histogram"]["after"]) == 1
 
 
+def test_inputs_quarantined_after_the_alarm_join_its_alert_in_a_later_pull(db):
+    """The served side quarantines inputs around an alarm, the later ones after the phone first saw
+    it: the next pull adds them to the same alert's evidence and opens no second alert."""
+    db, db_path = db
+    with MonitorStandIn() as served:
+        deployment(db, served.url)
+        served.serve(60, distance=7.0)
+        event = served.alarm("distance", value=9.5, threshold=5.0, quarantine=3)
+        assert monitor.monitor_pass(db)["alerts_opened"] == 1
+        [a] = alerts.list_alerts(db)
+        assert len(alerts.detail(db, a["alert_id"])["evidence"]["samples"]) == 3
+        served.serve(4, distance=7.5)
+        served.quarantine_after(event, 4)
+        assert monitor.monitor_pass(db)["alerts_opened"] == 0
+    assert len(alerts.list_alerts(db)) == 1
+    samples = alerts.detail(db, a["alert_id"])["evidence"]["samples"]
+    assert len(samples) == 7
+    assert store_alerts.get(db, a["alert_id"])["evidence"]["quarantine"] == list(range(58, 65))
+
+
 def test_a_restarted_server_is_read_from_its_first_request(db):
     db, _ = db
     with MonitorStandIn() as served:

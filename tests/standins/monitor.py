@@ -63,6 +63,15 @@ class MonitorStandIn(StandIn):
                                         "confidence": s["confidence"]})
         return event
 
+    def quarantine_after(self, event: dict, n: int) -> None:
+        """The real server's after-alarm quarantine: the next ``n`` requests join ``event``'s quarantine
+        and the event is sent again (same event_id) to a pull whose ``since`` is before them."""
+        with self.lock:
+            for s in self.signals[-n:]:
+                event["quarantine"].append(s["seq"])
+                self.quarantine.append({"seq": s["seq"], "input": s["_input"], "pred": s["pred"],
+                                        "confidence": s["confidence"]})
+
     def answer(self, since: int, limit: int) -> dict:
         with self.lock:
             signals = [{k: v for k, v in s.items() if not k.startswith("_")} for s in self.signals if s["seq"] > since][:limit]
@@ -71,7 +80,8 @@ class MonitorStandIn(StandIn):
                 "server_id": self.server_id, "seq": self.seq,
                 "first_seq": self.signals[0]["seq"] if self.signals else self.seq + 1,
                 "signals": signals,
-                "events": [e for e in self.events if since < e["seq"] <= top],
+                "events": [e for e in self.events
+                           if any(since < x <= top for x in [e["seq"], *e["quarantine"]])],
                 "quarantine": [q for q in self.quarantine if since < q["seq"] <= top],
                 "detectors": {"distance": {"params": {"delta": 0.005}, "threshold": 5.0, "state": {}},
                               "confidence": {"params": {"alpha": 0.01}, "threshold": 0.2, "state": {}},
