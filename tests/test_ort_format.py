@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
+import pytest
+
+torch = pytest.importorskip("torch")
 
 import store
 from core import export, quantize
