@@ -196,13 +196,13 @@ def _follow(ctx, api, sid: str, follower: _Follower, kind: str, run_id: int) -> 
             info = api.info(sid)
             if info is None:
                 raise ClusterError(f"cluster {api.name!r} has no Ray job {sid} any more (was the head restarted?)")
+            if offline_since is not None:  # said before anything else, also when the job ended meanwhile
+                ctx.log("info", f"cluster {api.name} answers again; following Ray job {sid}")
+                offline_since = None
             follower.apply(_lines(api.logs(sid)))
             if info["status"] in TERMINAL:
                 follower.apply(_lines(api.logs(sid)))  # lines written between the two reads
                 break
-            if offline_since is not None:
-                ctx.log("info", f"cluster {api.name} answers again; following Ray job {sid}")
-                offline_since = None
         except ClusterError as exc:
             if not getattr(exc, "unreachable", False):
                 raise

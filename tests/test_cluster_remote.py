@@ -185,3 +185,121 @@ def test_export_on_the_cluster_returns_variants_measured_here(phone, ray_head):
     assert bench.returncode == 0, bench.stderr
     measured = json.loads(bench.stdout.strip().splitlines()[-1])["models"]
     assert len(measured) == 2 and all(m["latency_p50_ms"] > 0 and m["agreement"] >= 0.98 for m in measured)
+
+
+class _Proxy:
+    """A loopback TCP forwarder to the head's API that can drop the network (close everything,
+    refuse connections) and bring it back on the same port, as a phone losing and regaining Wi-Fi."""
+
+    def __init__(self, target: str):
+        import socket
+        import threading
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(target)
+        self.target = (parts.hostname, parts.port)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.address = f"http://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()
+        self._socks: list = []
+        self._listener = None
+        self.up()
+
+    def up(self) -> None:
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        with self._lock:
+            socks, self._socks = self._socks, []
+            listener, self._listener = self._listener, None
+        for s in [listener, *socks]:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _accept(self, listener) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b) -> None:
+        try:
+            while chunk := a.recv(65536):
+                b.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+def test_a_phone_that_loses_the_network_picks_the_job_up_when_it_comes_back(phone, ray_head, tmp_path):
+    """The cluster becomes unreachable mid-job (connections refused): the job stays running and says
+    it retries; the network comes back after the Ray job finished: the worker collects it, every
+    log line once."""
+    db_path = phone["db_path"]
+    proxy = _Proxy(ray_head.address)
+    r = cli(db_path, ray_head, "cluster", "add", "flaky", "--address", proxy.address, "--token-env", "TEST_RAY_TOKEN")
+    assert r.returncode == 0, r.stderr
+    pace = Pace(tmp_path, train_step=20)
+    r = cli(db_path, ray_head, "train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--on", "flaky", "--json")
+    assert r.returncode == 0, r.stderr
+    run_id, job_id = json.loads(r.stdout)["run_id"], json.loads(r.stdout)["job_id"]
+    db = store.connect(db_path)
+    worker = start_worker(db_path, env_for(ray_head, **pace.env))
+    try:
+        pace.wait_held("train:step", timeout=DEADLINE_S)
+        wait_for(lambda: runs.count_metrics(db, run_id, "train") >= 1, "the first points replayed")
+        proxy.down()
+        retrying = "SELECT message FROM events WHERE job_id = ? AND message LIKE '%retrying every%'"
+        wait_for(lambda: db.execute(retrying, (job_id,)).fetchall(), "the worker to notice the network is gone", 120)
+        assert jobs.get(db, job_id)["status"] == "running"
+        pace.set()  # the cluster's job goes on and ends while the phone cannot reach it
+        api = RayJobs("local", ray_head.address, ray_head.token)
+        sid = store_clusters.remote_job(db, job_id)["submission_id"]
+        wait_for(lambda: api.info(sid)["status"] == "SUCCEEDED", "the Ray job to finish while the phone is offline")
+        assert jobs.get(db, job_id)["status"] == "running"
+        proxy.up()
+        wait_for(lambda: jobs.get(db, job_id)["status"] in jobs.FINAL, "the worker to collect the job once back online")
+    finally:
+        stop_worker(worker)
+        pace.set()
+        proxy.down()
+    job = jobs.get(db, job_id)
+    assert job["status"] == "done", job["error"]
+    back = "SELECT message FROM events WHERE job_id = ? AND message LIKE '%answers again%'"
+    assert db.execute(back, (job_id,)).fetchall()
+    lines = [json.loads(ln.split("@@pocketops ", 1)[1]) for ln in api.logs(sid).splitlines() if "@@pocketops " in ln]
+    metric_lines = [ln for ln in lines if ln["t"] == "metric"]
+    assert runs.count_metrics(db, run_id) == len(metric_lines) == len({(m["kind"], m["step"]) for m in metric_lines})
+    assert runs.get(db, run_id)["status"] == "done" and runs.get(db, run_id)["epochs_done"] == 2
