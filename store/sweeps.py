@@ -36,6 +36,12 @@ def get(db: Database, sweep_id: int) -> dict | None:
                               JOIN datasets ON datasets.id = sweeps.dataset_id WHERE sweeps.id = ?""", (sweep_id,)))
 
 
+def job_of(db: Database, sweep_id: int) -> dict | None:
+    """The newest ``sweep`` job of sweep ``sweep_id`` (its id and status), or None."""
+    return one(db, """SELECT id, status FROM jobs WHERE kind = 'sweep' AND json_extract(payload, '$.sweep_id') = ?
+                      ORDER BY id DESC LIMIT 1""", (sweep_id,))
+
+
 def latest(db: Database) -> dict | None:
     """The newest sweep, or None."""
     found = one(db, "SELECT id FROM sweeps ORDER BY id DESC LIMIT 1")

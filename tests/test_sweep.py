@@ -324,3 +324,46 @@ def test_a_sweep_on_a_cluster_queues_its_trials_there(tmp_path):
     sweep_id, _ = new_sweep(db, dataset="digits", model="mlp", trials=2, on="lab")
     assert store_sweeps.get(db, sweep_id)["config"]["on"] == "lab"
     assert jobkinds.validate("train", {"run_id": 1, "on": "lab"}).on == "lab"
+
+
+def test_show_and_cancel_a_sweep(tmp_path, space_file):
+    """``--show`` prints the summary; ``--cancel`` of a queued sweep cancels it at once, of a running one
+    stops it (no new trial asked, the trial in flight cancelled); a second cancel is one line."""
+    from core.sweep import new_sweep
+
+    db_path = tmp_path / "data" / "t.db"
+    db = store.connect(db_path)
+    from core.datasets import ensure_builtin
+
+    ensure_builtin(db, db_path)
+    env = _env(tmp_path)
+    queued, queued_job = new_sweep(db, dataset="digits", model="mlp", trials=4, epochs=2, space_file=str(space_file))
+    shown = json.loads(cli(db_path, "sweep", "--show", str(queued), "--json", env=env).stdout)
+    assert (shown["sweep_id"], shown["status"], shown["trials"], shown["best"]) == (queued, "queued", [], None)
+    r = cli(db_path, "sweep", "--cancel", str(queued), "--json", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["status"] == "cancelled", r.stderr
+    assert store_sweeps.get(db, queued)["status"] == "cancelled" and jobs.get(db, queued_job)["status"] == "cancelled"
+    again = cli(db_path, "sweep", "--cancel", str(queued), env=env)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "nothing to cancel" in again.stderr
+    missing = cli(db_path, "sweep", "--show", "99", env=env)
+    assert missing.returncode == 1 and f"no sweep 99; the newest is {queued}" in missing.stderr
+
+    pace = Pace(tmp_path, train_step=5)  # the first trial holds mid-training
+    sweep_id, job_id = new_sweep(db, dataset="digits", model="mlp", trials=4, epochs=2, space_file=str(space_file))
+    worker = start_worker(db_path, _env(tmp_path, pace))
+    try:
+        pace.wait_held("train:step", pid=None, proc=worker, timeout=240)
+        r = cli(db_path, "sweep", "--cancel", str(sweep_id), "--json", env=env)
+        assert r.returncode == 0 and json.loads(r.stdout)["status"] == "cancelling", r.stderr
+        pace.set()
+        wait_for(lambda: store_sweeps.get(db, sweep_id)["status"] == "cancelled", 240, "the sweep to stop")
+        wait_for(lambda: jobs.get(db, job_id)["status"] in jobs.FINAL, 120, "the sweep job to end")
+    finally:
+        stop([worker])
+        pace.set()
+    assert jobs.get(db, job_id)["status"] == "cancelled"
+    trials = store_sweeps.trials(db, sweep_id)
+    assert len(trials) <= 2 and all(t["status"] != "running" for t in trials), trials
+    trial_jobs = rows(db, "SELECT status FROM jobs WHERE kind = 'train' AND run_id IN (%s)"
+                      % ",".join(str(t["run_id"]) for t in trials))
+    assert all(j["status"] in jobs.FINAL for j in trial_jobs)
