@@ -159,3 +159,57 @@ def test_the_phone_side_never_imports_ray_or_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
                        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+class _RejectingRay(BaseHTTPRequestHandler):
+    """A loopback stand-in for a current Ray dashboard that takes the package but rejects the job."""
+
+    REASON = "runtime_env: working_dir package exceeds the 100 MiB limit"
+
+    def _send(self, status: int, payload) -> None:
+        body = (payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/api/version":
+            self._send(200, {"version": "4", "ray_version": "2.60.0"})
+        else:  # no such job yet, no such package yet
+            self._send(404, {"error": "not found"})
+
+    def do_PUT(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._send(200, {"ok": True})
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._send(400, self.REASON.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_job_the_cluster_rejects_fails_with_its_reason_in_one_line(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RejectingRay)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        db_path = tmp_path / "p.db"
+        address = f"http://127.0.0.1:{server.server_address[1]}"
+        assert cli(db_path, "cluster", "add", "picky", "--address", address).returncode == 0
+        r = cli(db_path, "train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--on", "picky", "--wait",
+                timeout=120)
+        line = one_line(r)
+        assert "cluster 'picky' rejected the job" in line and _RejectingRay.REASON in line, line
+    finally:
+        server.shutdown()
+        server.server_close()
+    import store
+    from store import jobs, runs
+
+    db = store.connect(db_path)
+    [run] = runs.list_all(db)
+    assert run["status"] == "failed" and _RejectingRay.REASON in (run["error"] or "")
+    assert jobs.get(db, 1)["status"] == "failed"
