@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-phone bench bench-check screenshots clean browser-deps
+.PHONY: install run test test-phone test-mobile mobile-env bench bench-check screenshots clean browser-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,24 @@ $(PHONE_STAMP): pyproject.toml constraints.txt
 test-phone: $(PHONE_STAMP)
 	$(PHONE_PY) -m pytest -q -m phone
 
+# The app runtimes (ExecuTorch, LiteRT) in their own venv: their exporters pull ~1.5 GB (jax,
+# transformers) and pin xdsl, which would downgrade typing_extensions/pydantic in .venv (see
+# docs/mobile-runtimes.md). torch comes from the same constraints (2.13.0 CPU). The tests marked
+# `mobile` run there; the main suite checks the clean refusals where these packages are missing.
+MOBILE_VENV ?= .venv-mobile
+MOBILE_PY := $(MOBILE_VENV)/bin/python
+MOBILE_STAMP := $(MOBILE_VENV)/.installed
+$(MOBILE_STAMP): pyproject.toml constraints.txt
+	test -x $(MOBILE_PY) || $(PYTHON) -m venv $(MOBILE_VENV)
+	$(MOBILE_PY) -m pip install -q --upgrade pip
+	$(MOBILE_PY) -m pip install -q -c constraints.txt -e '.[train,export,serve,mobile]' pytest pytest-timeout anyio
+	touch $(MOBILE_STAMP)
+
+mobile-env: $(MOBILE_STAMP)
+
+test-mobile: $(MOBILE_STAMP)
+	$(MOBILE_PY) -m pytest -q -m mobile
+
 bench: install
 	$(PY) benchmarks/train_overhead.py
 	$(PY) benchmarks/dashboard_startup.py
@@ -90,4 +108,4 @@ screenshots: install
 	$(PY) scripts/screenshots.py
 
 clean:
-	rm -rf $(VENV) $(PHONE_VENV) build *.egg-info
+	rm -rf $(VENV) $(PHONE_VENV) $(MOBILE_VENV) build *.egg-info

@@ -130,17 +130,25 @@ def session_options(threads: int, *, profile_prefix: str | None = None):
 
 
 def open_session(path: str | Path, threads: int = 1, *, profile_prefix: str | None = None):
-    """An onnxruntime CPU session with a fixed thread count; a bad file is a clear error."""
-    ort = require("onnxruntime", "benchmarking an ONNX model")
+    """A session on the file's runtime (``core.runtimes``: .onnx/.ort onnxruntime, .pte ExecuTorch,
+    .tflite LiteRT) with a fixed thread count; a missing runtime or a bad file is one clear error."""
+    from core import runtimes
+
     path = Path(path)
+    rt = runtimes.runtime_of(path)
+    if rt.name == "onnxruntime":
+        require("onnxruntime", "benchmarking an ONNX model")  # the message users know (Linux and Termux ways)
     if not path.is_file():
-        raise PocketopsError(f"{path}: no such ONNX file")
+        raise PocketopsError(f"{path}: no such {'ONNX' if rt.name == 'onnxruntime' else rt.label} file")
+    options = {"profile_prefix": profile_prefix} if profile_prefix and rt.name == "onnxruntime" else {}
     try:
-        return ort.InferenceSession(str(path), session_options(threads, profile_prefix=profile_prefix),
-                                    providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-        raise PocketopsError(f"{path}: onnxruntime cannot load this model ({type(exc).__name__}: {str(exc)[:200]}); "
-                             "is it an ONNX file with a dynamic batch axis?") from exc
+        return runtimes.open_session(path, threads, **options)
+    except PocketopsError:
+        raise
+    except Exception as exc:  # each runtime raises its own exception types for unreadable models
+        raise PocketopsError(f"{path}: {rt.name} cannot load this model ({type(exc).__name__}: {str(exc)[:200]})"
+                             + ("; is it an ONNX file with a dynamic batch axis?" if rt.name == "onnxruntime" else "")
+                             ) from exc
 
 
 # onnxruntime's input types and the numpy dtypes a dataset's samples come in.
@@ -190,7 +198,7 @@ def logits(session, name: str, X: np.ndarray, batch_size: int = 256, *, path: st
     except Exception as exc:  # onnxruntime raises its own exception types (InvalidArgument, Fail, ...)
         label = Path(path).name if path else "the model"
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise PocketopsError(f"{label}: onnxruntime failed to run it on the dataset's samples "
+        raise PocketopsError(f"{label}: {getattr(session, 'runtime', 'onnxruntime')} failed to run it on the dataset's samples "
                              f"({type(exc).__name__}: {first}); check it was made for this dataset") from exc
     return np.concatenate(out).astype(np.float32)
 
@@ -287,7 +295,9 @@ def benchmark(path: str | Path, X: np.ndarray, y: np.ndarray | None = None, *, r
         "peak_memory_mb": round(max(0.0, rss_serving - rss0), 2) if rss0 is not None and rss_serving is not None else None,
         "memory_method": "rss while serving (batch 1 and 8)",
     })
-    if config.profile:
+    result["runtime"] = getattr(session, "runtime", "onnxruntime")
+    result["batch_method"] = getattr(session, "batch_method", "native")
+    if config.profile and result["runtime"] == "onnxruntime":  # the op profiler is onnxruntime's own
         result["ops_us"] = profile_ops(path, X, config.threads)
     result["measured_at"] = time.time()
     result["host_cpus"] = os.cpu_count()
@@ -474,7 +484,13 @@ def main(argv: list[str] | None = None) -> int:
         X = data["X"]
         y = data["y"] if "y" in data else None
         reference = data["reference"] if "reference" in data else None
-    require("onnxruntime", "benchmarking an ONNX model")
+    from core import runtimes
+
+    try:
+        runtimes.require(args.model, f"benchmarking {Path(args.model).name}")
+    except PocketopsError as exc:
+        print(f"pocketops: {exc}", file=sys.stderr)
+        return 1
     before = _rss_mb()
     hwm: dict = {}
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import bench, jobkinds, recommend
+from core import bench, jobkinds, recommend, runtimes
 from core.atomic import sha256_file
 from core.errors import ConfigError, PocketopsError
 from core.quantize import QuantizeConfig
@@ -40,6 +40,8 @@ class EvalData:
     X_val: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
+    y_train: np.ndarray
+    y_val: np.ndarray
     classes: list[str]
     dataset: str
     fingerprint: str
@@ -57,8 +59,8 @@ def eval_data(db, dataset_name: str, split: dict | None = None) -> EvalData:
     split = {"seed": 0, "val": 0.15, "test": 0.15, **(split or {})}
     arrays = load_arrays(row)
     tr, va, te = split_indices(arrays.y, seed=split["seed"], val=split["val"], test=split["test"])
-    return EvalData(arrays.X[tr], arrays.X[va], arrays.X[te], arrays.y[te], list(arrays.classes), row["name"],
-                    row["fingerprint"], split)
+    return EvalData(arrays.X[tr], arrays.X[va], arrays.X[te], arrays.y[te], arrays.y[tr], arrays.y[va],
+                    list(arrays.classes), row["name"], row["fingerprint"], split)
 
 
 def checkpoint_for(run: dict) -> Path:
@@ -95,15 +97,24 @@ def summary(db, run_id: int | None, variants: list[dict], *, prefs: recommend.Pr
     }
 
 
+def _artifact_kind(path: Path) -> str:
+    """The artifact kind of a variant file: ``onnx`` for onnxruntime's files (.onnx, .ort), else its suffix."""
+    return "onnx" if runtimes.runtime_of(path).name == "onnxruntime" else path.suffix.lstrip(".")
+
+
 # -- handlers ------------------------------------------------------------------------------
 
-def _require_tools(names: list[str]) -> None:
+def _require_tools(names: list[str], family: str | None = None) -> None:
     from core.export import require_export_tools
-    from core.quantize import require_quantize_tools
+    from core.quantize import TORCH_VARIANTS, require_quantize_tools, torch_refusal
 
     from core.optional import require
 
+    refused = torch_refusal(names, family)  # the app runtimes' exporters: one line naming the package
+    if refused:
+        raise ConfigError(refused)
     require_export_tools("ONNX export")
+    names = [n for n in names if n not in TORCH_VARIANTS or TORCH_VARIANTS[n].runtime == "onnxruntime"]
     if any(n != "fp32" for n in names):
         require_quantize_tools("Quantization")
     if "fp16" in names:
@@ -147,11 +158,15 @@ def _build(ctx, req: ExportRequest, run: dict, ckpt_path: Path, model, ckpt: dic
     check = export.verify(model, fp32, data.X_test)
     built = []
     qcfg = QuantizeConfig(calibration_samples=req.calibration_samples)
+    source = quantize.TorchSource(model, ckpt, data, shape, dtype, torch.from_numpy(data.X_test[:1]))
     for i, name in enumerate(req.variants):
         ctx.check()
         ctx.progress(stage="quantize", done=i, total=total, variant=name)
-        b = quantize.build(name, fp32, out_dir / f"{name}{quantize.suffix(name)}", X_train=data.X_train,
-                           X_check=data.X_val, config=qcfg)
+        target = out_dir / f"{name}{quantize.suffix(name)}"
+        if name in quantize.TORCH_VARIANTS:
+            b = quantize.build_torch_variant(name, source, target, qcfg)
+        else:
+            b = quantize.build(name, fp32, target, X_train=data.X_train, X_check=data.X_val, config=qcfg)
         built.append((b, quantize.ops_of(b)))
     ctx.check()  # a cancel that came while the last variant was building: register nothing
     common = {"job_id": ctx.job_id, "run_id": req.run_id, "source": "export", "dataset": data.dataset,
@@ -161,10 +176,11 @@ def _build(ctx, req: ExportRequest, run: dict, ckpt_path: Path, model, ckpt: dic
     with transaction(ctx.db):
         for b, ops in built:
             path, sha, size = str(b.path), sha256_file(b.path), b.path.stat().st_size
-            meta = {**common, "build": b.meta, "op_types": ops}
+            meta = {**common, "build": b.meta, "op_types": ops, "zip_bytes": quantize.zip_size(b.path),
+                    "runtime": runtimes.runtime_of(b.path).name}
             if b.name == "fp32":
                 meta.update(verify=check.as_dict())
-            store_artifacts.register(ctx.db, kind="onnx", path=path, sha256=sha, size_bytes=size, run_id=req.run_id,
+            store_artifacts.register(ctx.db, kind=_artifact_kind(b.path), path=path, sha256=sha, size_bytes=size, run_id=req.run_id,
                                      meta={"variant": b.name, "job_id": ctx.job_id})
             ids.append(store_variants.insert(ctx.db, name=b.name, path=path, sha256=sha, size_bytes=size,
                                              run_id=req.run_id, meta=meta))
@@ -231,8 +247,9 @@ def measure_variants(ctx, variants: list[dict], threads: int, *, only_unmeasured
 def run(ctx) -> dict:
     """Job kind ``export``: payload {"run_id", "variants", "threads", "calibration_samples", "prefer", "budget_points"}."""
     req = jobkinds.payload_of(ctx.job)
-    _require_tools(req.variants)  # before anything is written: fail at once with the way forward
     run_row = store_runs.get(ctx.db, req.run_id)
+    # before anything is written: fail at once with the way forward
+    _require_tools(req.variants, run_row["model"] if run_row else None)
     if run_row is None:
         raise ConfigError(f"no run {req.run_id}; see `pocketops runs list`")
     ckpt_path = checkpoint_for(run_row)

@@ -31,7 +31,108 @@ ALL_VARIANTS = VARIANTS + EXTRA_VARIANTS
 DEFAULT_VARIANTS = VARIANTS
 # Same graph, another file format: fp32 as ONNX Runtime's mobile ``.ort`` (for onnxruntime-android).
 FORMAT_VARIANTS = ("ort-format",)
-KNOWN_VARIANTS = ALL_VARIANTS + FORMAT_VARIANTS
+
+
+@dataclass(frozen=True)
+class TorchVariant:
+    """A variant built from the trained torch model itself, not from ``fp32.onnx``.
+
+    ``builder`` is ``"module:function"`` called as ``builder(source, out, config) -> Built``
+    (``source``: :class:`TorchSource`); ``needs`` are the modules the build imports (checked
+    with ``find_spec`` before anything is written), ``packages`` the pip names that bring them;
+    ``runtime`` is the ``core.runtimes`` name that loads the file; ``families`` the model
+    families it applies to (None: all).
+    """
+
+    name: str
+    suffix: str
+    builder: str
+    needs: tuple
+    packages: str
+    runtime: str
+    families: tuple | None = None
+    summary: str = ""
+
+
+TORCH_VARIANTS = {v.name: v for v in (
+    TorchVariant("executorch-fp32", ".pte", "core.export_executorch:build_fp32",
+                 ("executorch.exir", "executorch.runtime", "executorch.backends.xnnpack"), "executorch", "executorch",
+                 summary="ExecuTorch program, XNNPACK delegate, fp32"),
+    TorchVariant("executorch-int8", ".pte", "core.export_executorch:build_int8",
+                 ("executorch.exir", "executorch.runtime", "executorch.backends.xnnpack", "torchao"), "executorch",
+                 "executorch", summary="ExecuTorch program, XNNPACK delegate, int8 (PT2E, calibrated on training samples)"),
+    TorchVariant("litert-fp32", ".tflite", "core.export_litert:build_fp32",
+                 ("litert_torch", "ai_edge_litert.interpreter"), "litert-torch and ai-edge-litert", "litert",
+                 summary="LiteRT (TFLite) flatbuffer, fp32"),
+    TorchVariant("litert-int8", ".tflite", "core.export_litert:build_int8",
+                 ("litert_torch", "ai_edge_litert.interpreter"), "litert-torch and ai-edge-litert", "litert",
+                 summary="LiteRT full-integer int8 (calibrated on training samples), int8 input and output"),
+    TorchVariant("pruned-int8", ".onnx", "core.prune:build_pruned_int8",
+                 ("onnx", "onnxruntime.quantization"), "onnx and onnxruntime", "onnxruntime", families=("cnn",),
+                 summary="conv channels pruned (structured), fine-tuned briefly, then int8-static"),
+)}
+KNOWN_VARIANTS = ALL_VARIANTS + FORMAT_VARIANTS + tuple(TORCH_VARIANTS)
+
+
+@dataclass
+class TorchSource:
+    """What a :class:`TorchVariant` is built from: the trained model (eval mode), its checkpoint dict,
+    the run's data splits (``core.export_job.EvalData``), the input spec, and one batch-1 example tensor."""
+
+    model: object
+    ckpt: dict
+    data: object
+    shape: list
+    dtype: str
+    example: object
+
+
+def torch_refusal(names: list[str], family: str | None = None) -> str | None:
+    """None when every torch-built variant in ``names`` can be built here, else one line saying
+    which package is missing and the way forward (checked with ``find_spec``: nothing imported)."""
+    import importlib.util
+
+    for name in names:
+        tv = TORCH_VARIANTS.get(name)
+        if tv is None:
+            continue
+        if family is not None and tv.families is not None and family not in tv.families:
+            return (f"the {name} variant applies to {', '.join(tv.families)} models only, "
+                    f"and this run is a {family}; drop it from --variants")
+        absent = []
+        for module in tv.needs:
+            try:
+                ok = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                ok = False
+            if not ok:
+                absent.append(module)
+        if absent:
+            return (f"the {name} variant needs {tv.packages} (module {absent[0]} is not installed here). "
+                    f"On Linux: pip install 'pocketops[mobile]' (make test-mobile builds .venv-mobile with it); "
+                    f"no phone wheel exists: export with --on CLUSTER, or on a laptop and copy the "
+                    f"{tv.suffix} file over (pocketops models add)")
+    return None
+
+
+def build_torch_variant(name: str, source: TorchSource, out: Path, config: QuantizeConfig | None = None) -> Built:
+    """Build torch variant ``name`` from ``source`` into ``out`` (its builder, imported by path)."""
+    tv = TORCH_VARIANTS[name]
+    module, _, func = tv.builder.partition(":")
+    with no_space_as_error(out, 16 * 2**20, what=f"{name} variant"):
+        built = getattr(importlib.import_module(module), func)(source, Path(out), config or QuantizeConfig())
+    built.meta.setdefault("runtime", tv.runtime)
+    return built
+
+
+def zip_size(path: str | Path) -> int:
+    """Bytes of ``path`` zip-compressed (deflate, level 9): what the file costs inside an APK or a download."""
+    import zipfile
+
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.write(path, Path(path).name)
+    return len(sink.getvalue())
 
 
 @dataclass
@@ -68,11 +169,16 @@ def require_fp16_tools(purpose: str = "The fp16 variant"):
 
 def suffix(name: str) -> str:
     """The file extension variant ``name`` is written with (onnxruntime tells ``.ort`` files by it)."""
+    if name in TORCH_VARIANTS:
+        return TORCH_VARIANTS[name].suffix
     return ".ort" if name == "ort-format" else ".onnx"
 
 
 def ops_of(built: Built) -> dict[str, int]:
-    """How many nodes of each op type a built variant has (an .ort file: its optimized graph's)."""
+    """How many nodes of each op type a built variant has (an .ort file: its optimized graph's;
+    a .pte or .tflite file: what its builder counted, else none)."""
+    if built.path.suffix in (".pte", ".tflite"):
+        return dict(built.ops or {})
     return dict(built.ops) if built.ops is not None else op_types(built.path)
 
 
