@@ -82,7 +82,7 @@ $(MOBILE_STAMP): pyproject.toml constraints.txt
 mobile-env: $(MOBILE_STAMP)
 
 test-mobile: $(MOBILE_STAMP)
-	$(MOBILE_PY) -m pytest -q -m mobile
+	POCKETOPS_REQUIRE_MOBILE=1 $(MOBILE_PY) -m pytest -q -m mobile
 
 bench: install
 	$(PY) benchmarks/train_overhead.py
