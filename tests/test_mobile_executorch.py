@@ -163,6 +163,8 @@ def test_export_job_registers_and_benchmarks_the_pte_variants(trained, tmp_path)
     proc = cli(db_path, "export", str(run_id), "--variants", "fp32,executorch-fp32,executorch-int8", "--wait", "--json",
                timeout=900)
     assert proc.returncode == 0, proc.stderr
+    for noise in ("cpuinfo", "threadpool", "Failed to load", "_pytree", "Warning"):
+        assert noise not in proc.stdout + proc.stderr, (noise, proc.stderr[-2000:])
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [v["name"] for v in summary["variants"]] == ["fp32", "executorch-fp32", "executorch-int8"]
     db = store.connect(db_path)
