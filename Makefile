@@ -76,7 +76,8 @@ MOBILE_STAMP := $(MOBILE_VENV)/.installed
 $(MOBILE_STAMP): pyproject.toml constraints.txt
 	test -x $(MOBILE_PY) || $(PYTHON) -m venv $(MOBILE_VENV)
 	$(MOBILE_PY) -m pip install -q --upgrade pip
-	$(MOBILE_PY) -m pip install -q -c constraints.txt -e '.[train,export,serve,mobile]' pytest pytest-timeout anyio
+	# --no-compile: most of these 2.6 GB are never imported by the tests; what is gets compiled on import.
+	$(MOBILE_PY) -m pip install -q --no-compile -c constraints.txt -e '.[train,export,serve,mobile]' pytest pytest-timeout anyio
 	touch $(MOBILE_STAMP)
 
 mobile-env: $(MOBILE_STAMP)
