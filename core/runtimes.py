@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-try:  # inside pocketops: the one error type every caller already shows as one line
+# Inside a bundle this file is the top-level module ``runtimes``: it then imports nothing of
+# pocketops even where pocketops is installed (the local target runs bundles with its Python).
+IN_BUNDLE = __name__ != "core.runtimes"
+if not IN_BUNDLE:  # inside pocketops: the one error type every caller already shows as one line
     from core.errors import ConfigError as RuntimeMissing
-except ImportError:  # inside a bundle
+else:
     class RuntimeMissing(RuntimeError):  # type: ignore[no-redef]
         """A runtime this model needs is not installed here; ``str()`` says what to do."""
 
@@ -96,10 +100,11 @@ def open_session(path: str | Path, threads: int = 1, **options):
     """
     rt = require(path, f"loading {Path(path).name}")
     module, _, cls = rt.session.partition(":")
-    try:
+    if IN_BUNDLE:  # the adapters copied beside this file, the ones the bundle's sha256 list covers
+        module = module.rpartition(".")[2]
+        adapter = getattr(sys.modules[__name__], cls) if module == __name__ else getattr(importlib.import_module(module), cls)
+    else:
         adapter = getattr(importlib.import_module(module), cls)
-    except ImportError:  # inside a bundle the adapters sit beside this file
-        adapter = getattr(importlib.import_module(module.rpartition(".")[2]), cls)
     return adapter(Path(path), int(threads), **options)
 
 
