@@ -156,3 +156,23 @@ class Arg:
 # numpy dtype name -> onnxruntime type string (what core.bench.check_input compares)
 ORT_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "float16": "tensor(float16)",
              "int64": "tensor(int64)", "int32": "tensor(int32)", "uint8": "tensor(uint8)", "int8": "tensor(int8)"}
+
+
+# The flatbuffer file identifier (bytes 4..8) each app runtime's files carry: a file that lacks
+# it is refused before anything is registered, even where the runtime is not installed to load it.
+# ExecuTorch writes "ET" + its schema version ("ET12"), LiteRT keeps TensorFlow Lite's "TFL3".
+IDENTIFIERS = {".pte": b"ET", ".tflite": b"TFL3"}
+
+
+def check_file(path: str | Path) -> Runtime:
+    """The runtime of ``path``, after checking its content is what its suffix says (RuntimeMissing if not)."""
+    rt = runtime_of(path)
+    want = IDENTIFIERS.get(Path(path).suffix.lower())
+    if want is not None:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head[4:4 + len(want)] != want:
+            raise RuntimeMissing(f"{Path(path).name}: not a {rt.label} model file (a {Path(path).suffix} file carries the "
+                                 f"identifier {want.decode()!r} at byte 4, this one has {head[4:8]!r}); "
+                                 "export it again or give the file its right suffix")
+    return rt
