@@ -184,7 +184,8 @@ def test_models_add_refuses_a_file_that_is_not_what_its_suffix_says(tmp_path, ca
 
 @pytest.fixture(scope="module")
 def made_elsewhere(request, tmp_path_factory):
-    """The trained digits CNN as fp32 .onnx, .tflite (litert-torch) and .pte (ExecuTorch, XNNPACK), as a laptop makes them."""
+    """The trained digits CNN as fp32 .onnx, .tflite (litert-torch) and .pte (ExecuTorch, XNNPACK), as a laptop
+    makes them with the documented calls, plus the litert-int8 variant from pocketops' own builder."""
     _mobile.need("litert")  # before training: where the stacks are absent nothing is trained for nothing
     _mobile.need("executorch")
     trained, exported = request.getfixturevalue("trained"), request.getfixturevalue("exported")  # noqa: F811
@@ -200,7 +201,14 @@ def made_elsewhere(request, tmp_path_factory):
         litert_torch.convert(model, example).export(str(out / "digits.tflite"))
         program = to_edge_transform_and_lower(torch.export.export(model, example), partitioner=[XnnpackPartitioner()])
         (out / "digits.pte").write_bytes(program.to_executorch().buffer)
-    return {"fp32": exported["cnn"], "litert-fp32": out / "digits.tflite", "executorch-fp32": out / "digits.pte"}
+    from core import quantize
+    from core.export_job import eval_data
+
+    data = eval_data(store.connect(trained.db_path), "digits")
+    source = quantize.TorchSource(model, {}, data, [1, 8, 8], "float32", torch.from_numpy(data.X_test[:1]))
+    int8 = quantize.build_torch_variant("litert-int8", source, out / "digits-int8.tflite").path
+    return {"fp32": exported["cnn"], "litert-fp32": out / "digits.tflite", "executorch-fp32": out / "digits.pte",
+            "litert-int8": int8}
 
 
 @pytest.fixture(scope="module")
@@ -223,15 +231,15 @@ def registered(trained, made_elsewhere, tmp_path_factory):  # noqa: F811
 
 @pytest.mark.mobile
 def test_local_deploys_of_tflite_and_pte_answer_like_the_fp32_onnx(registered):
-    """Real servers on 127.0.0.1: /v1/predict gives fp32 ONNX's labels on 50 digits, /v1/model names the runtime,
-    /v1/monitor sees the traffic."""
+    """Real servers on 127.0.0.1: /v1/predict gives fp32 ONNX's labels on 50 digits (the int8 .tflite: nearly all),
+    /v1/model names the runtime, /v1/monitor sees the traffic."""
     from tests._deploy_helpers import digits_samples
 
     db_path, ids = registered
     db = store.connect(db_path)
     samples = digits_samples(50, start=300).tolist()
     answers, rows = {}, {}
-    for name in ("fp32", "litert-fp32", "executorch-fp32"):
+    for name in ("fp32", "litert-fp32", "executorch-fp32", "litert-int8"):
         row = service.deploy(db, db_path, ids[name], "local", {"port": 0, "name": f"line-{name}"})
         assert row["status"] == "running" and row["url"].startswith("http://127.0.0.1:"), row
         rows[name] = row
@@ -252,6 +260,10 @@ def test_local_deploys_of_tflite_and_pte_answer_like_the_fp32_onnx(registered):
     for name in ("litert-fp32", "executorch-fp32"):
         assert answers[name]["labels"] == expected["labels"], name
         np.testing.assert_allclose(answers[name]["probabilities"], expected["probabilities"], atol=1e-4)
+    # int8 input and output, quantized inside the adapter: 0.985 agreement on the 269 test digits (docs/mobile-runtimes.md)
+    agree = np.mean(np.array(answers["litert-int8"]["labels"]) == np.array(expected["labels"]))
+    assert agree >= 0.9, agree
+    assert not np.allclose(answers["litert-int8"]["probabilities"], expected["probabilities"], atol=1e-4), "really int8"
     for row in rows.values():
         assert service.stop(db, row["id"])["status"] == "stopped"
 
