@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-try:  # inside pocketops: the one error type every caller already shows as one line
+# Inside a bundle this file is the top-level module ``runtimes``: it then imports nothing of
+# pocketops even where pocketops is installed (the local target runs bundles with its Python).
+IN_BUNDLE = __name__ != "core.runtimes"
+if not IN_BUNDLE:  # inside pocketops: the one error type every caller already shows as one line
     from core.errors import ConfigError as RuntimeMissing
-except ImportError:  # inside a bundle
+else:
     class RuntimeMissing(RuntimeError):  # type: ignore[no-redef]
         """A runtime this model needs is not installed here; ``str()`` says what to do."""
 
@@ -96,10 +100,11 @@ def open_session(path: str | Path, threads: int = 1, **options):
     """
     rt = require(path, f"loading {Path(path).name}")
     module, _, cls = rt.session.partition(":")
-    try:
+    if IN_BUNDLE:  # the adapters copied beside this file, the ones the bundle's sha256 list covers
+        module = module.rpartition(".")[2]
+        adapter = getattr(sys.modules[__name__], cls) if module == __name__ else getattr(importlib.import_module(module), cls)
+    else:
         adapter = getattr(importlib.import_module(module), cls)
-    except ImportError:  # inside a bundle the adapters sit beside this file
-        adapter = getattr(importlib.import_module(module.rpartition(".")[2]), cls)
     return adapter(Path(path), int(threads), **options)
 
 
@@ -151,3 +156,23 @@ class Arg:
 # numpy dtype name -> onnxruntime type string (what core.bench.check_input compares)
 ORT_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "float16": "tensor(float16)",
              "int64": "tensor(int64)", "int32": "tensor(int32)", "uint8": "tensor(uint8)", "int8": "tensor(int8)"}
+
+
+# The flatbuffer file identifier (bytes 4..8) each app runtime's files carry: a file that lacks
+# it is refused before anything is registered, even where the runtime is not installed to load it.
+# ExecuTorch writes "ET" + its schema version ("ET12"), LiteRT keeps TensorFlow Lite's "TFL3".
+IDENTIFIERS = {".pte": b"ET", ".tflite": b"TFL3"}
+
+
+def check_file(path: str | Path) -> Runtime:
+    """The runtime of ``path``, after checking its content is what its suffix says (RuntimeMissing if not)."""
+    rt = runtime_of(path)
+    want = IDENTIFIERS.get(Path(path).suffix.lower())
+    if want is not None:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head[4:4 + len(want)] != want:
+            raise RuntimeMissing(f"{Path(path).name}: not a {rt.label} model file (a {Path(path).suffix} file carries the "
+                                 f"identifier {want.decode()!r} at byte 4, this one has {head[4:8]!r}); "
+                                 "export it again or give the file its right suffix")
+    return rt

@@ -19,8 +19,9 @@ class DeployError(PocketopsError):
 class Bundle:
     """A directory produced by ``deployers.bundle.build_bundle``.
 
-    It holds ``model.onnx``, ``model.json``, the runtime files (``predictor.py``,
-    ``server.py``) and ``reference.npz``, and needs only numpy + onnxruntime to serve.
+    It holds the model (``model.onnx``, or ``model.ort``/``.pte``/``.tflite`` by its suffix),
+    ``model.json``, the runtime files (``predictor.py``, ``server.py``, ``runtimes.py`` and the
+    model's adapter) and ``reference.npz``, and needs only numpy + the model's runtime to serve.
     """
 
     path: Path

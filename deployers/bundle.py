@@ -1,7 +1,8 @@
-"""Build the one platform-agnostic bundle of a variant: model.onnx, model.json, runtime, reference sample.
+"""Build the one platform-agnostic bundle of a variant: the model, model.json, runtime, reference sample.
 
-The bundle directory is everything a target needs to serve the model with numpy + onnxruntime
-only; every target adapts it (a local process, a static page, a Docker Space, a Cloud Run
+The bundle directory is everything a target needs to serve the model with numpy + the model's
+runtime only (onnxruntime for ``model.onnx``/``model.ort``, ExecuTorch for ``model.pte``, LiteRT
+for ``model.tflite``: ``core/runtimes.py`` and the adapter it needs are copied in); every target adapts it (a local process, a static page, a Docker Space, a Cloud Run
 function). Bundles are content-addressed (variant + model sha) and written atomically:
 a bundle directory either is complete or does not exist.
 """
@@ -14,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core import paths
+from core import paths, runtimes
 from core.atomic import no_space_as_error, sha256_file, write_bytes, write_text
 from core.optional import require
 from deployers.base import Bundle, DeployError
@@ -26,9 +27,32 @@ from store import runs as store_runs
 FORMAT = "pocketops-bundle/1"
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 RUNTIME_FILES = ("api.py", "monitor.py", "predictor.py", "server.py")
+CORE_DIR = Path(runtimes.__file__).resolve().parent
 REFERENCE_ROWS = 200
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
                "tensor(float16)": "float16", "tensor(double)": "float64"}
+
+
+def model_file(model_path: str | os.PathLike) -> str:
+    """The model's name inside a bundle: ``model`` + its suffix (onnxruntime and the others tell the format by it)."""
+    runtimes.runtime_of(model_path)  # a suffix no runtime loads is a one-line error
+    return "model" + Path(model_path).suffix.lower()
+
+
+def runtime_sources(model_name: str) -> dict[str, Path]:
+    """Bundle file name -> source of every runtime file a bundle of ``model_name`` ships.
+
+    The predictor and its server, ``runtimes.py`` (the runtime table and the onnxruntime
+    session) and, for a .pte or .tflite model, its session adapter (``runtime_pte.py`` /
+    ``runtime_tflite.py``): a pocketops upgrade that changes any of them rebuilds the bundle.
+    """
+    files = {name: RUNTIME_DIR / name for name in RUNTIME_FILES}
+    files["runtimes.py"] = CORE_DIR / "runtimes.py"
+    module = runtimes.runtime_of(model_name).session.partition(":")[0]
+    if module != "core.runtimes":
+        name = module.rpartition(".")[2] + ".py"
+        files[name] = CORE_DIR / name
+    return files
 
 
 def load_variant(db, variant_id: int) -> dict:
@@ -69,12 +93,19 @@ def _dataset_for(db, variant: dict) -> dict | None:
 
 def describe(model_path: Path, variant: dict, dataset: dict | None) -> dict:
     """The model.json fields that describe inputs, labels and preprocessing."""
-    ort = require("onnxruntime", "Building a deploy bundle")
+    rt = runtimes.runtime_of(model_path)
+    if rt.name == "onnxruntime":
+        require("onnxruntime", "Building a deploy bundle")  # the message users know (Linux and Termux ways)
+    else:
+        runtimes.require(rt.name, f"building the deploy bundle of {Path(model_path).name}")
     try:
-        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
-        raise DeployError(f"{model_path}: onnxruntime cannot load this model ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200]}); export the variant again") from exc
+        session = runtimes.open_session(model_path, 1)
+    except runtimes.RuntimeMissing:
+        raise
+    except Exception as exc:  # each runtime's own exception types (InvalidProtobuf, Fail, ValueError, ...)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise DeployError(f"{model_path}: {rt.name} cannot load this model ({type(exc).__name__}: "
+                          f"{first}); export the variant again") from exc
     inp = session.get_inputs()[0]
     meta = variant.get("meta") or {}
     ds_meta = (dataset or {}).get("meta") or {}
@@ -238,15 +269,16 @@ def build_bundle(db, db_path: str | os.PathLike | None, variant_id: int, *, out_
         "variant": variant["name"],
         "run_id": variant.get("run_id"),
         "dataset": dataset["name"] if dataset else None,
-        # onnxruntime tells an ORT-format file (the ort-format variant) by its extension
-        "model_file": "model.ort" if model_path.suffix == ".ort" else "model.onnx",
+        # every runtime tells its format by the extension (onnxruntime an ORT-format file, too)
+        "model_file": model_file(model_path),
+        "runtime": runtimes.runtime_of(model_path).name,
         "sha256": sha,
         "size_bytes": model_path.stat().st_size,
         **info,
         "reference": {"rows": int(len(reference)), "note": reference_note},
     }
     # Space a bundle needs: the model and runtime files it copies plus the reference rows.
-    needed = model_path.stat().st_size + sum((RUNTIME_DIR / n).stat().st_size for n in RUNTIME_FILES) \
+    needed = model_path.stat().st_size + sum(p.stat().st_size for p in runtime_sources(model_json["model_file"]).values()) \
         + int(np.asarray(reference, dtype=np.float32).nbytes)
     with no_space_as_error(out_dir, needed, what="deploy bundle"):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -266,8 +298,8 @@ def _fill(staging: Path, out_dir: Path, model_path: Path, reference, model_json:
 
     try:
         shutil.copyfile(model_path, staging / model_json["model_file"])
-        for name in RUNTIME_FILES:
-            shutil.copyfile(RUNTIME_DIR / name, staging / name)
+        for name, source in runtime_sources(model_json["model_file"]).items():
+            shutil.copyfile(source, staging / name)
         buf = io.BytesIO()
         np.savez_compressed(buf, X=np.asarray(reference, dtype=np.float32))
         write_bytes(staging / "reference.npz", buf.getvalue())
@@ -309,7 +341,11 @@ def _reuse(out_dir: Path, sha: str) -> Bundle | None:
         return None
     if model_json.get("format") != FORMAT or model_json.get("sha256") != sha:
         return None
-    for name in RUNTIME_FILES:  # a pocketops upgrade changes the runtime: rebuild
-        if model_json.get("files", {}).get(name) != sha256_file(RUNTIME_DIR / name):
+    try:
+        sources = runtime_sources(model_json.get("model_file") or "model.onnx")
+    except runtimes.RuntimeMissing:
+        return None
+    for name, source in sources.items():  # a pocketops upgrade changes the runtime: rebuild
+        if model_json.get("files", {}).get(name) != sha256_file(source):
             return None
     return Bundle(path=out_dir, variant_id=model_json.get("variant_id"), version=model_json["version"], model_json=model_json)

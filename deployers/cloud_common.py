@@ -33,24 +33,51 @@ def listing(folder: Path) -> list[dict]:
             for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
 
 
-def pinned_requirements(template: Path) -> str:
-    """A template requirements.txt with numpy/onnxruntime pinned to the versions benchmarked here.
+# What a bundle's predictor needs beside numpy for each runtime (core.runtimes names), with the
+# ranges pocketops supports; ``pinned_requirements`` pins them to the versions installed here.
+# ExecuTorch's Python runtime takes torch tensors, so a .pte needs torch too: the CPU wheel
+# from PyTorch's own index (PyPI's Linux torch wheel carries ~2 GB of CUDA libraries).
+RUNTIME_REQUIREMENTS = {
+    "onnxruntime": ("onnxruntime>=1.20,<2",),
+    "litert": ("ai-edge-litert>=2.3,<3",),
+    "executorch": ("--extra-index-url https://download.pytorch.org/whl/cpu", "torch>=2.4,<2.15", "executorch>=1.5,<2"),
+}
+PINNED = ("numpy", "onnxruntime", "ai-edge-litert", "executorch", "torch")
 
-    The served predictor then runs the same onnxruntime that measured the variant; where a
-    package is not installed locally, the template's range stays.
+
+def pinned_requirements(template: Path, runtime: str = "onnxruntime") -> str:
+    """A template requirements.txt for a bundle on ``runtime``, pinned to the versions benchmarked here.
+
+    The template's onnxruntime line is replaced by what ``runtime`` needs (RUNTIME_REQUIREMENTS);
+    numpy and the runtime's packages are pinned to the installed versions, so the served
+    predictor runs what measured the variant; where a package is not installed here, its range stays.
     """
     from importlib import metadata
 
     lines = []
     for line in template.read_text("utf-8").splitlines():
-        name = re.split(r"[<>=!~ ;\[]", line.strip(), maxsplit=1)[0]
-        if name in ("numpy", "onnxruntime"):
+        name = _requirement_name(line)
+        if name == "onnxruntime":
+            lines += RUNTIME_REQUIREMENTS[runtime]
+            continue
+        lines.append(line)
+    pinned = []
+    for line in lines:
+        name = _requirement_name(line)
+        if name in PINNED:
             try:
-                line = f"{name}=={metadata.version(name)}"
+                version = metadata.version(name)
             except metadata.PackageNotFoundError:
                 pass
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+            else:
+                # torch's local label (+cpu) names the CPU wheel on PyTorch's index; elsewhere none is published
+                line = f"{name}=={version if name == 'torch' else version.split('+')[0]}"
+        pinned.append(line)
+    return "\n".join(pinned) + "\n"
+
+
+def _requirement_name(line: str) -> str:
+    return re.split(r"[<>=!~ ;\[]", line.strip(), maxsplit=1)[0].lower()
 
 
 def probe_health(url: str, *, timeout: float = 5.0, headers: dict | None = None) -> tuple[float | None, str]:

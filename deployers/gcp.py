@@ -53,6 +53,11 @@ def _safe_member(name: str) -> str:
 def source_files(bundle: Bundle) -> dict[str, bytes]:
     """What goes in the zip: the bundle's files, then ``main.py`` and ``requirements.txt``."""
     root = Path(bundle.path).resolve()
+    from deployers.targets import refusal
+
+    why = refusal("gcp", bundle.model_json.get("model_file", "model.onnx"), f"bundle {bundle.version}")
+    if why:  # the plan and the deploy both stage these files first: refused before any network call
+        raise DeployError(why)
     files: dict[str, bytes] = {}
     for rel, _size in bundle.files():
         path = root / rel

@@ -45,7 +45,12 @@ class LocalDeployer:
     def plan(self, bundle: Bundle, options: dict) -> Plan:
         """The bundle's files, no cost, and the API-key requirement for a host that is not loopback."""
         host = options.get("host") or DEFAULT_HOST
-        requirements = ["numpy and onnxruntime on this device (Termux: pkg install python-numpy python-onnxruntime)"]
+        from core.runtimes import runtime_of
+
+        rt = runtime_of(bundle.model_json.get("model_file", "model.onnx"))
+        requirements = ["numpy and onnxruntime on this device (Termux: pkg install python-numpy python-onnxruntime)"
+                        if rt.name == "onnxruntime" else
+                        f"numpy and {rt.label} on this device (pip install '{rt.package}'; Termux: {rt.termux})"]
         if not is_loopback(host):
             requirements.append(f"an API key for host {host} (--api-key or {KEY_ENV}); clients send it as X-API-Key")
         return Plan(
@@ -210,9 +215,14 @@ class LocalDeployer:
 
 def _preflight(bundle: Bundle) -> None:
     """Load the bundle in this process first: a broken model fails here, before anything is stopped."""
+    from core import runtimes
     from core.optional import require
 
-    require("onnxruntime", "Serving a model locally")
+    model = (bundle.model_json or {}).get("model_file", "model.onnx")
+    if runtimes.runtime_of(model).name == "onnxruntime":
+        require("onnxruntime", "Serving a model locally")
+    else:
+        runtimes.require(model, "Serving a model locally")
     from deployers.runtime.predictor import Predictor
 
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from core import jobkinds, paths
 from core.errors import PocketopsError
 from core.optional import MissingDependency
-from deployers import registry
+from deployers import registry, targets
 from deployers.targets import release_label
 from deployers.base import Bundle, Deployer, DeployError, Plan, Release
 from deployers.bundle import build_bundle, load_variant
@@ -116,8 +116,26 @@ def _db_path(db) -> Path:
     raise DeployError("this database has no file (in memory); deployments need a database file")
 
 
+def check_servable(variant: dict, target: str) -> None:
+    """Refuse, in one line and before any row, bundle or network call, a variant ``target`` cannot serve.
+
+    The static page and the Cloud Run function serve ONNX models only (``deployers.targets``);
+    a .pte or .tflite variant also needs its runtime here, where its bundle is built and checked.
+    """
+    from core import runtimes
+
+    what = f"variant {variant['id']} ({variant['name']})"
+    why = targets.refusal(target, variant["path"], what)
+    if why:
+        raise DeployError(why)
+    rt = runtimes.runtime_of(variant["path"])
+    if rt.name != "onnxruntime":  # onnxruntime's own absence keeps the message the bundle build gives
+        runtimes.require(rt.name, f"deploying {what} to {target}")
+
+
 def plan(db, variant_id: int, target: str, options: dict, deployer: Deployer | None = None) -> Plan:
     """What deploying would do; builds the bundle in a temp dir and changes nothing else."""
+    check_servable(load_variant(db, variant_id), target)
     deployer = deployer or registry.get(target)
     with tempfile.TemporaryDirectory(prefix="pocketops-plan-") as tmp:
         bundle = build_bundle(db, None, variant_id, out_dir=Path(tmp) / "bundle", register=False)
@@ -131,7 +149,8 @@ def deploy(db, db_path, variant_id: int, target: str, options: dict, deployer: D
     DeployError says both.
     """
     options = dict(options)
-    load_variant(db, variant_id)               # a wrong id fails before any row exists
+    variant = load_variant(db, variant_id)     # a wrong id fails before any row exists,
+    check_servable(variant, target)            # and so does a runtime the target does not serve
     from deployers import costs                # hard budgets refuse before any network call or row
     costs.check_deploy(db, target, options)
     deployer = deployer or registry.get(target)  # so does a missing client package

@@ -338,15 +338,24 @@ class DockerSpaceDeployer(_SpaceDeployer):
         copy_bundle(bundle, out_dir)
         template = TEMPLATES / "docker"
         (out_dir / "Dockerfile").write_bytes((template / "Dockerfile").read_bytes())
-        (out_dir / "requirements.txt").write_text(pinned_requirements(template / "requirements.txt"), "utf-8")
+        runtime = _runtime_of(bundle)
+        (out_dir / "requirements.txt").write_text(pinned_requirements(template / "requirements.txt", runtime.name),
+                                                  "utf-8")
         self._write_readme(bundle, (template / "README.md").read_text("utf-8"), out_dir,
-                           short_description="pocketops model API (onnxruntime)")
+                           short_description=f"pocketops model API ({runtime.name})")
 
     def _requirements(self, options: dict) -> list[str]:
         return [PAID_PLAN] + super()._requirements(options)
 
     def _estimate(self, options: dict) -> pricing.Estimate:
         return pricing.spaces_monthly(options.get("hardware") or "cpu-basic")
+
+
+def _runtime_of(bundle: Bundle):
+    """The runtime (core.runtimes) that serves the bundle's model file."""
+    from core.runtimes import runtime_of
+
+    return runtime_of(bundle.model_json.get("model_file", "model.onnx"))
 
 
 def _title(bundle: Bundle) -> str:

@@ -42,9 +42,14 @@ def page_model_json(model_json: dict) -> dict:
 
 def build_static_site(bundle: Bundle, out_dir: str | os.PathLike, vendor_ort: str | os.PathLike | None = None) -> list[dict]:
     """Write the page for ``bundle`` into ``out_dir``; returns its files as ``{"path", "size_bytes"}``, sorted."""
+    from deployers.targets import refusal
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     info = bundle.model_json or json.loads((Path(bundle.path) / "model.json").read_text("utf-8"))
+    why = refusal("spaces-static", info.get("model_file", "model.onnx"), f"bundle {bundle.version}")
+    if why:  # before any file is written: onnxruntime-web would fail only in the visitor's browser
+        raise DeployError(why)
+    out.mkdir(parents=True, exist_ok=True)
     if vendor_ort:
         ort_dir = find_ort(vendor_ort)
         (out / "ort").mkdir(exist_ok=True)

@@ -7,7 +7,11 @@ option its Name and Port fields fill). This module imports nothing heavy: the da
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
+
+# Every runtime a bundle's predictor serves (core.runtimes.RUNTIMES): ONNX Runtime, ExecuTorch, LiteRT.
+ALL_RUNTIMES = ("onnxruntime", "executorch", "litert")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Target:
     deployer: str  # "module:Class", imported only when used
     options: tuple[str, ...]  # the keys of OPTIONS this target reads
     line_option: str  # the option that names a release line (the form's Name field)
+    runtimes: tuple[str, ...] = ALL_RUNTIMES  # the runtimes (core.runtimes names) of the models it serves
+    only_onnx: str = ""  # why it serves ONNX models only (said when it refuses another)
 
 
 def requests_count(value: str) -> int:
@@ -80,12 +86,33 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("local", "local (this device)", "local", "deployers.local:LocalDeployer",
            ("host", "port", "name", "api_key"), "name"),
     Target("spaces-static", "Spaces static (free)", "static", "deployers.spaces:StaticSpaceDeployer",
-           ("space_id", "private", "wait_s", "vendor_ort"), "space_id"),
+           ("space_id", "private", "wait_s", "vendor_ort"), "space_id", ("onnxruntime",),
+           "the page runs the model in the browser with onnxruntime-web, which loads only ONNX"),
     Target("spaces-docker", "Spaces docker (paid)", "docker", "deployers.spaces:DockerSpaceDeployer",
            ("space_id", "private", "hardware", "wait_s", "api_key"), "space_id"),
     Target("gcp", "Google Cloud function", "gcp", "deployers.gcp:CloudRunFunctionDeployer",
-           ("project", "region", "function_name", "public", "api_key", "requests_per_month"), "function_name"),
+           ("project", "region", "function_name", "public", "api_key", "requests_per_month"), "function_name",
+           ("onnxruntime",), "its function installs numpy and onnxruntime only"),
 )}
+
+
+def refusal(target: str, model_path: str | Path, what: str = "") -> str | None:
+    """None when ``target`` serves the model file's runtime, else the one-line refusal naming the targets that do.
+
+    ``what`` names the model in the message (``variant 7 (litert-int8)``); by default its file name.
+    """
+    from core.runtimes import runtime_of  # stdlib only: cheap where the dashboard loads this module
+
+    t = TARGETS.get(target)
+    rt = runtime_of(model_path)
+    if t is None or rt.name in t.runtimes:
+        return None
+    serving = [name for name, other in TARGETS.items() if rt.name in other.runtimes]
+    article = "an" if rt.label[0] in "AEIOU" else "a"
+    return (f"{what or Path(model_path).name} is {article} {rt.label} model ({Path(model_path).suffix}): {target} cannot "
+            f"serve it ({t.only_onnx or 'it serves ONNX models only'}); deploy it with "
+            + " or ".join(f"--target {name}" for name in serving)
+            + ", or deploy an ONNX variant (.onnx/.ort) of the same run to " + target)
 
 
 def names() -> tuple[str, ...]:

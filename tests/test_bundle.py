@@ -29,7 +29,7 @@ def test_bundle_has_everything_and_is_registered(built):
     db, _db_path, vid, bundle = built
     names = [p for p, _ in bundle.files()]
     assert names == ["api.py", "model.json", "model.onnx", "monitor.json", "monitor.py", "predictor.py",
-                     "reference.npz", "server.py"]
+                     "reference.npz", "runtimes.py", "server.py"]
     spec = json.loads((bundle.path / "model.json").read_text())
     assert spec["labels"] == [str(i) for i in range(10)]
     assert spec["input"]["shape"] == [1, 8, 8] and spec["input"]["dtype"] == "float32"

@@ -51,7 +51,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(home):
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)["plan"]
     assert {f["path"] for f in plan["files"]} == {"api.py", "model.json", "model.onnx", "monitor.json", "monitor.py", "predictor.py",
-                                                  "reference.npz", "server.py"}
+                                                  "reference.npz", "runtimes.py", "server.py"}
     assert all(f["size_bytes"] > 0 for f in plan["files"])
     assert plan["estimated_monthly_cost_usd"] == 0 and any("onnxruntime" in r for r in plan["requirements"])
     assert files_under(home) == before

@@ -122,7 +122,7 @@ async def test_deploy_form_shows_the_plan_before_deploying(seeded):
         await wait_for(pilot, lambda: not dialog.query_one("#deploy-button").disabled, timeout=20)
         runner.join()
         plan_text = str(dialog.query_one("#plan").render())
-        assert "local: 8 files" in plan_text and "$0.00/month" in plan_text and "model.onnx" in plan_text
+        assert "local: 9 files" in plan_text and "$0.00/month" in plan_text and "model.onnx" in plan_text
         # All three buttons fit the phone's 40 columns, so each can be tapped.
         for button in ("#plan-button", "#deploy-button", "#cancel"):
             region = dialog.query_one(button).region

@@ -1,7 +1,10 @@
-"""The bundle's predictor: validate inputs, run the ONNX model, keep rolling statistics.
+"""The bundle's predictor: validate inputs, run the model, keep rolling statistics.
 
-This file ships INSIDE every deploy bundle and must run with only numpy and onnxruntime
-(no pocketops import): on the phone, in a Docker Space, in a Cloud Run function.
+This file ships INSIDE every deploy bundle and must run with only numpy and the model's runtime
+(no pocketops import): on the phone, in a Docker Space, in a Cloud Run function. The model
+loads through ``runtimes.open_session`` (a copy of core/runtimes.py in the bundle), so an
+``.onnx``/``.ort`` file runs on onnxruntime, a ``.pte`` on ExecuTorch and a ``.tflite`` on
+LiteRT, behind the same API.
 
     p = Predictor("path/to/bundle")
     p.predict([[...8x8 pixel values...]])   # {"labels", "probabilities", "top"}
@@ -22,6 +25,10 @@ try:  # inside the pocketops package
     from . import monitor as _monitor
 except ImportError:  # inside a bundle: monitor.py sits beside this file
     import monitor as _monitor  # type: ignore[no-redef]
+if __package__:  # inside the pocketops package: the one runtime table (core/runtimes.py)
+    from core import runtimes as _runtimes
+else:  # inside a bundle: its copy of core/runtimes.py (and the adapter the model needs) sits beside this file
+    import runtimes as _runtimes  # type: ignore[no-redef]
 
 MAX_BATCH = 64
 LATENCY_WINDOW = 1000
@@ -69,16 +76,12 @@ class Predictor:
 
     def __init__(self, bundle_dir: str | os.PathLike, *, threads: int = 1, max_batch: int = MAX_BATCH,
                  monitor: bool = True):
-        import onnxruntime as ort
-
         self.dir = Path(bundle_dir)
         started = time.perf_counter()
         self.info = json.loads((self.dir / "model.json").read_text("utf-8"))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.dir / self.info.get("model_file", "model.onnx")),
-                                            options, providers=["CPUExecutionProvider"])
+        # A missing runtime is runtimes.RuntimeMissing, one line naming the package to install.
+        self.session = _runtimes.open_session(self.dir / self.info.get("model_file", "model.onnx"), threads)
+        self.runtime = getattr(self.session, "runtime", "onnxruntime")
         self.input_name = self.session.get_inputs()[0].name
         spec = self.info["input"]
         self.sample_shape = tuple(int(d) for d in spec["shape"])
@@ -273,6 +276,7 @@ class Predictor:
             "input": self.info["input"],
             "preprocessing": {k: v for k, v in self.preprocessing.items() if k != "vocab"},
             "variant": self.info.get("variant"),
+            "runtime": self.runtime,
             "load_ms": round(self.load_ms, 2),
         }
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from deployers.base import Bundle
-from deployers.bundle import RUNTIME_FILES
+from deployers.bundle import runtime_sources
 
 RUNTIME = Path(__file__).resolve().parents[2] / "deployers" / "runtime"
 LABELS = ["setosa", "versicolor", "virginica"]
@@ -48,8 +48,8 @@ def make_bundle(root: Path, *, seed: int = 0, version: str | None = None, varian
         "preprocessing": {}, "output": {"kind": "logits"}, "model_file": "model.onnx",
     }
     (root / "model.json").write_text(json.dumps(spec, indent=2), "utf-8")
-    for name in RUNTIME_FILES:
-        shutil.copyfile(RUNTIME / name, root / name)
+    for name, source in runtime_sources("model.onnx").items():
+        shutil.copyfile(source, root / name)
     rng = np.random.default_rng(seed + 100)
     np.savez(root / "reference.npz", X=rng.normal(size=(16, 4)).astype(np.float32))
     return Bundle(path=root, variant_id=variant_id, version=version, model_json=spec)
