@@ -23,8 +23,13 @@ run: install
 
 # The cluster tests start and stop a local Ray head themselves (ray[default] comes with the
 # `cluster` extra, part of `all`); under CI=true they fail instead of skipping without it.
+# Two pytest workers (pytest-xdist), one test file each at a time: the suite waits on servers and
+# subprocesses much of the time, so one process kept only ~1 of CI's 2 cores busy. Files stay
+# whole on one worker (module fixtures, the cluster tests' one Ray head). PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 test: install browser-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 # Headless Chromium + onnxruntime-web for the static-page test. Skipped with a message when this
 # is not root with apt-get (the test then says it was skipped); under CI=true the test fails
@@ -58,13 +63,13 @@ PHONE_STAMP := $(PHONE_VENV)/.installed
 $(PHONE_STAMP): pyproject.toml constraints.txt
 	test -x $(PHONE_PY) || $(PYTHON) -m venv $(PHONE_VENV)
 	$(PHONE_PY) -m pip install -q --upgrade pip
-	$(PHONE_PY) -m pip install -q -c constraints.txt -e . onnxruntime pytest pytest-timeout anyio sqlite-utils
+	$(PHONE_PY) -m pip install -q -c constraints.txt -e . onnxruntime pytest pytest-timeout pytest-xdist anyio sqlite-utils
 	@if $(PHONE_PY) -c 'import torch' 2>/dev/null || $(PHONE_PY) -c 'import onnx' 2>/dev/null; then \
 	  echo "test-phone: torch or onnx got into $(PHONE_VENV); the phone profile must not have them"; exit 1; fi
 	touch $(PHONE_STAMP)
 
 test-phone: $(PHONE_STAMP)
-	$(PHONE_PY) -m pytest -q -m phone
+	$(PHONE_PY) -m pytest -q -m phone $(XDIST)
 
 # The app runtimes (ExecuTorch, LiteRT) in their own venv: their exporters pull ~1.5 GB (jax,
 # transformers) and pin xdsl, which would downgrade typing_extensions/pydantic in .venv (see
@@ -77,13 +82,13 @@ $(MOBILE_STAMP): pyproject.toml constraints.txt
 	test -x $(MOBILE_PY) || $(PYTHON) -m venv $(MOBILE_VENV)
 	$(MOBILE_PY) -m pip install -q --upgrade pip
 	# --no-compile: most of these 2.6 GB are never imported by the tests; what is gets compiled on import.
-	$(MOBILE_PY) -m pip install -q --no-compile -c constraints.txt -e '.[train,export,serve,mobile]' pytest pytest-timeout anyio
+	$(MOBILE_PY) -m pip install -q --no-compile -c constraints.txt -e '.[train,export,serve,mobile]' pytest pytest-timeout pytest-xdist anyio
 	touch $(MOBILE_STAMP)
 
 mobile-env: $(MOBILE_STAMP)
 
 test-mobile: $(MOBILE_STAMP)
-	POCKETOPS_REQUIRE_MOBILE=1 $(MOBILE_PY) -m pytest -q -m mobile
+	POCKETOPS_REQUIRE_MOBILE=1 $(MOBILE_PY) -m pytest -q -m mobile $(XDIST)
 
 bench: install
 	$(PY) benchmarks/train_overhead.py
