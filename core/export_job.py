@@ -297,6 +297,17 @@ def run_bench(ctx) -> dict:
                    prefs=recommend.override(ctx.db, fresh, payload.prefer, payload.budget_points, payload.runtime))
 
 
+def _refuse_family(names: list[str], family: str | None) -> None:
+    """A variant that does not apply to this run's model family (pruned-int8 of an mlp): one line, before
+    a job exists. Only the family is judged here: a missing exporter may be there on ``--on CLUSTER``."""
+    from core.quantize import TORCH_VARIANTS, torch_refusal
+
+    for name in names:
+        tv = TORCH_VARIANTS.get(name)
+        if tv is not None and tv.families is not None and family not in tv.families:
+            raise ConfigError(torch_refusal([name], family))
+
+
 def queue_export(db, run_id: int, **options) -> int:
     """Queue an export of a finished run (an intent: the dashboard and the CLI call this); the job id.
 
@@ -313,6 +324,7 @@ def queue_export(db, run_id: int, **options) -> int:
         raise ConfigError(f"no run {run_id}; see `pocketops runs list`")
     if run_row["status"] in ("queued", "running"):
         raise ConfigError(f"run {run_id} is still {run_row['status']}; export it when training has finished")
+    _refuse_family(req.variants, run_row["model"])
     checkpoint_for(run_row)
     active = jobs.latest_for_run(db, run_id, "export")
     if active and active["status"] in jobs.ACTIVE:

@@ -76,10 +76,18 @@ def _convert(convert, name: str) -> bytes:
 @contextlib.contextmanager
 def _silenced() -> Iterator[None]:
     """Python's stdout/stderr/logging/warnings (core.quantize._quiet) and fd 2 (the C++ loggers)."""
+    import logging
+
     from core.runtime_tflite import quiet_stderr
 
-    with quiet_stderr(), _quiet():
-        yield
+    # torch's and absl's loggers keep handlers of their own, bound to the stderr of their import time
+    disabled = logging.root.manager.disable
+    try:
+        logging.disable(logging.WARNING)
+        with quiet_stderr(), _quiet():
+            yield
+    finally:
+        logging.disable(disabled)
 
 
 def _meta() -> dict:
