@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -191,8 +191,7 @@ def build_pruned_int8(source: quantize.TorchSource, out: Path, config: quantize.
     before = accuracy(source.model, data.X_val, data.y_val)
     small, info = prune_cnn(source.model, prune.keep)
     pruned = accuracy(small, data.X_val, data.y_val)
-    tuned = fine_tune(small, data.X_train, data.y_train, data.X_val, data.y_val,
-                      PruneConfig(**{**prune.__dict__, "batch_size": batch}))
+    tuned = fine_tune(small, data.X_train, data.y_train, data.X_val, data.y_val, replace(prune, batch_size=batch))
     after = accuracy(small, data.X_val, data.y_val)
     with tempfile.TemporaryDirectory(prefix="pocketops-prune-") as tmp:
         fp32 = Path(tmp) / "pruned-fp32.onnx"

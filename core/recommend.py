@@ -42,6 +42,8 @@ LATENCY_TIE = 0.05          # latencies within 5 % are the same speed: timing no
 ANY_RUNTIME = "any"
 RUNTIME_CHOICES = (ANY_RUNTIME, *RUNTIMES)   # the ``runtime`` preference: any, or the one the app ships
 DEFAULT_RUNTIME = ANY_RUNTIME
+# Where a column is narrow (the Quantize panel, `models list`): ORT, ET, LiteRT.
+SHORT_LABELS = {"onnxruntime": "ORT", "executorch": "ET", "litert": "LiteRT"}
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,7 @@ def recommend(rows: list[dict], *, prefer: str = DEFAULT_PREFER, budget_points: 
     fastest = min(r["latency_p50_ms"] for r in candidates)
 
     kind = f"{runtime_label(runtime)} variant" if runtime != ANY_RUNTIME else "variant"
-    who = f"{best['name']} ({runtime_label(best['runtime'])})" if several else best["name"]
+    who = f"{best['name']} ({runtime_label(best['runtime'])})" if several and runtime == ANY_RUNTIME else best["name"]
     within = f"within the {budget_points:g}-point accuracy budget"
     if runtime != ANY_RUNTIME:
         within += " (runtime preference)"

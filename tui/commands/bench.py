@@ -77,5 +77,5 @@ def run(args) -> int:
         print(describe(r))
     print(f"measured with {args.threads} thread(s) on {len(data.X_test)} test samples of {args.dataset}")
     if rec:
-        print(f"recommended: {rec.name} — {rec.reason}")
+        print(f"recommended: {rec.name} — {rec.reason}" if rec.name else f"no recommendation: {rec.reason}")
     return 0

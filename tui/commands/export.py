@@ -173,5 +173,6 @@ def stream(args, out, db_path, run_id: int, job_id: int) -> int:
     if base is not None:
         print(f"{'torch eager':<18} {'PyTorch':<12} {'':>9}  p50 {base:.3f} ms (same threads, measured in turns with the variants)", file=out)
     rec = result["recommended"]
-    print(f"recommended: {rec['name']} (variant {rec['variant_id']}) — {rec['reason']}", file=out, flush=True)
+    print(f"recommended: {rec['name']} (variant {rec['variant_id']}) — {rec['reason']}" if rec["name"]
+          else f"no recommendation: {rec['reason']}", file=out, flush=True)
     return 0

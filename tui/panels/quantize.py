@@ -22,6 +22,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from core.fmt import compact_bytes
+from core.recommend import SHORT_LABELS
 from tui.messages import StoreChanged
 from tui.widgets.bars import bar
 from tui.widgets.intents import run_intent
@@ -30,7 +31,7 @@ from tui.widgets.polling import PollingPanel
 ORDER = 30
 BUDGET_STEPS = (0.0, 0.1, 0.5, 1.0, 2.0, 5.0)
 # The runtime column's labels: short, so the table fits a phone.
-RUNTIME_SHORT = {"onnxruntime": "ORT", "executorch": "ET", "litert": "LiteRT"}
+RUNTIME_SHORT = SHORT_LABELS
 NAME_MIN = 12   # the runtime column shows only while names keep this many cells
 
 
