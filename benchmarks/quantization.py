@@ -161,17 +161,14 @@ def _kb(n) -> str:
 
 
 def fastest_per_runtime(rows: list[dict], prefs) -> dict[str, dict]:
-    """Each runtime's fastest variant by p50 among those within ``prefs``' accuracy budget (drop
-    measured against the fp32 reference, as the recommendation does)."""
-    from core.recommend import recommend
+    """Each runtime's fastest variant within ``prefs``' accuracy budget (drop measured against the fp32
+    reference), by the recommendation's own rule: least p50, and among those within its 5 % noise
+    tie the smaller file, so these are the per-runtime bests its reason names."""
+    from core.recommend import _best, recommend
 
     table = recommend(rows, prefer="latency", budget_points=prefs.budget_points).rows
-    best: dict[str, dict] = {}
-    for row in table:
-        if row.get("eligible") and (row["runtime"] not in best
-                                    or row["latency_p50_ms"] < best[row["runtime"]]["latency_p50_ms"]):
-            best[row["runtime"]] = row
-    return best
+    runtimes = dict.fromkeys(r["runtime"] for r in table if r.get("eligible"))
+    return {rt: _best([r for r in table if r.get("eligible") and r["runtime"] == rt], "latency") for rt in runtimes}
 
 
 def table(family: str, result: dict, rows: list[dict], prefs) -> dict:
