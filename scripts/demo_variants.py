@@ -19,7 +19,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 RECORDED = Path(__file__).resolve().parent / "demo_variants.json"
-SHOTS = [("q", (120, 40), "quantize-120x40.svg"), ("q", (48, 24), "quantize-48x24.svg")]
+SHOTS = [("q", (120, 40), "quantize-120x40.svg"), ("q", (48, 24), "quantize-48x24.svg"),
+         ("q", (40, 20), "quantize-40x20.svg")]
 
 
 def seed(db, db_path, run_id: int, recorded: Path = RECORDED) -> list[int]:
@@ -53,16 +54,12 @@ def seed(db, db_path, run_id: int, recorded: Path = RECORDED) -> list[int]:
 
 
 async def shots(out: Path) -> None:
-    import store
     from demo_db import build
     from screenshots import shoot
 
     with tempfile.TemporaryDirectory() as tmp:
         db_path = Path(tmp) / "pocketops.db"
-        ids = build(db_path)
-        db = store.connect(db_path)
-        seed(db, db_path, ids["done-cnn-small"])
-        db.conn.close()
+        build(db_path)  # seeds the recorded variants for its finished cnn run (seed above)
         for key, size, filename in SHOTS:
             print(await shoot(db_path, key, size, filename, out))
 

@@ -359,7 +359,10 @@ class Panel(PollingPanel):
     def render_view(self) -> None:
         if self.data is None:
             return
-        width = self.query_one("#quantize-detail").content_size.width or 60
+        detail = self.query_one("#quantize-detail")
+        # content_size still counts the vertical scrollbar's cells, and the bar appears only once the
+        # view overflows (after this render): keep its cells free always, or every table line wraps.
+        width = (detail.content_size.width or 60) - detail.styles.scrollbar_size_vertical
         self.query_one("#quantize-view", Static).update(
             render_detail(self.data, width=max(30, width - 1), prefer=self.prefer, budget=self.budget,
                           runtime=self.runtime))
