@@ -29,21 +29,19 @@ from core.quantize import Built, QuantizeConfig, TorchSource, _quiet, calibratio
 BATCH_MAX = 1024
 EXAMPLE_BATCH = 2          # a batch of 1 would make torch.export specialize the axis
 BATCH_MAX_METHOD = "pocketops_batch_max"   # read back by core.runtime_pte.PteSession
-_LOUD = ("torch", "torchao", "executorch")
 
 
 @contextlib.contextmanager
 def _silent():
-    """core.quantize's quiet, plus the loggers torch and torchao give their own handlers or levels."""
-    levels = {name: logging.getLogger(name).level for name in _LOUD}
+    """core.quantize's quiet, plus logging off: torch's and torchao's loggers carry their own
+    handlers and levels (torchao's CUDA-kernel lines, torch's pytree deprecation line)."""
+    disabled = logging.root.manager.disable
     try:
-        for name in _LOUD:
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        logging.disable(logging.CRITICAL)
         with _quiet():
             yield
     finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+        logging.disable(disabled)
 
 
 def _version() -> str:

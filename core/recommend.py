@@ -223,17 +223,19 @@ def recommend(rows: list[dict], *, prefer: str = DEFAULT_PREFER, budget_points: 
         lead = f"{who} is the smallest {kind} {within}"
     facts = [f"p50 {best['latency_p50_ms']:.3f} ms at batch 1"]
     # The best of every other runtime, so a user choosing the app's runtime sees what each one costs.
-    others = []
+    others, versus_ref = [], False
     for rt in RUNTIMES:
         pool = [r for r in eligible if r["runtime"] == rt]
         if rt != best["runtime"] and pool:
-            said = _versus(best, _best(pool, prefer), prefer)
+            contender = _best(pool, prefer)
+            said = _versus(best, contender, prefer)
             if said:
                 others.append(said)
+                versus_ref = versus_ref or (contender["name"] == ref_name and prefer == "latency")
     if others:
         facts.append(" and ".join(others))
     if best["name"] != ref_name:
-        if best["speedup"]:
+        if best["speedup"] and not versus_ref:  # else just said: the reference is another runtime's best
             if abs(best["speedup"] - 1) <= LATENCY_TIE:
                 facts.append(f"as fast as {ref_name} (within {LATENCY_TIE:.0%})")
             elif best["speedup"] > 1:
@@ -241,7 +243,7 @@ def recommend(rows: list[dict], *, prefer: str = DEFAULT_PREFER, budget_points: 
             else:
                 facts.append(f"{_ratio(1, best['speedup'])} slower than {ref_name}")
         if best["size_ratio"]:
-            facts.append(f"{best['size_ratio']:.2f}× its size")
+            facts.append(f"{best['size_ratio']:.2f}× " + (f"the size of {ref_name}" if versus_ref else "its size"))
         if best["drop_points"] is not None:
             facts.append("the same accuracy" if abs(best["drop_points"]) < 0.05
                          else f"accuracy {-best['drop_points']:+.1f} points")

@@ -6,6 +6,7 @@ runtime needs torch) only, nothing of pocketops at module level.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -27,11 +28,6 @@ SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "f
 ORT_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "float16": "tensor(float16)",
              "int64": "tensor(int64)", "int32": "tensor(int32)", "int16": "tensor(int16)", "uint8": "tensor(uint8)",
              "int8": "tensor(int8)", "bool": "tensor(bool)"}
-# Loggers that speak while executorch (and torchao, which it imports) load: CUDA kernels this CPU
-# box lacks, experimental-API notices. None of it is the user's business.
-_NOISY = ("torchao", "torch", "executorch")
-
-
 @dataclass(frozen=True)
 class Arg:
     """What ``get_inputs()``/``get_outputs()`` give (onnxruntime's NodeArg shape)."""
@@ -43,11 +39,11 @@ class Arg:
 
 @contextlib.contextmanager
 def silenced():
-    """Nothing reaches the terminal meanwhile: executorch's C++ side (cpuinfo, threadpool) writes
-    straight to file descriptor 2, so that descriptor is pointed at /dev/null, not just sys.stderr."""
-    levels = {name: logging.getLogger(name).level for name in _NOISY}
-    for name in _NOISY:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    """Nothing reaches the terminal meanwhile. executorch's pybindings send the C++ log lines
+    (cpuinfo, threadpool) to Python's sys.stderr, torch's loggers carry their own handlers and
+    levels, and native code may write to the descriptors themselves: all three are covered."""
+    disabled = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -62,16 +58,16 @@ def silenced():
             os.close(devnull)
     except OSError:  # no real descriptors here (an embedded interpreter): Python-level silence only
         pass
+    sink = io.StringIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")
             yield
     finally:
         for fd, copy in reversed(saved):
             os.dup2(copy, fd)
             os.close(copy)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+        logging.disable(disabled)
 
 
 def _import_runtime():

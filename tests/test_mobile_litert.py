@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,7 @@ from core import bench, quantize, runtimes
 from core.atomic import sha256_file
 from store import artifacts, jobs
 from store import variants as store_variants
-from tests._export_helpers import clone_store, load_model, trained  # noqa: F401
+from tests._export_helpers import ROOT, clone_store, load_model, trained  # noqa: F401
 from tests._mobile import available, need
 from tests.test_export_cli import CONTRACT_VARIANT, cli
 
@@ -104,6 +108,38 @@ def test_sessions_follow_torch_eager_and_hide_int8_io(built):
     assert abs(acc_int8 - acc_fp32) <= 0.02, (acc_fp32, acc_int8)
     diff, spread = float(np.max(np.abs(got["litert-int8"] - eager))), float(np.ptp(eager))
     assert 0 < diff < 0.15 * spread, ("int8 differs from fp32, but not wildly", diff, spread)
+
+
+@pytest.mark.mobile
+def test_the_session_runs_without_torch_or_pocketops(built, tmp_path):
+    """What a deploy bundle has: runtime_tflite.py alone, numpy and ai-edge-litert; torch blocked, no core on the path."""
+    files, _, data = built
+    np.save(tmp_path / "x.npy", data.X_test[:16])
+    code = textwrap.dedent(f"""
+        import importlib.util, json, sys
+        sys.modules["torch"] = None  # importing torch now fails
+        import numpy as np
+        spec = importlib.util.spec_from_file_location("runtime_tflite", {str(ROOT / "core" / "runtime_tflite.py")!r})
+        mod = sys.modules["runtime_tflite"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        x = np.load("x.npy")
+        out = {{}}
+        for path in sys.argv[1:]:
+            session = mod.TfliteSession(path, 1)
+            out[path] = session.run(None, {{session.get_inputs()[0].name: x}})[0].tolist()
+        assert not any(m == "core" or m.startswith(("core.", "store", "tui")) for m in sys.modules), "pocketops imported"
+        print(json.dumps(out))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    paths = [str(b.path) for b in files.values()]
+    proc = subprocess.run([sys.executable, "-c", code, *paths], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", "LiteRT's C++ lines stay off stderr: " + proc.stderr
+    got = json.loads(proc.stdout)
+    for path in paths:
+        here = runtimes.open_session(path).run(None, {"x": data.X_test[:16]})[0]
+        np.testing.assert_array_equal(np.array(got[path], dtype=np.float32), here)
 
 
 @pytest.mark.mobile
