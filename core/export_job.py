@@ -93,7 +93,7 @@ def summary(db, run_id: int | None, variants: list[dict], *, prefs: recommend.Pr
         "variants": [{k: r.get(k) for k in SUMMARY_FIELDS + EXTRA_FIELDS} for r in rows],
         "baseline": {"torch_latency_p50_ms": base.get("torch_latency_p50_ms"), **base},
         "recommended": rec.as_dict(),
-        "prefer": prefs.prefer, "budget_points": prefs.budget_points,
+        "prefer": prefs.prefer, "budget_points": prefs.budget_points, "runtime": prefs.runtime,
     }
 
 
@@ -245,7 +245,8 @@ def measure_variants(ctx, variants: list[dict], threads: int, *, only_unmeasured
 
 
 def run(ctx) -> dict:
-    """Job kind ``export``: payload {"run_id", "variants", "threads", "calibration_samples", "prefer", "budget_points"}."""
+    """Job kind ``export``: payload {"run_id", "variants", "threads", "calibration_samples", "prefer", "budget_points",
+    "runtime"}."""
     req = jobkinds.payload_of(ctx.job)
     run_row = store_runs.get(ctx.db, req.run_id)
     # before anything is written: fail at once with the way forward
@@ -275,7 +276,7 @@ def run(ctx) -> dict:
 
 def run_bench(ctx) -> dict:
     """Job kind ``bench``: payload {"run_id"} (its newest variants) or {"variant_ids": [...]}, plus "threads"
-    and, for this result only, "prefer" / "budget_points" (otherwise the stored ones)."""
+    and, for this result only, "prefer" / "budget_points" / "runtime" (otherwise the stored ones)."""
     payload = jobkinds.payload_of(ctx.job)  # threads ≥ 1, exactly one of run_id / variant_ids
     threads = payload.threads
     from core.optional import require
@@ -293,7 +294,7 @@ def run_bench(ctx) -> dict:
     measure_variants(ctx, variants, threads)
     fresh = [store_variants.get(ctx.db, v["id"]) for v in variants]
     return summary(ctx.db, payload.run_id, fresh,
-                   prefs=recommend.override(ctx.db, fresh, payload.prefer, payload.budget_points))
+                   prefs=recommend.override(ctx.db, fresh, payload.prefer, payload.budget_points, payload.runtime))
 
 
 def _refuse_family(names: list[str], family: str | None) -> None:
@@ -311,7 +312,7 @@ def queue_export(db, run_id: int, **options) -> int:
     """Queue an export of a finished run (an intent: the dashboard and the CLI call this); the job id.
 
     ``options`` are the payload's other fields (variants, threads, calibration_samples, prefer,
-    budget_points); a ``prefer``/``budget_points`` given is stored as the run's own preference
+    budget_points, runtime); a ``prefer``/``budget_points``/``runtime`` given is stored as the run's own preference
     (what the result, the panel and the Deploy form then judge with). Refused while an export of
     the same run is queued or running.
     """
@@ -329,8 +330,10 @@ def queue_export(db, run_id: int, **options) -> int:
     if active and active["status"] in jobs.ACTIVE:
         raise ConfigError(f"run {run_id} is already being exported (job {active['id']}, {active['status']})")
     with transaction(db):
-        if req.prefer is not None or req.budget_points is not None:  # asked for now: this run's own from here on
-            recommend.save_prefs(db, prefer=req.prefer, budget_points=req.budget_points, run_id=run_id)
+        if req.prefer is not None or req.budget_points is not None or req.runtime is not None:
+            # Asked for now: this run's own from here on.
+            recommend.save_prefs(db, prefer=req.prefer, budget_points=req.budget_points, runtime=req.runtime,
+                                 run_id=run_id)
         return jobkinds.queue(db, "export", req)
 
 

@@ -181,6 +181,7 @@ class ExportPayload:
     calibration_samples: int = 256
     prefer: str | None = None          # None: the stored preference (core.recommend.load_prefs)
     budget_points: float | None = None
+    runtime: str | None = None         # None: the stored one; "any" or the runtime the app ships with
     on: str | None = None  # a cluster (core/remote_job.py) builds the variants; they are benchmarked here
 
     def check(self) -> None:
@@ -195,7 +196,7 @@ class ExportPayload:
             raise ConfigError(f"threads must be 1 or more, not {self.threads}")
         if self.calibration_samples < 1:
             raise ConfigError(f"calibration_samples must be 1 or more, not {self.calibration_samples}")
-        recommend.check_prefs(self.prefer, self.budget_points)
+        recommend.check_prefs(self.prefer, self.budget_points, self.runtime)
 
 
 @kind("bench", "core.export_job:run_bench", "re-benchmark variants on this device")
@@ -207,13 +208,17 @@ class BenchPayload:
     threads: int = 1
     prefer: str | None = None          # None: the stored preference (core.recommend.load_prefs)
     budget_points: float | None = None
+    runtime: str | None = None         # None: the stored one; "any" or the runtime the app ships with
 
     def check(self) -> None:
-        """Exactly one of run_id / variant_ids; threads ≥ 1."""
+        """Exactly one of run_id / variant_ids; threads ≥ 1; preference known."""
+        from core import recommend
+
         if (self.run_id is None) == (not self.variant_ids):
             raise ConfigError("bench job: give either run_id or variant_ids")
         if self.threads < 1:
             raise ConfigError(f"threads must be 1 or more, not {self.threads}")
+        recommend.check_prefs(self.prefer, self.budget_points, self.runtime)
 
 
 @kind("deploy", "deployers.jobs:deploy", "release a variant to a target")

@@ -95,10 +95,12 @@ def build(db_path: str | Path, *, runs: int = 1000, points: int = 2_000_000, var
         for index in range(variants):
             template = recorded[index % len(recorded)]
             run_id = done[(index // len(recorded)) % len(done)]
+            filename = f"{template['name']}{template.get('suffix', '.onnx')}"   # .pte / .tflite rows keep theirs
             variant_ids.append(store_variants.insert(
-                db, name=template["name"], path=f"runs/{run_id}/onnx/{template['name']}.onnx", sha256=template["sha256"],
+                db, name=template["name"], path=f"runs/{run_id}/onnx/{filename}", sha256=template["sha256"],
                 size_bytes=template["size_bytes"], run_id=run_id, status="benchmarked", bench=template["bench"],
-                meta={"run_id": run_id, "dataset": "digits", "source": "big_store"}))
+                meta={"run_id": run_id, "dataset": "digits", "source": "big_store",
+                      "runtime": template.get("runtime", "onnxruntime")}))
         targets = [("local", "local"), ("spaces-static", "you/digits"), ("spaces-docker", "you/digits-api"),
                    ("gcp", "pocketops-predict")]
         for index in range(deployments):

@@ -19,12 +19,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 RECORDED = Path(__file__).resolve().parent / "demo_variants.json"
-SHOTS = [("q", (120, 40), "quantize-120x40.svg"), ("q", (48, 24), "quantize-48x24.svg")]
+SHOTS = [("q", (120, 40), "quantize-120x40.svg"), ("q", (48, 24), "quantize-48x24.svg"),
+         ("q", (40, 20), "quantize-40x20.svg")]
 
 
 def seed(db, db_path, run_id: int, recorded: Path = RECORDED) -> list[int]:
-    """Register the recorded variants for ``run_id`` (rows only: the demo has no model files)."""
+    """Register the recorded variants for ``run_id`` (rows only: the demo has no model files).
+
+    Each row keeps its runtime and zip size in meta as the export job stores them, and its path
+    the file suffix its runtime loads (``.onnx``/``.ort``, ``.pte``, ``.tflite``).
+    """
     from core import paths
+    from core.quantize import suffix
     from store import variants as store_variants
     from store.db import transaction
 
@@ -34,26 +40,26 @@ def seed(db, db_path, run_id: int, recorded: Path = RECORDED) -> list[int]:
     with transaction(db):
         for v in data["variants"]:
             meta = {"run_id": run_id, "source": "demo (recorded by benchmarks/quantization.py)", "dataset": "digits",
-                    "build": v.get("build", {}), "op_types": v.get("op_types", {}), "demo": True}
+                    "build": v.get("build", {}), "op_types": v.get("op_types", {}), "demo": True,
+                    "runtime": v.get("runtime") or (v.get("bench") or {}).get("runtime") or "onnxruntime"}
+            if v.get("zip_bytes"):
+                meta["zip_bytes"] = v["zip_bytes"]
             if v["name"] == "fp32":
                 meta["baseline"] = data["baseline"]
-            ids.append(store_variants.insert(db, name=v["name"], path=str(folder / f"{v['name']}.onnx"),
+            filename = f"{v['name']}{v.get('suffix') or suffix(v['name'])}"
+            ids.append(store_variants.insert(db, name=v["name"], path=str(folder / filename),
                                              sha256=v["sha256"], size_bytes=v["size_bytes"], run_id=run_id,
                                              meta=meta, status="benchmarked", bench=v["bench"]))
     return ids
 
 
 async def shots(out: Path) -> None:
-    import store
     from demo_db import build
     from screenshots import shoot
 
     with tempfile.TemporaryDirectory() as tmp:
         db_path = Path(tmp) / "pocketops.db"
-        ids = build(db_path)
-        db = store.connect(db_path)
-        seed(db, db_path, ids["done-cnn-small"])
-        db.conn.close()
+        build(db_path)  # seeds the recorded variants for its finished cnn run (seed above)
         for key, size, filename in SHOTS:
             print(await shoot(db_path, key, size, filename, out))
 

@@ -23,7 +23,7 @@ SHOTS: list[tuple[str, tuple[int, int], str]] = [
     ("d", (120, 40), "datasets-120x40.svg"),
     ("d", (48, 24), "datasets-48x24.svg"),
     ("p", (120, 40), "deploy-120x40.svg"), ("p", (48, 24), "deploy-48x24.svg"),
-    ("q", (120, 40), "quantize-120x40.svg"), ("q", (48, 24), "quantize-48x24.svg"),
+    ("q", (120, 40), "quantize-120x40.svg"), ("q", (48, 24), "quantize-48x24.svg"), ("q", (40, 20), "quantize-40x20.svg"),
     ("a", (120, 40), "alerts-120x40.svg"), ("a", (48, 24), "alerts-48x24.svg"), ("a", (40, 20), "alerts-40x20.svg"),
     ("c", (120, 40), "costs-120x40.svg"), ("c", (48, 24), "costs-48x24.svg"), ("c", (40, 20), "costs-40x20.svg"),
 ]

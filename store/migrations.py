@@ -430,9 +430,15 @@ def _clusters(db: Database) -> None:
     )
 
 
+def _recommend_runtime(db: Database) -> None:
+    # The runtime the recommendation may pick: "any", or the one an app ships with (onnxruntime,
+    # executorch, litert). Rows stored before keep judging every runtime.
+    db.execute("ALTER TABLE recommend_prefs ADD COLUMN runtime TEXT NOT NULL DEFAULT 'any'")
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [_v1, _dashboards, _scale_indexes, _worker_create_time,
                                                 _recommend_prefs, _deploy_kinds, _costs, _sweeps, _alerts,
-                                                _clusters]
+                                                _clusters, _recommend_runtime]
 
 
 def version(db: Database) -> int:

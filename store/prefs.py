@@ -12,16 +12,16 @@ GLOBAL = 0  # the run_id of the global default row (run ids start at 1)
 def lookup(db: Database, run_id: int | None = None) -> tuple[dict | None, dict | None]:
     """``(the run's own row, the global row)`` in one query; either may be None."""
     found = {r["run_id"]: r for r in rows(
-        db, "SELECT run_id, prefer, budget_points, updated_at FROM recommend_prefs WHERE run_id IN (?, ?)",
+        db, "SELECT run_id, prefer, budget_points, runtime, updated_at FROM recommend_prefs WHERE run_id IN (?, ?)",
         (GLOBAL, int(run_id or GLOBAL)))}
     return (found.get(int(run_id)) if run_id else None), found.get(GLOBAL)
 
 
-def put(db: Database, run_id: int, prefer: str, budget_points: float) -> None:
-    """Store ``prefer`` and ``budget_points`` for ``run_id`` (0: the global default), replacing any row."""
+def put(db: Database, run_id: int, prefer: str, budget_points: float, runtime: str = "any") -> None:
+    """Store ``prefer``, ``budget_points`` and ``runtime`` for ``run_id`` (0: the global default), replacing any row."""
     db.execute(
-        """INSERT INTO recommend_prefs (run_id, prefer, budget_points, updated_at) VALUES (?, ?, ?, ?)
+        """INSERT INTO recommend_prefs (run_id, prefer, budget_points, runtime, updated_at) VALUES (?, ?, ?, ?, ?)
            ON CONFLICT(run_id) DO UPDATE SET prefer = excluded.prefer, budget_points = excluded.budget_points,
-                                             updated_at = excluded.updated_at""",
-        (int(run_id), prefer, float(budget_points), now()),
+                                             runtime = excluded.runtime, updated_at = excluded.updated_at""",
+        (int(run_id), prefer, float(budget_points), runtime, now()),
     )

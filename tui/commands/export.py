@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from core.recommend import RUNTIME_CHOICES
 from tui.commands._common import CliError, add_parser, fmt_bytes, open_db, wait_for_job
 
 
@@ -22,6 +23,9 @@ def register(sub) -> None:
                    help="what the recommendation optimises; stored as this run's own (default: the stored preference)")
     p.add_argument("--budget", type=float, default=None, metavar="POINTS",
                    help="allowed accuracy drop vs fp32, in points; stored as this run's own (default: the stored budget)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default=None,
+                   help="recommend only variants of this runtime (the one your app ships with; any: every runtime); "
+                        "stored as this run's own (default: the stored one)")
     p.add_argument("--wait", action="store_true", help="run now (or wait for a worker) and stream progress")
     p.add_argument("--on", default=None, metavar="CLUSTER", help="export and quantize on this Ray cluster (it has onnx); "
                    "the variants come back and are benchmarked here")
@@ -39,6 +43,8 @@ def request_from_args(args):
         payload["prefer"] = args.prefer
     if args.budget is not None:
         payload["budget_points"] = args.budget
+    if args.runtime is not None:
+        payload["runtime"] = args.runtime
     if args.variants:
         payload["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
     return jobkinds.validate("export", payload)
@@ -96,14 +102,20 @@ def _emit(args, out, data: dict, text: str | None = None) -> None:
 
 
 def describe(v: dict) -> str:
-    """One line per variant for humans."""
+    """One line per variant for humans: its runtime, its size (and zipped, when measured), then its figures."""
+    from core.recommend import runtime_label, runtime_name
+
     def num(key, fmt):
         return "–" if v.get(key) is None else format(v[key], fmt)
 
-    return (f"{v['name']:<18} {fmt_bytes(v.get('size_bytes')):>9}  load {num('load_ms', '.1f')} ms  "
+    zipped = f" (zip {fmt_bytes(v['zip_bytes'])})" if v.get("zip_bytes") else ""
+    # A loop's throughput is batch-1 latency times the batch (core.runtimes): say so beside the figure.
+    loop = " (loop)" if v.get("batch_method") == "loop" else ""
+    return (f"{v['name']:<18} {runtime_label(runtime_name(v)):<12} {fmt_bytes(v.get('size_bytes')):>9}{zipped}  "
+            f"load {num('load_ms', '.1f')} ms  "
             f"p50 {num('latency_p50_ms', '.3f')} ms  p95 {num('latency_p95_ms', '.3f')} ms  "
             f"acc {num('accuracy', '.3f')}  agree {num('agreement', '.3f')}  max|Δ| {num('max_abs_logit_diff', '.2g')}  "
-            f"{num('throughput_per_s', '.0f')}/s at batch 8  mem {num('peak_memory_mb', '.1f')} MB")
+            f"{num('throughput_per_s', '.0f')}/s at batch 8{loop}  mem {num('peak_memory_mb', '.1f')} MB")
 
 
 def stream(args, out, db_path, run_id: int, job_id: int) -> int:
@@ -140,7 +152,7 @@ def stream(args, out, db_path, run_id: int, job_id: int) -> int:
             if row["status"] in ("benchmarked", "failed") and seen.get(row["variant_id"]) != row["status"]:
                 seen[row["variant_id"]] = row["status"]
                 _emit(args, out, {"event": "variant", **{k: row.get(k) for k in (
-                    "variant_id", "name", "status", "size_bytes", "load_ms", "latency_p50_ms", "latency_p95_ms",
+                    "variant_id", "name", "status", "runtime", "size_bytes", "zip_bytes", "load_ms", "latency_p50_ms", "latency_p95_ms",
                     "accuracy", "agreement", "max_abs_logit_diff", "error")}},
                     None if show_bar or row["status"] != "failed" else f"{row['name']}: failed: {row['error']}")
 
@@ -159,7 +171,8 @@ def stream(args, out, db_path, run_id: int, job_id: int) -> int:
         print(describe(v), file=out)
     base = (result.get("baseline") or {}).get("torch_latency_p50_ms")
     if base is not None:
-        print(f"{'torch eager':<18} {'':>9}  p50 {base:.3f} ms (same threads, measured in turns with the variants)", file=out)
+        print(f"{'torch eager':<18} {'PyTorch':<12} {'':>9}  p50 {base:.3f} ms (same threads, measured in turns with the variants)", file=out)
     rec = result["recommended"]
-    print(f"recommended: {rec['name']} (variant {rec['variant_id']}) — {rec['reason']}", file=out, flush=True)
+    print(f"recommended: {rec['name']} (variant {rec['variant_id']}) — {rec['reason']}" if rec["name"]
+          else f"no recommendation: {rec['reason']}", file=out, flush=True)
     return 0

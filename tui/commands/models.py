@@ -132,12 +132,14 @@ def bench_cmd(args) -> int:
     rec = result["recommended"]
     if rec["name"] and len(fresh) > 1:
         print(f"recommended: {rec['name']} (variant {rec['variant_id']}) — {rec['reason']}")
+    elif len(fresh) > 1:
+        print(f"no recommendation: {rec['reason']}")
     return 0
 
 
 def list_cmd(args) -> int:
     """List variants; ``recommended`` marks each run's pick (``core.recommend.pick``, its stored preferences)."""
-    from core.recommend import pick
+    from core.recommend import SHORT_LABELS, pick, runtime_name
     from store import variants
 
     db, _ = open_db(args)
@@ -148,7 +150,8 @@ def list_cmd(args) -> int:
         b = v["bench"]
         found.append({"variant_id": v["id"], "run_id": v["run_id"], "name": v["name"], "status": v["status"],
                       "recommended": v["id"] in picks,
-                      "size_bytes": v["size_bytes"], "latency_p50_ms": b.get("latency_p50_ms"),
+                      "runtime": runtime_name({**v, "runtime": v["meta"].get("runtime")}),
+                      "size_bytes": v["size_bytes"], "zip_bytes": v["meta"].get("zip_bytes"), "latency_p50_ms": b.get("latency_p50_ms"),
                       "accuracy": b.get("accuracy"), "dataset": v["meta"].get("dataset"), "path": v["path"],
                       "sha256": v["sha256"], "error": b.get("error")})
     if args.json:
@@ -156,11 +159,12 @@ def list_cmd(args) -> int:
         return 0
     from rich.table import Table
 
-    table = Table("id", "run", "name", "status", "size", "p50 ms", "acc", "dataset", box=None)
+    # Short runtime labels (ORT, ET, LiteRT): the names keep the room; --json has the zip size too.
+    table = Table("id", "run", "name", "rt", "status", "size", "p50 ms", "acc", "dataset", box=None)
     for r in found:
         table.add_row(str(r["variant_id"]), "–" if r["run_id"] is None else str(r["run_id"]),
-                      ("★ " if r["recommended"] else "") + r["name"], r["status"],
-                      fmt_bytes(r["size_bytes"]), "–" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.3f}",
+                      ("★ " if r["recommended"] else "") + r["name"], SHORT_LABELS.get(r["runtime"], r["runtime"]),
+                      r["status"], fmt_bytes(r["size_bytes"]), "–" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.3f}",
                       "–" if r["accuracy"] is None else f"{r['accuracy']:.3f}", r["dataset"] or "–")
     console().print(table)
     return 0

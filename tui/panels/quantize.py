@@ -1,9 +1,10 @@
-"""Quantize: per run, fp32 / fp16 / int8 variants measured on this device, and which to ship.
+"""Quantize: per run, fp32 / fp16 / int8 variants (ONNX Runtime, ExecuTorch, LiteRT) measured on this device,
+and which to ship.
 
 Rendering is a pure function of the fetched rows (``render_detail``); the recommendation is
 :func:`core.recommend.judge` of those rows with the run's stored preference (fastest or
-smallest) and budget, the same pick the Deploy form and the CLI read, and it fills in as the
-worker's results arrive. Toggling the preference or the budget stores it (for the run, and as
+smallest), budget and runtime (any, or the one the app ships with), the same pick the Deploy form and the CLI read, and it fills in as the
+worker's results arrive. Toggling the preference, the budget or the runtime stores it (for the run, and as
 the default for runs without their own) in a thread worker. Actions only queue jobs (export,
 re-benchmark) or request a cancel, each in a thread worker; no torch or onnx is imported in
 this process.
@@ -21,6 +22,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from core.fmt import compact_bytes
+from core.recommend import SHORT_LABELS
 from tui.messages import StoreChanged
 from tui.widgets.bars import bar
 from tui.widgets.intents import run_intent
@@ -28,6 +30,9 @@ from tui.widgets.polling import PollingPanel
 
 ORDER = 30
 BUDGET_STEPS = (0.0, 0.1, 0.5, 1.0, 2.0, 5.0)
+# The runtime column's labels: short, so the table fits a phone.
+RUNTIME_SHORT = SHORT_LABELS
+NAME_MIN = 12   # the runtime column shows only while names keep this many cells
 
 
 @dataclass
@@ -37,13 +42,14 @@ class QuantizeData:
     variants: list[dict] = field(default_factory=list)   # bench_rows() of the run's newest variants
     baseline: dict = field(default_factory=dict)
     job: dict | None = None                # the run's newest export/bench job
-    prefer: str = "latency"                # the run's stored preference and budget (core.recommend.load_prefs)
+    prefer: str = "latency"                # the run's stored preference, budget and runtime (core.recommend.load_prefs)
     budget: float = 1.0
+    runtime: str = "any"
 
 
 @dataclass
 class PrefsSaved(Message):
-    """The preference and budget of toggle number ``generation`` are in the store (or ``error`` says why not)."""
+    """The preferences of toggle number ``generation`` are in the store (or ``error`` says why not)."""
 
     generation: int
     error: str | None = None
@@ -82,53 +88,98 @@ def _wrap(tokens: list[str], width: int, indent: str = "  ") -> list[str]:
     return lines
 
 
+def runtime_short(v: dict) -> str:
+    """The runtime column's label of a row (ORT, ET, LiteRT)."""
+    rt = v.get("runtime") or "onnxruntime"
+    return RUNTIME_SHORT.get(rt, rt)
+
+
+def _compact(name: str, runtime: str | None) -> str:
+    """``executorch-int8`` → ``ET-int8``: where the runtime column gives way (a phone), the name still says it."""
+    if runtime in RUNTIME_SHORT and name.startswith(f"{runtime}-"):
+        return RUNTIME_SHORT[runtime] + name[len(runtime):]
+    return name
+
+
 def table_lines(variants: list[dict], recommended: str | None, torch_ms: float | None, *,
                 active: bool = True, width: int = 60) -> list[str]:
-    """One line per variant with what a user compares first: size, p50 at batch 1, accuracy.
+    """One line per variant with what a user compares first: runtime, size (zipped), p50 at batch 1, accuracy.
 
     ``active``: a job is still measuring; otherwise a variant without figures was not measured
-    (its job was cancelled or failed) and says so.
+    (its job was cancelled or failed) and says so. The runtime column shows where names keep
+    ``NAME_MIN`` cells (else names say it: ``ET-int8``), the zip column where no name is cut.
     """
     from rich.markup import escape
 
     # Columns after the name take 22 cells; on a phone long names (int8-dynamic-conv) are cut with "…".
-    name_w = max(len("torch eager"), min(max(len(v["name"]) for v in variants), width - 2 - 22))
-    lines = [f"[$text-muted]  {'variant':<{name_w}} {'size':>6} {'p50':>7} {'acc':>6}[/]"]
+    avail = width - 2 - 22
+    rt_w = max(len("rt"), max(len(runtime_short(v)) for v in variants))
+    show_rt = avail - (rt_w + 1) >= NAME_MIN
+    if show_rt:
+        avail -= rt_w + 1
+    shown = {v["name"]: v["name"] if show_rt else _compact(v["name"], v.get("runtime")) for v in variants}
+    longest = max(len(n) for n in shown.values())
+    show_zip = any(v.get("zip_bytes") for v in variants) and avail - 7 >= longest
+    if show_zip:
+        avail -= 7
+    name_w = max(len("torch eager"), min(longest, avail))
+
+    def cols(v: dict | None) -> tuple[str, str]:
+        """The runtime and zip cells of row ``v`` (None: the torch line); empty where the column is not shown."""
+        rt = f" {runtime_short(v) if v else '':<{rt_w}}" if show_rt else ""
+        if not show_zip:
+            return rt, ""
+        zipped = "" if v is None else compact_bytes(v["zip_bytes"]) if v.get("zip_bytes") else "–"
+        return rt, f" {zipped:>6}"
+
+    head_rt = f" {'rt':<{rt_w}}" if show_rt else ""
+    head_zip = f" {'zip':>6}" if show_zip else ""
+    lines = [f"[$text-muted]  {'variant':<{name_w}}{head_rt} {'size':>6}{head_zip} {'p50':>7} {'acc':>6}[/]"]
     for v in variants:
         star = "★ " if v["name"] == recommended else "  "
-        short = v["name"] if len(v["name"]) <= name_w else v["name"][:name_w - 1] + "…"
+        label = shown[v["name"]]
+        short = label if len(label) <= name_w else label[:name_w - 1] + "…"
         name = f"{escape(short):<{name_w}}"
         if v["name"] == recommended:
             name = f"[b]{name}[/b]"
+        rt, zipped = cols(v)
         if v.get("status") == "failed":
-            lines.append(f"{star}{name} [$error]failed[/]")
+            lines.append(f"{star}{name}{rt} [$error]failed[/]")
         elif v.get("latency_p50_ms") is None:
             state = "measuring…" if active else "not measured"
-            lines.append(f"{star}{name} {compact_bytes(v.get('size_bytes')):>6} [$text-muted]{state}[/]")
+            lines.append(f"{star}{name}{rt} {compact_bytes(v.get('size_bytes')):>6}{zipped} [$text-muted]{state}[/]")
         else:
-            lines.append(f"{star}{name} {compact_bytes(v.get('size_bytes')):>6} {_ms(v['latency_p50_ms']):>7} {_pct(v.get('accuracy')):>6}")
+            lines.append(f"{star}{name}{rt} {compact_bytes(v.get('size_bytes')):>6}{zipped} "
+                         f"{_ms(v['latency_p50_ms']):>7} {_pct(v.get('accuracy')):>6}")
     if torch_ms is not None:
+        rt, zipped = cols(None)
+        row = f"  {'torch eager':<{name_w}}{rt} {'':>6}{zipped} {_ms(torch_ms):>7}"
         # "baseline" only where it fits: a wrapped table line is harder to read than a shorter one.
-        tail = " [$text-muted]baseline[/]" if 2 + name_w + 16 + len(" baseline") <= width else ""
-        lines.append(f"  {'torch eager':<{name_w}} {'':>6} {_ms(torch_ms):>7}{tail}")
+        tail = " [$text-muted]baseline[/]" if len(row) + len(" baseline") <= width else ""
+        lines.append(row + tail)
     return lines
 
 
 def variant_lines(v: dict, width: int) -> list[str]:
-    """The rest of one variant's figures (or why it failed), wrapped to ``width``."""
+    """The rest of one variant's figures (or why it failed), wrapped to ``width``; the head names its runtime."""
     from rich.markup import escape
 
-    head = f"[b]{escape(v['name'])}[/b]"
+    from core.recommend import runtime_label
+
+    head = f"[b]{escape(v['name'])}[/b] [$text-muted]{escape(runtime_label(v.get('runtime') or 'onnxruntime'))}[/]"
     if v.get("status") == "failed":
         return [head, *[f"  [$error]{escape(line)}[/]" for line in
                         _wrap([str(v.get("error") or "no reason recorded")], width, "")]]
     if v.get("latency_p50_ms") is None:
         return []
     rest = [f"p95 {_ms(v.get('latency_p95_ms'))}", f"load {_ms(v.get('load_ms'))}",
+            f"zip {compact_bytes(v['zip_bytes'])}" if v.get("zip_bytes") else "",
             f"agree {_pct(v.get('agreement'))}",
             "max|Δ| " + ("–" if v.get("max_abs_logit_diff") is None else f"{v['max_abs_logit_diff']:.2g}"),
             f"mem {v['peak_memory_mb']:.{0 if v['peak_memory_mb'] >= 10 else 1}f}MB" if v.get("peak_memory_mb") is not None else "",
-            f"{_rate(v['throughput_per_s'])} at batch 8" if v.get("throughput_per_s") else ""]
+            # A loop's batch-8 figure is batch-1 latency times 8 (core.runtimes): said, so nobody compares it as native.
+            (f"{_rate(v['throughput_per_s'])} at batch 8" + (" (loop)" if v.get("batch_method") == "loop" else ""))
+            if v.get("throughput_per_s") else ""]
     return [head, *_wrap([t for t in rest if t], width)]
 
 
@@ -147,17 +198,19 @@ def bar_lines(title: str, items: list[tuple[str, float | None, str]], width: int
     return lines
 
 
-def render_detail(data: QuantizeData, *, width: int = 60, prefer: str | None = None, budget: float | None = None) -> str:
+def render_detail(data: QuantizeData, *, width: int = 60, prefer: str | None = None, budget: float | None = None,
+                  runtime: str | None = None) -> str:
     """The selected run's comparison as content markup (pure: no app, no store).
 
-    ``prefer``/``budget`` default to the stored ones the data was fetched with.
+    ``prefer``/``budget``/``runtime`` default to the stored ones the data was fetched with.
     """
     from rich.markup import escape
 
-    from core.recommend import Prefs, judge
+    from core.recommend import Prefs, judge, runtime_label
 
     prefer = data.prefer if prefer is None else prefer
     budget = data.budget if budget is None else budget
+    runtime = data.runtime if runtime is None else runtime
 
     if data.run_id is None:
         return ("No finished run to export yet. Train one on the Training panel (t); "
@@ -181,9 +234,11 @@ def render_detail(data: QuantizeData, *, width: int = 60, prefer: str | None = N
         return "\n".join(lines)
 
     torch_ms = data.baseline.get("torch_latency_p50_ms")
-    rec = judge(data.variants, Prefs(prefer, budget), data.baseline)
+    rec = judge(data.variants, Prefs(prefer, budget, runtime=runtime), data.baseline)
     threads = next((v.get("threads") for v in data.variants if v.get("threads")), None)
     facts = [f"prefer {prefer}", f"budget {budget:g} pt"]
+    if runtime != "any" or len({v.get("runtime") for v in data.variants}) > 1:
+        facts.append("any runtime" if runtime == "any" else f"{runtime_label(runtime)} only")
     if threads:
         facts.append(f"{threads} thread{'s' if threads > 1 else ''}")
     lines.append(" · ".join(facts))
@@ -191,6 +246,8 @@ def render_detail(data: QuantizeData, *, width: int = 60, prefer: str | None = N
         chosen = next(v for v in data.variants if v["name"] == rec.name)
         gain = f" · {torch_ms / chosen['latency_p50_ms']:.1f}× faster than torch" if torch_ms else ""
         lines.append(f"[b $success]Recommended: {escape(rec.name)}[/]{gain}")
+    elif any(v.get("latency_p50_ms") is not None for v in data.variants):  # e.g. none of the preferred runtime
+        lines.append(f"[$warning]No recommendation: {escape(rec.reason)}[/]")
     active = bool(job and job["status"] in ("queued", "running"))
     lines += ["", *table_lines(data.variants, rec.name, torch_ms, active=active, width=width)]
     if not active and any(v.get("latency_p50_ms") is None and v.get("status") != "failed" for v in data.variants):
@@ -213,17 +270,19 @@ def render_detail(data: QuantizeData, *, width: int = 60, prefer: str | None = N
 
 
 class Panel(PollingPanel):
-    """Variants of a run measured on this device; export, re-benchmark, fastest or smallest."""
+    """Variants of a run measured on this device; export, re-benchmark, fastest or smallest, which runtime."""
 
     TITLE = "Quantize"
     SHORT = "Quant"
     KEY = "q"
     BINDINGS = [
-        # Short labels: all five footer buttons must fit (and be tappable) at 40 columns.
+        # Short labels: all six footer buttons must fit (and be tappable) at 40 columns (40 cells exactly).
         Binding("e", "export", "Export", tooltip="export the run to ONNX, build and benchmark the variants"),
         Binding("b", "rebench", "Bench", tooltip="re-benchmark the run's variants on this device"),
-        Binding("z", "toggle_prefer", "Pref", tooltip="recommend the fastest or the smallest variant"),
-        Binding("u", "budget", "Budget", tooltip="allowed accuracy drop: 0, 0.1, 0.5, 1, 2, 5 points"),
+        Binding("z", "toggle_prefer", "Opt", tooltip="recommend the fastest or the smallest variant"),
+        Binding("u", "budget", "Acc", tooltip="allowed accuracy drop: 0, 0.1, 0.5, 1, 2, 5 points"),
+        Binding("r", "cycle_runtime", "RT", tooltip="recommend from any runtime, or only the one your app ships: "
+                "ONNX Runtime, ExecuTorch, LiteRT"),
         Binding("x", "cancel", "Stop", tooltip="cancel the run's export or re-benchmark"),
     ]
 
@@ -233,6 +292,7 @@ class Panel(PollingPanel):
         self.selected: int | None = None
         self.prefer = "latency"
         self.budget = 1.0
+        self.runtime = "any"
         self.data: QuantizeData | None = None
         # Toggles are numbered; a poll sent before the newest toggle was stored must not undo it on screen.
         self._prefs_generation = 0
@@ -272,7 +332,8 @@ class Panel(PollingPanel):
         bench_job = store_jobs.latest_for_run(db, selected, "bench")
         job = max((j for j in (export_job, bench_job) if j), key=lambda j: j["id"], default=None)
         prefs = load_prefs(db, selected)
-        return QuantizeData(runs, selected, bench_rows(rows), baseline_of(rows), job, prefs.prefer, prefs.budget_points)
+        return QuantizeData(runs, selected, bench_rows(rows), baseline_of(rows), job, prefs.prefer, prefs.budget_points,
+                            prefs.runtime)
 
     def update_view(self, data: QuantizeData) -> None:
         table = self.query_one("#quantize-runs", DataTable)
@@ -292,15 +353,19 @@ class Panel(PollingPanel):
                 table.move_cursor(row=index)
         self.data = data
         if self._poll_generation == self._prefs_generation:  # no toggle newer than what this poll read
-            self.prefer, self.budget = data.prefer, data.budget
+            self.prefer, self.budget, self.runtime = data.prefer, data.budget, data.runtime
         self.render_view()
 
     def render_view(self) -> None:
         if self.data is None:
             return
-        width = self.query_one("#quantize-detail").content_size.width or 60
+        detail = self.query_one("#quantize-detail")
+        # content_size still counts the vertical scrollbar's cells, and the bar appears only once the
+        # view overflows (after this render): keep its cells free always, or every table line wraps.
+        width = (detail.content_size.width or 60) - detail.styles.scrollbar_size_vertical
         self.query_one("#quantize-view", Static).update(
-            render_detail(self.data, width=max(30, width - 1), prefer=self.prefer, budget=self.budget))
+            render_detail(self.data, width=max(30, width - 1), prefer=self.prefer, budget=self.budget,
+                          runtime=self.runtime))
 
     def on_resize(self) -> None:
         self.render_view()
@@ -335,7 +400,7 @@ class Panel(PollingPanel):
             # Under the prefs lock, reading the values there: queue_export stores the preference in the
             # enqueue's transaction, so whichever of it and a toggle's save runs last stores the last toggle.
             with self._prefs_lock:
-                return queue_export(db, run_id, prefer=self.prefer, budget_points=self.budget)
+                return queue_export(db, run_id, prefer=self.prefer, budget_points=self.budget, runtime=self.runtime)
 
         self._queue("export", export)
 
@@ -375,6 +440,16 @@ class Panel(PollingPanel):
         self.notify(f"Accuracy budget: {self.budget:g} point{'s' if self.budget != 1 else ''} below fp32.")
         self._prefs_changed()
 
+    def action_cycle_runtime(self) -> None:
+        """Cycle the runtime the pick may come from: any → ONNX Runtime → ExecuTorch → LiteRT → any."""
+        from core.recommend import RUNTIME_CHOICES, runtime_label
+
+        at = RUNTIME_CHOICES.index(self.runtime) if self.runtime in RUNTIME_CHOICES else -1
+        self.runtime = RUNTIME_CHOICES[(at + 1) % len(RUNTIME_CHOICES)]
+        self.notify("Recommending from every runtime." if self.runtime == "any"
+                    else f"Recommending only {runtime_label(self.runtime)} variants (the runtime your app ships).")
+        self._prefs_changed()
+
     def _prefs_changed(self) -> None:
         """Show the new pick at once; store the choice in a thread (the main thread never writes)."""
         self._prefs_generation += 1
@@ -392,7 +467,8 @@ class Panel(PollingPanel):
             db = None
             try:
                 db = store.connect(self.db_path, migrate=False)
-                save_prefs(db, prefer=self.prefer, budget_points=self.budget, run_id=run_id, as_default=True)
+                save_prefs(db, prefer=self.prefer, budget_points=self.budget, runtime=self.runtime, run_id=run_id,
+                           as_default=True)
             except Exception as exc:  # a locked or full store: say so, keep the choice on screen
                 error = f"{type(exc).__name__}: {exc}"
             finally:
