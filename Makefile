@@ -90,10 +90,10 @@ mobile-env: $(MOBILE_STAMP)
 test-mobile: $(MOBILE_STAMP)
 	POCKETOPS_REQUIRE_MOBILE=1 $(MOBILE_PY) -m pytest -q -m mobile $(XDIST)
 
-bench: install
+bench: install $(MOBILE_STAMP)
 	$(PY) benchmarks/train_overhead.py
 	$(PY) benchmarks/dashboard_startup.py
-	$(PY) benchmarks/quantization.py
+	$(MOBILE_PY) benchmarks/quantization.py
 	$(PY) benchmarks/cold_start.py
 	# the many-writers soak at full length (make test runs it for 15 s)
 	POCKETOPS_MANY_WRITERS_S=60 $(PY) -m pytest -q -s tests/test_many_writers.py
@@ -107,8 +107,10 @@ bench: install
 # figure past its target by more than its noise margin, see benchmarks/check.py). A script not
 # in the tree (serve_load before it lands) is skipped with a line.
 BENCHMARKS := train_overhead dashboard_startup quantization cold_start scale serve_load remote
-bench-check: install
-	$(PY) benchmarks/check.py $(BENCHMARKS)
+# quantization runs in .venv-mobile: its table compares every runtime (ExecuTorch and LiteRT too).
+bench-check: install $(MOBILE_STAMP)
+	$(PY) benchmarks/check.py $(filter-out quantization,$(BENCHMARKS))
+	$(MOBILE_PY) benchmarks/check.py quantization
 
 screenshots: install
 	$(PY) scripts/screenshots.py
