@@ -302,3 +302,21 @@ async def test_table_lines_fit_beside_the_scrollbar(compared, size):
         sized = [line for line in plain.splitlines() if "KB" in line]
         long = [line for line in sized if len(line.rstrip()) > view.content_size.width]
         assert len(sized) >= len(RECORDED["variants"]) and not long, (view.content_size, long)
+
+
+def test_phone_width_names_stay_whole_and_apart():
+    """At a phone's width (no runtime column) every variant name is shown whole and no two look alike:
+    int8-dynamic and int8-dynamic-conv would both be cut to "int8-dynam…", ET names carry the runtime."""
+    import re
+
+    from tui.panels.quantize import table_lines
+
+    names = ["fp32", "int8-dynamic", "int8-dynamic-conv", "int8-static", "executorch-int8", "litert-int8"]
+    runtime = {"executorch-int8": "executorch", "litert-int8": "litert"}
+    rows = [{"name": n, "runtime": runtime.get(n, "onnxruntime"), "size_bytes": 50_000, "zip_bytes": 40_000,
+             "latency_p50_ms": 0.02, "accuracy": 0.99, "status": "benchmarked"} for n in names]
+    lines = table_lines(rows, "fp32", 0.1, active=False, width=36)
+    shown = [re.sub(r"\[[^\]]*\]", "", line)[2:].split()[0] for line in lines[1:1 + len(names)]]
+    assert len(set(shown)) == len(names), shown
+    assert not any("…" in s for s in shown), shown
+    assert "ET-int8" in shown and "int8-dyn-cv" in shown

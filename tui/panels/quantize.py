@@ -94,11 +94,16 @@ def runtime_short(v: dict) -> str:
     return RUNTIME_SHORT.get(rt, rt)
 
 
+# On a phone the two dynamic variants would both be cut to "int8-dynam…": shorter names keep them apart.
+PHONE_NAMES = {"int8-dynamic": "int8-dyn", "int8-dynamic-conv": "int8-dyn-cv"}
+
+
 def _compact(name: str, runtime: str | None) -> str:
-    """``executorch-int8`` → ``ET-int8``: where the runtime column gives way (a phone), the name still says it."""
+    """``executorch-int8`` → ``ET-int8``, ``int8-dynamic-conv`` → ``int8-dyn-cv``: where the runtime column gives
+    way (a phone), the name still says it and two names never cut to the same text."""
     if runtime in RUNTIME_SHORT and name.startswith(f"{runtime}-"):
         return RUNTIME_SHORT[runtime] + name[len(runtime):]
-    return name
+    return PHONE_NAMES.get(name, name)
 
 
 def table_lines(variants: list[dict], recommended: str | None, torch_ms: float | None, *,
