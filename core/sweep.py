@@ -264,7 +264,28 @@ class SweepLoop:
         from optuna.trial import TrialState
 
         state = {"done": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}[row["status"]]
-        self.study.tell(row["trial"], row["value"] if state == TrialState.COMPLETE else None, state=state)
+        self._tell(row["trial"], row["value"] if state == TrialState.COMPLETE else None, state=state)
+
+    def _tell(self, trial, value: float | None = None, *, state=None, attrs: dict | None = None) -> bool:
+        """Tell Optuna how ``trial`` ended, once: False (and the row closed from what the study holds)
+        when it was told already, by this study's earlier driver (a worker whose claim went stale under
+        load and was taken over, still finishing its poll). Telling twice must not fail the sweep."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            for key, attr in (attrs or {}).items():  # on a finished trial this raises too
+                trial.set_user_attr(key, attr)
+            if state is None:
+                self.study.tell(trial, value)
+            else:
+                self.study.tell(trial, value, state=state)
+            return True
+        except UpdateFinishedTrialError:
+            number = trial if isinstance(trial, int) else trial.number
+            frozen = self.study.get_trials(deepcopy=False)[number]
+            self.ctx.log("warning", f"sweep {self.id}: trial {number} was already told ({frozen.state.name}); kept that")
+            self._close_row_from(frozen)
+            return False
 
     def _close_row_from(self, frozen) -> None:
         from optuna.trial import TrialState
@@ -330,8 +351,8 @@ class SweepLoop:
             if value is None:
                 self.fail(row, trial, f"run {run_id} finished without {self.cfg['metric']}")
                 return
-            self.study.tell(trial, float(value))
-            store_sweeps.finish_trial(self.db, self.id, number, "done", value=float(value))
+            if self._tell(trial, float(value)):
+                store_sweeps.finish_trial(self.db, self.id, number, "done", value=float(value))
             self.after_finish()
         elif run["status"] in ("failed", "cancelled"):
             self.fail(row, trial, run["error"] or f"run {run_id} {run['status']}")
@@ -346,8 +367,8 @@ class SweepLoop:
             cancel_run(self.db, row["run_id"])
         except RunError:
             return  # it finished meanwhile: the next poll records its value
-        trial.set_user_attr("pruned_epoch", epoch)
-        self.study.tell(trial, state=TrialState.PRUNED)
+        if not self._tell(trial, state=TrialState.PRUNED, attrs={"pruned_epoch": epoch}):
+            return
         store_sweeps.finish_trial(self.db, self.id, row["trial"], "pruned", pruned_epoch=epoch)
         events.log(self.db, "info", "sweeps", f"sweep {self.id}: trial {row['trial']} (run {row['run_id']}) "
                    f"pruned at epoch {epoch}", run_id=row["run_id"], job_id=self.ctx.job_id)
@@ -356,9 +377,8 @@ class SweepLoop:
         """Record a trial whose run failed, in the study and the store, with the run's reason."""
         from optuna.trial import TrialState
 
-        trial.set_user_attr("error", reason[:500])
-        self.study.tell(trial, state=TrialState.FAIL)
-        store_sweeps.finish_trial(self.db, self.id, row["trial"], "failed", error=reason[:500])
+        if self._tell(trial, state=TrialState.FAIL, attrs={"error": reason[:500]}):
+            store_sweeps.finish_trial(self.db, self.id, row["trial"], "failed", error=reason[:500])
 
     def after_finish(self) -> None:
         """Best trial and (with enough finished trials) importances, stored for the dashboard."""

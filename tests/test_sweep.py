@@ -367,3 +367,38 @@ def test_show_and_cancel_a_sweep(tmp_path, space_file):
     trial_jobs = rows(db, "SELECT status FROM jobs WHERE kind = 'train' AND run_id IN (%s)"
                       % ",".join(str(t["run_id"]) for t in trials))
     assert all(j["status"] in jobs.FINAL for j in trial_jobs)
+
+
+def test_a_trial_told_by_an_earlier_driver_is_kept_not_a_failure(tmp_path):
+    """Two drivers of one study (a worker whose claim went stale under load, and the one that took it
+    over): the second telling an already finished trial keeps what the study holds and closes the row
+    from it, instead of failing the sweep with UpdateFinishedTrialError."""
+    from optuna.trial import TrialState
+
+    from core.datasets import ensure_builtin
+    from core.sweep import SweepLoop, new_sweep
+    from core.worker import JobContext
+
+    db_path = tmp_path / "data" / "t.db"
+    db = store.connect(db_path)
+    ensure_builtin(db, db_path)
+    sweep_id, job_id = new_sweep(db, dataset="digits", model="mlp", trials=2, epochs=1, seed=0)
+
+    def driver() -> SweepLoop:
+        ctx = JobContext(db_path, jobs.get(db, job_id), "w-test", db=store.connect(db_path))
+        loop = SweepLoop(ctx, store_sweeps.get(db, sweep_id))
+        loop.open()
+        return loop
+
+    first = driver()
+    first.top_up([])  # asks trial 0 (and 1: parallel 1 asks one) and gives it a run
+    row = store_sweeps.trials(db, sweep_id)[0]
+    second = driver()  # the taker-over opens the same journal
+    first.study.tell(first._trial(row["trial"]), 0.91)
+    store_sweeps.finish_trial(db, sweep_id, row["trial"], "done", value=0.91)
+    # The stale driver, a poll behind, sees the run end otherwise: nothing raises, the study keeps 0.91.
+    second.fail(row, second._trial(row["trial"]), "its run was cancelled")
+    frozen = second.study.get_trials(deepcopy=False)[row["trial"]]
+    assert frozen.state == TrialState.COMPLETE and frozen.value == 0.91
+    again = {t["trial"]: t for t in store_sweeps.trials(db, sweep_id)}[row["trial"]]
+    assert again["status"] == "done" and again["value"] == 0.91
