@@ -25,10 +25,26 @@ try:  # inside the pocketops package
     from . import monitor as _monitor
 except ImportError:  # inside a bundle: monitor.py sits beside this file
     import monitor as _monitor  # type: ignore[no-redef]
-if __package__:  # inside the pocketops package: the one runtime table (core/runtimes.py)
-    from core import runtimes as _runtimes
-else:  # inside a bundle: its copy of core/runtimes.py (and the adapter the model needs) sits beside this file
-    import runtimes as _runtimes  # type: ignore[no-redef]
+
+
+def _runtimes():
+    """The runtime table: core/runtimes.py inside the package; the bundle's copy beside this file inside a
+    bundle; the source tree's own when this file runs as a script from deployers/runtime/ (tests, development)."""
+    if __package__:
+        from core import runtimes
+        return runtimes
+    try:
+        import runtimes  # type: ignore[no-redef]
+    except ImportError:
+        import sys
+
+        root = Path(__file__).resolve().parents[2]
+        if not (root / "core" / "runtimes.py").is_file():
+            raise
+        if str(root) not in sys.path:
+            sys.path.append(str(root))
+        from core import runtimes  # type: ignore[no-redef]
+    return runtimes
 
 MAX_BATCH = 64
 LATENCY_WINDOW = 1000
@@ -80,7 +96,7 @@ class Predictor:
         started = time.perf_counter()
         self.info = json.loads((self.dir / "model.json").read_text("utf-8"))
         # A missing runtime is runtimes.RuntimeMissing, one line naming the package to install.
-        self.session = _runtimes.open_session(self.dir / self.info.get("model_file", "model.onnx"), threads)
+        self.session = _runtimes().open_session(self.dir / self.info.get("model_file", "model.onnx"), threads)
         self.runtime = getattr(self.session, "runtime", "onnxruntime")
         self.input_name = self.session.get_inputs()[0].name
         spec = self.info["input"]
