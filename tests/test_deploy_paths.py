@@ -101,6 +101,9 @@ async def test_cli_and_dashboard_deploys_leave_the_same_rows(tmp_path):
             runner.start()
             await wait_for(pilot, lambda: not dialog.query_one("#deploy-button").disabled)
             runner.join()
+            # The plan text just arrived: let the form lay out again before tapping, or the tap lands
+            # where the button was a frame ago (under load it did: no deploy job, a 90 s timeout).
+            await pilot.pause()
             await pilot.click("#deploy-button")
             await wait_for(pilot, lambda: len(jobs.list_jobs(dash_db)) == 2)
         Worker(dash_path).run(once=True)

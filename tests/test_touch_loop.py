@@ -72,6 +72,7 @@ async def tap_key(pilot, app, key: str) -> None:
 
 async def tap(pilot, app, target) -> None:
     """Click ``target`` (a selector or widget) after checking it is wholly on the screen."""
+    await pilot.pause()  # a pending layout (new text just arrived) first: else the tap uses last frame's place
     widget = app.screen.query_one(target) if isinstance(target, str) else target
     assert app.screen.region.contains_region(widget.region), f"{target} is off the 40×20 screen: {widget.region}"
     await pilot.click(widget)
