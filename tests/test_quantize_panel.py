@@ -269,8 +269,11 @@ async def test_phone_portrait_40x20_keeps_table_lines_unwrapped(compared):
         table = [line for line in lines if line.startswith(("  ", "★ ")) and (
             "torch eager" in line or any(line[2:].startswith(v["name"][:10]) for v in RECORDED["variants"]))]
         assert table and all(len(line) <= width for line in table), (width, [t for t in table if len(t) > width])
+        keys = ("e", "b", "z", "u", "r", "x")
+        # The footer lays its buttons out after the panel's first data: wait for them, then check where they are.
+        await wait_for(pilot, lambda: set(keys) <= {k.key for k in app.query("FooterKey") if k.region.width}, timeout=60)
         shown = {k.key: k.region for k in app.query("FooterKey")}
-        for key in ("e", "b", "z", "u", "x"):
+        for key in keys:
             assert key in shown and shown[key].right <= 40, f"footer button {key} must be tappable at 40 columns"
 
 
