@@ -82,13 +82,21 @@ class RayHead:
                 p.terminate()
             except psutil.Error:
                 pass
-        _, alive = psutil.wait_procs(procs, timeout=5)
-        for p in alive + self.processes():
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=30)
+        psutil.wait_procs(procs, timeout=5)
+        # Then SIGKILL whatever of the head is still there, again until nothing is: the raylet starts
+        # its dashboard and runtime-env agents again when they die, and one started after a single
+        # pass outlived the head (an orphan at ~60 % CPU, seen slowing the benchmarks after the tests).
+        deadline = time.monotonic() + 60
+        while True:
+            left = self.processes()
+            if not left or time.monotonic() > deadline:
+                break
+            for p in left:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(left, timeout=5)
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
