@@ -115,20 +115,6 @@ def compare_latency(paths: dict, X: np.ndarray, config: BenchConfig | None = Non
     return out
 
 
-def session_options(threads: int, *, profile_prefix: str | None = None):
-    """onnxruntime options for timing: ``threads`` intra-op, sequential, quiet; optional op profiling to ``profile_prefix``."""
-    ort = require("onnxruntime", "benchmarking an ONNX model")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    if profile_prefix:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = profile_prefix
-    return opts
-
-
 def open_session(path: str | Path, threads: int = 1, *, profile_prefix: str | None = None):
     """A session on the file's runtime (``core.runtimes``: .onnx/.ort onnxruntime, .pte ExecuTorch,
     .tflite LiteRT) with a fixed thread count; a missing runtime or a bad file is one clear error."""
